@@ -1,0 +1,142 @@
+"""``BundleInfo``: what a user sees of one bundle version."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from . import mediatypes as mt
+from .manifest import Manifest
+
+
+@dataclass
+class BundleInfo:
+    """One bundle version as listed and shown (made from its manifest alone).
+
+    Example:
+        >>> info = BundleInfo(name="mnist-mlp", version=1, digest="sha256:" + "0" * 64)
+        >>> info.ref
+        'mnist-mlp:1'
+    """
+
+    name: str
+    version: int | None
+    digest: str
+    tags: list[str] = field(default_factory=list)
+    created: str = ""
+    size: int = 0
+    parameters: int = 0
+    precision: str = ""
+    quantization: str = ""
+    architecture: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    recipe: dict[str, Any] = field(default_factory=dict)
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    compressed: bool = False
+    encrypted: bool = False
+    signed: bool = False
+    published: list[str] = field(default_factory=list)
+    remote: str | None = None
+
+    @property
+    def ref(self) -> str:
+        """The reference that names this version (``name:version`` or ``name@digest``)."""
+        base = f"{self.remote}/{self.name}" if self.remote else self.name
+        if self.version is not None:
+            return f"{base}:{self.version}"
+        return f"{base}@{self.digest}"
+
+    @property
+    def badges(self) -> list[str]:
+        flags = [("compressed", self.compressed), ("encrypted", self.encrypted), ("signed", self.signed)]
+        out = [name for name, on in flags if on]
+        if self.published:
+            out.append("published")
+        return out
+
+    @classmethod
+    def from_manifest(
+        cls, manifest: Manifest, *, name: str, tags: list[str] | None = None, remote: str | None = None
+    ) -> BundleInfo:
+        summary = manifest.summary
+        recipe = manifest.recipe
+        steps = [s.get("op") for s in recipe.get("lineage", [])] + [recipe.get("op")]
+        version = summary.get("version")
+        return cls(
+            name=name,
+            version=int(version) if isinstance(version, int | str) and str(version).isdigit() else None,
+            digest=manifest.digest,
+            tags=sorted(tags or [], key=_tag_order),
+            created=manifest.annotations.get(mt.CREATED, ""),
+            size=manifest.size,
+            parameters=int(summary.get("parameters", 0)),
+            precision=str(summary.get("precision", "")),
+            quantization=str(summary.get("quantization", "")),
+            architecture=dict(summary.get("architecture", {})),
+            metrics=dict(summary.get("metrics", {})),
+            description=str(summary.get("description", "")),
+            recipe=recipe,
+            layers=[
+                {"filepath": d.filepath, "mediaType": d.media_type, "digest": d.digest, "size": d.size}
+                for d in manifest.layers
+            ],
+            compressed="compress" in steps,
+            encrypted=any(d.media_type.endswith(mt.AGE_SUFFIX) for d in manifest.layers),
+            signed=any(d.media_type == mt.SIGNATURE for d in manifest.layers),
+            remote=remote,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (what ``--json`` prints and the REST API returns)."""
+        out = asdict(self)
+        out["ref"] = self.ref
+        out["badges"] = self.badges
+        return out
+
+    def __str__(self) -> str:
+        badges = f" [{', '.join(self.badges)}]" if self.badges else ""
+        metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in self.metrics.items())
+        lines = [
+            f"{self.ref}{badges}",
+            f"  digest      {self.digest}",
+            f"  tags        {', '.join(self.tags) or '-'}",
+            f"  size        {human_bytes(self.size)}",
+            f"  parameters  {self.parameters:,}  precision {self.precision or '-'}"
+            + (f"  quantization {self.quantization}" if self.quantization else ""),
+            f"  arch        {self.architecture.get('class', '-')} ({self.architecture.get('strategy', '-')})",
+        ]
+        if metrics:
+            lines.append(f"  metrics     {metrics}")
+        if self.recipe.get("parent"):
+            lines.append(f"  from        {self.recipe.get('op')} of {self.recipe['parent'][:19]}…")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        # The card's HTML lives with the notebook door; imported only when a notebook asks.
+        from ..notebook.display import bundle_card_html
+
+        return bundle_card_html(self)
+
+
+def _tag_order(tag: str) -> tuple[int, int, str]:
+    return (0, int(tag), "") if tag.isdigit() else (1, 0, tag)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def human_bytes(n: int | float) -> str:
+    """``1.2 MB`` style sizes (powers of 1000, like `ls -lh --si`).
+
+    Example:
+        >>> human_bytes(1_234_567)
+        '1.2 MB'
+    """
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"

@@ -1,0 +1,51 @@
+"""The ``modelpack`` command: the verbs of :mod:`nbmodelpack.commands` for terminals and CI."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+
+def render(result: Any, *, as_json: bool) -> str:
+    """Text for a verb's result: JSON with ``--json``, else its ``str()``."""
+    if result is None:
+        return ""
+    if as_json:
+        from .api import to_json
+
+        return to_json(result)
+    return str(result)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one verb; print its result, or one ``error: …`` line and exit non-zero.
+
+    Example:
+        >>> main(["help", "tag"])  # doctest: +SKIP
+    """
+    from . import commands
+    from .errors import ModelPackError, UsageError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = commands.run(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModelPackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; nothing half-written was kept", file=sys.stderr)
+        return 130
+    text = render(result, as_json="--json" in args)
+    if text:
+        print(text)
+    if getattr(result, "ok", True) is False:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""The verbs: one parser and one dispatcher shared by the CLI and ``%modelpack``.
+
+A verb is one function here, registered with :func:`verb`. It receives the
+parsed arguments and a :class:`Context` (what the front door can do: look up
+notebook variables, ask for a secret) and returns a result object; the front
+door renders it (text or JSON in a terminal, HTML in a notebook).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from . import api
+from .bundle.info import BundleInfo, human_bytes
+from .errors import UsageError
+
+
+class Context:
+    """What a front door offers verbs. The terminal has no variables to look up."""
+
+    interactive = False
+    name = "modelpack"
+
+    def lookup(self, name: str) -> Any:
+        raise UsageError(f"{name!r} names a notebook variable; this verb needs %modelpack in a notebook")
+
+    def bind(self, name: str, value: Any) -> None:
+        raise UsageError("binding a variable needs %modelpack in a notebook")
+
+    def getpass(self, prompt: str) -> str:
+        import getpass
+
+        return getpass.getpass(prompt)
+
+
+# ---- results -------------------------------------------------------------------------------
+class Text(str):
+    """A plain message result."""
+
+
+class BundleList(list[BundleInfo]):
+    """A table of bundle versions (``ls``)."""
+
+    def __str__(self) -> str:
+        if not self:
+            return "no bundles (pack one with nbmodelpack.pack or %modelpack pack)"
+        rows = [("REF", "TAGS", "SIZE", "PARAMS", "PRECISION", "BADGES", "CREATED")]
+        for i in self:
+            rows.append((i.ref, ",".join(t for t in i.tags if not t.isdigit()) or "-", human_bytes(i.size), f"{i.parameters:,}", i.precision or "-", ",".join(i.badges) or "-", i.created[:19]))
+        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+        return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [i.to_json() for i in self]
+
+    def _repr_html_(self) -> str:
+        from .notebook.display import bundle_table_html
+
+        return bundle_table_html(self)
+
+
+@dataclass
+class Verb:
+    name: str
+    help: str
+    args: tuple[tuple[tuple[str, ...], dict[str, Any]], ...]
+    run: Callable[[argparse.Namespace, Context], Any]
+    notebook_only: bool = False
+
+
+VERBS: dict[str, Verb] = {}
+
+
+def arg(*flags: str, **kwargs: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """An argparse argument spec for :func:`verb`."""
+    return flags, kwargs
+
+
+def verb(name: str, help: str, *args: tuple[tuple[str, ...], dict[str, Any]], notebook_only: bool = False) -> Callable[[Callable[[argparse.Namespace, Context], Any]], Callable[[argparse.Namespace, Context], Any]]:
+    """Register a verb: ``@verb("tag", "add or move a tag", arg("ref"), arg("new_tag"))``."""
+
+    def register(fn: Callable[[argparse.Namespace, Context], Any]) -> Callable[[argparse.Namespace, Context], Any]:
+        VERBS[name] = Verb(name, help, args, fn, notebook_only)
+        return fn
+
+    return register
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises :class:`UsageError` (with the usage line) instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message}\n{self.format_usage().strip()}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        raise _HelpShown(message or "")
+
+
+class _HelpShown(Exception):
+    """argparse printed help (``-h``); not an error."""
+
+
+@dataclass
+class Help:
+    """Usage text (``help``, ``-h``)."""
+
+    text: str = field(default="")
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def build_parser(prog: str = "modelpack") -> argparse.ArgumentParser:
+    """The parser of every verb."""
+    parser = _Parser(prog=prog, description="Pack, load, compress, encrypt, sign, publish and serve PyTorch models as OCI bundles.")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    for v in VERBS.values():
+        p = sub.add_parser(v.name, help=v.help, description=v.help)
+        for flags, kwargs in v.args:
+            p.add_argument(*flags, **kwargs)
+    return parser
+
+
+def run(argv: Sequence[str] | str, ctx: Context | None = None) -> Any:
+    """Parse ``argv`` and run the verb; return its result (raise :class:`ModelPackError` on failure).
+
+    Example:
+        >>> str(run("help tag")).splitlines()[0]
+        'usage: modelpack tag [-h] ref new_tag'
+    """
+    ctx = ctx or Context()
+    args_list = shlex.split(argv) if isinstance(argv, str) else list(argv)
+    parser = build_parser(ctx.name)
+    if not args_list:
+        return Help(parser.format_help())
+    if args_list[0] not in VERBS and not args_list[0].startswith("-"):
+        known = ", ".join(sorted(VERBS))
+        raise UsageError(f"unknown verb {args_list[0]!r}", hint=f"verbs: {known}")
+    try:
+        ns = parser.parse_args(args_list)
+    except _HelpShown:
+        sub = _subparser(parser, args_list[0])
+        return Help((sub or parser).format_help())
+    if ns.verb is None:
+        return Help(parser.format_help())
+    v = VERBS[ns.verb]
+    if v.notebook_only and not ctx.interactive:
+        raise UsageError(f"`{v.name}` works on notebook variables", hint="use %modelpack in a notebook, or the Python API")
+    return v.run(ns, ctx)
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(name)
+    return None
+
+
+def _json_arg(text: str | None, what: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{what} is not valid JSON: {exc.msg} at position {exc.pos}") from exc
+
+
+# ---- foundation verbs ----------------------------------------------------------------------
+@verb("help", "show usage of all verbs or one", arg("topic", nargs="?"))
+def _help(a: argparse.Namespace, ctx: Context) -> Help:
+    parser = build_parser(ctx.name)
+    if a.topic:
+        sub = _subparser(parser, a.topic)
+        if sub is None:
+            raise UsageError(f"unknown verb {a.topic!r}", hint=f"verbs: {', '.join(sorted(VERBS))}")
+        return Help(sub.format_help())
+    return Help(parser.format_help())
+
+
+@verb("ls", "list local bundle versions", arg("name", nargs="?"), arg("--json", action="store_true"))
+def _ls(a: argparse.Namespace, ctx: Context) -> BundleList:
+    return BundleList(api.ls(a.name))
+
+
+@verb("show", "show one bundle version", arg("ref"), arg("--json", action="store_true"), arg("--card", action="store_true", help="print the model card"))
+def _show(a: argparse.Namespace, ctx: Context) -> Any:
+    if a.card:
+        return Text(api.card(a.ref))
+    return api.show(a.ref)
+
+
+@verb("tag", "add or move a tag", arg("ref"), arg("new_tag"))
+def _tag(a: argparse.Namespace, ctx: Context) -> BundleInfo:
+    return api.tag(a.ref, a.new_tag)
+
+
+@verb("rm", "remove a bundle version (blobs go at the next gc)", arg("ref"))
+def _rm(a: argparse.Namespace, ctx: Context) -> Text:
+    removed = api.rm(a.ref)
+    return Text(f"removed {', '.join(removed)}")
+
+
+@verb("gc", "delete blobs no bundle references", arg("--grace", type=float, default=3600.0, help="keep blobs younger than this many seconds"))
+def _gc(a: argparse.Namespace, ctx: Context) -> Text:
+    count, freed = api.gc(grace_seconds=a.grace)
+    return Text(f"removed {count} blobs, freed {human_bytes(freed)}")
+
+
+@dataclass
+class FsckReport:
+    problems: list[Any]
+
+    def __str__(self) -> str:
+        if not self.problems:
+            return "ok: every blob matches its digest"
+        return "\n".join(f"damaged: {p}" for p in self.problems)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": not self.problems, "problems": [{"digest": p.digest, "filepath": p.filepath, "problem": p.problem} for p in self.problems]}
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@verb("fsck", "re-hash every blob and report damage", arg("--json", action="store_true"))
+def _fsck(a: argparse.Namespace, ctx: Context) -> FsckReport:
+    return FsckReport(api.fsck())
+
+
+@verb(
+    "import-pth",
+    "import a legacy .pth/.pt state dict (weights_only, never unpickles code)",
+    arg("file"),
+    arg("--name", required=True),
+    arg("--arch", required=True, help="module:Class or module:factory that builds the model"),
+    arg("--arch-kwargs", help="JSON object of init arguments"),
+)
+def _import_pth(a: argparse.Namespace, ctx: Context) -> BundleInfo:
+    kwargs = _json_arg(a.arch_kwargs, "--arch-kwargs")
+    return api.import_pth(a.file, a.name, arch=a.arch, arch_kwargs=kwargs)
+
+
+@verb("export", "write a version as an OCI layout (tar file or --dir)", arg("ref"), arg("-o", "--output", help="FILE.tar"), arg("--dir", help="directory"))
+def _export(a: argparse.Namespace, ctx: Context) -> Text:
+    if bool(a.output) == bool(a.dir):
+        raise UsageError("give exactly one of -o FILE.tar or --dir DIR")
+    out = api.export(a.ref, a.output or (a.dir.rstrip("/") + "/"))
+    return Text(f"exported {a.ref} to {out}")
+
+
+@verb("import", "import bundles from an OCI layout (tar or directory)", arg("file"), arg("--name"))
+def _import(a: argparse.Namespace, ctx: Context) -> BundleList:
+    return BundleList(api.import_(a.file, name=a.name))
+
+
+# ---- notebook verbs (issue 3) --------------------------------------------------------------
+
+
+# ---- compression verbs (issue 4) -----------------------------------------------------------
+
+
+# ---- encryption and signing verbs (issue 5) ------------------------------------------------
+
+
+# ---- remote verbs (issue 6) ----------------------------------------------------------------
+
+
+# ---- serving verbs (issue 7) ---------------------------------------------------------------

@@ -1,0 +1,308 @@
+"""Module → bundle: weights, architecture, I/O signature, processing (DESIGN.md §1).
+
+The architecture is captured in the first way that works:
+1. ``class``  – an importable class (or factory) and its init arguments;
+2. ``export`` – a ``torch.export`` graph whose weights are stripped (meta tensors),
+   so ``model.safetensors`` stays the only copy of the weights;
+3. ``source`` – the class source, stored only when the caller passes ``trust_code=True``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import io
+import json
+import textwrap
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import safetensors.torch
+import torch
+
+from ..bundle import mediatypes as mt
+from ..bundle.draft import Draft
+from ..bundle.manifest import Descriptor
+from ..errors import ArchitectureError, UsageError
+from ..store import Store
+from ._tensors import V2_DATATYPES, dtype_name, split_aliases
+
+_JSON_SCALARS = (bool, int, float, str, type(None))
+
+
+@dataclass
+class Captured:
+    """The files of a bundle before they are stored, plus what the card shows."""
+
+    files: list[tuple[str, str, bytes]] = field(default_factory=list)  # (filepath, media type, bytes)
+    architecture: dict[str, Any] = field(default_factory=dict)
+    parameters: int = 0
+    precision: str = "float32"
+
+
+# ---- architecture ---------------------------------------------------------------------------
+def _resolve(target: str) -> Any:
+    module_name, _, qualname = target.partition(":")
+    if not module_name or not qualname:
+        raise UsageError(f"--arch {target!r} is not module:Name", hint="e.g. torchvision.models:resnet18")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ArchitectureError(f"cannot import {target}: {exc}") from exc
+    return obj
+
+
+def _class_path(cls: type) -> str | None:
+    """``module:Qualname`` if a fresh process can import ``cls`` by that name."""
+    module = getattr(cls, "__module__", "")
+    qualname = getattr(cls, "__qualname__", "")
+    if not module or module == "__main__" or "<locals>" in qualname or module.startswith("__"):
+        return None
+    try:
+        return f"{module}:{qualname}" if _resolve(f"{module}:{qualname}") is cls else None
+    except (ArchitectureError, UsageError):
+        return None
+
+
+def _guess_init_kwargs(model: torch.nn.Module) -> dict[str, Any] | None:
+    """Init arguments recovered from same-named attributes (``self.hidden = hidden``) or defaults."""
+    try:
+        params = inspect.signature(type(model).__init__).parameters
+    except (TypeError, ValueError):
+        return None
+    kwargs: dict[str, Any] = {}
+    for pname, p in list(params.items())[1:]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        for attr in (pname, f"_{pname}"):
+            value = model.__dict__.get(attr, inspect.Parameter.empty)
+            if value is not inspect.Parameter.empty:
+                break
+        if value is not inspect.Parameter.empty and _is_json(value):
+            kwargs[pname] = list(value) if isinstance(value, tuple) else value
+        elif p.default is p.empty:
+            return None
+    return kwargs
+
+
+def _is_json(value: Any) -> bool:
+    if isinstance(value, _JSON_SCALARS):
+        return True
+    if isinstance(value, list | tuple):
+        return all(_is_json(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_json(v) for k, v in value.items())
+    return False
+
+
+def _shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    return {k: (tuple(v.shape), v.dtype) for k, v in state.items()}
+
+
+def _rebuilds(factory: Any, kwargs: dict[str, Any], model: torch.nn.Module) -> bool:
+    """Does ``factory(**kwargs)`` build a module with the same state-dict keys and shapes?"""
+    try:
+        with torch.device("meta"):
+            candidate = factory(**kwargs)
+    except Exception:
+        return False
+    if not isinstance(candidate, torch.nn.Module):
+        return False
+    want = {k: v[0] for k, v in _shapes(model.state_dict()).items()}
+    got = {k: v[0] for k, v in _shapes(candidate.state_dict()).items()}
+    return want == got
+
+
+def _example_args(example: Any) -> tuple[Any, ...]:
+    return tuple(example) if isinstance(example, tuple | list) else (example,)
+
+
+def _export(model: torch.nn.Module, example: Any) -> bytes:
+    # A batch of one would make export specialize the batch dimension to 1.
+    args = tuple(torch.cat([a, a]) if isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == 1 else a for a in _example_args(example))
+    dynamic = tuple({0: torch.export.Dim.AUTO} if isinstance(a, torch.Tensor) and a.dim() > 0 else None for a in args)
+    ep = torch.export.export(model, args, dynamic_shapes=dynamic)
+    # Strip the weights: the graph keeps names, shapes and dtypes; safetensors keeps the bytes.
+    for key, value in list(ep.state_dict.items()):
+        meta = torch.empty(value.shape, dtype=value.dtype, device="meta")
+        ep.state_dict[key] = torch.nn.Parameter(meta, requires_grad=False) if isinstance(value, torch.nn.Parameter) else meta
+    buf = io.BytesIO()
+    torch.export.save(ep, buf)
+    return buf.getvalue()
+
+
+def _source(cls: type) -> str:
+    try:
+        src = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError) as exc:
+        raise ArchitectureError(f"no source found for {cls.__qualname__}") from exc
+    header = "import math\nimport torch\nimport torch.nn as nn\nimport torch.nn.functional as F\nfrom torch import Tensor\n\n"
+    return header + src
+
+
+def capture_architecture(
+    model: torch.nn.Module,
+    *,
+    example: Any = None,
+    arch: str | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
+    trust_code: bool = False,
+) -> tuple[dict[str, Any], list[tuple[str, str, bytes]]]:
+    """Pick the first strategy that works; return ``(architecture.json, extra files)``."""
+    cls = type(model)
+    if arch is not None:
+        factory = _resolve(arch)
+        kwargs = dict(arch_kwargs or {})
+        if not _is_json(kwargs):
+            raise UsageError("arch_kwargs must be JSON values (numbers, strings, lists, dicts)")
+        if not _rebuilds(factory, kwargs, model):
+            raise ArchitectureError(
+                f"{arch}(**{kwargs}) does not build a module with this model's parameters",
+                hint="check --arch and its arguments",
+            )
+        return {"strategy": "class", "class": arch, "kwargs": kwargs}, []
+    path = _class_path(cls)
+    kwargs_guess = _guess_init_kwargs(model)
+    if path and kwargs_guess is not None and _rebuilds(cls, kwargs_guess, model):
+        return {"strategy": "class", "class": path, "kwargs": kwargs_guess}, []
+    export_error = "no example input was given"
+    if example is not None:
+        try:
+            return (
+                {"strategy": "export", "class": f"{cls.__module__}:{cls.__qualname__}", "file": "model.pt2"},
+                [("model.pt2", mt.CODE, _export(model, example))],
+            )
+        except Exception as exc:  # torch.export raises many types; we report and fall through
+            export_error = f"torch.export failed: {str(exc).splitlines()[0][:160]}"
+    if trust_code and kwargs_guess is not None:
+        src = _source(cls)
+        return (
+            {"strategy": "source", "class": f"model_src:{cls.__qualname__}", "kwargs": kwargs_guess, "file": "model_src.py"},
+            [("model_src.py", mt.CODE, src.encode())],
+        )
+    raise ArchitectureError(
+        f"cannot capture {cls.__qualname__}: not importable by a fresh process, and {export_error}",
+        hint="pass example= so it can be exported, move the class into an importable module, "
+        "or pass trust_code=True to store its source",
+    )
+
+
+# ---- signature and processing ---------------------------------------------------------------
+def _tensor_spec(name: str, t: torch.Tensor) -> dict[str, Any]:
+    shape = list(t.shape)
+    if shape:
+        shape[0] = -1
+    return {"name": name, "datatype": V2_DATATYPES.get(t.dtype, dtype_name(t.dtype).upper()), "shape": shape}
+
+
+def infer_signature(model: torch.nn.Module, example: Any) -> dict[str, Any]:
+    """Inputs and outputs (v2 names, datatypes, shapes with -1 batch) from one example call."""
+    args = _example_args(example)
+    if not all(isinstance(a, torch.Tensor) for a in args):
+        raise UsageError("example must be a tensor or a tuple of tensors")
+    with torch.no_grad():
+        out = model(*args)
+    outs = _example_args(out)
+    in_names = ["input"] if len(args) == 1 else [f"input_{i}" for i in range(len(args))]
+    out_names = ["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))]
+    return {
+        "inputs": [_tensor_spec(n, a) for n, a in zip(in_names, args, strict=True)],
+        "outputs": [_tensor_spec(n, o) for n, o in zip(out_names, outs, strict=True) if isinstance(o, torch.Tensor)],
+    }
+
+
+_PREPROCESS_KEYS = {"mode", "size", "invert", "scale", "mean", "std", "layout"}
+
+
+def processing_doc(labels: Iterable[Any] | None, preprocess: dict[str, Any] | None) -> dict[str, Any]:
+    """``processing.json``: declarative image pre-processing and output labels.
+
+    ``preprocess`` keys: ``mode`` (``"L"``/``"RGB"``), ``size`` ``[H, W]``,
+    ``invert``, ``scale`` (e.g. 1/255), ``mean``/``std`` lists, ``layout``
+    (``"NCHW"``, ``"NHWC"`` or ``"flat"``).
+    """
+    doc: dict[str, Any] = {"version": 1}
+    if preprocess:
+        unknown = set(preprocess) - _PREPROCESS_KEYS
+        if unknown:
+            raise UsageError(f"unknown preprocess keys: {', '.join(sorted(unknown))}", hint=f"use {sorted(_PREPROCESS_KEYS)}")
+        doc["preprocess"] = dict(preprocess)
+    if labels is not None:
+        doc["labels"] = [str(x) for x in labels]
+    doc["postprocess"] = {"softmax": True} if labels is not None else {}
+    return doc
+
+
+# ---- the whole capture ----------------------------------------------------------------------
+def weights_bytes(model: torch.nn.Module) -> tuple[bytes, dict[str, str], int, str]:
+    """Safetensors bytes of the state dict, the alias map, parameter count and precision."""
+    kept, aliases = split_aliases(model.state_dict())
+    params = sum(p.numel() for p in model.parameters())
+    dtypes = {t.dtype for t in kept.values() if t.is_floating_point()}
+    precision = dtype_name(dtypes.pop()) if len(dtypes) == 1 else ("mixed" if dtypes else "none")
+    return safetensors.torch.save(kept, metadata={"format": "pt"}), aliases, params, precision
+
+
+def capture(
+    model: torch.nn.Module,
+    *,
+    example: Any = None,
+    labels: Iterable[Any] | None = None,
+    preprocess: dict[str, Any] | None = None,
+    arch: str | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
+    trust_code: bool = False,
+) -> Captured:
+    """Turn a module into bundle files (not yet stored)."""
+    if not isinstance(model, torch.nn.Module):
+        raise UsageError(f"pack needs a torch.nn.Module, got {type(model).__name__}")
+    was_training = model.training
+    model.eval()
+    try:
+        arch_doc, extra = capture_architecture(model, example=example, arch=arch, arch_kwargs=arch_kwargs, trust_code=trust_code)
+        signature = infer_signature(model, example) if example is not None else {"inputs": [], "outputs": []}
+    finally:
+        model.train(was_training)
+    weights, aliases, params, precision = weights_bytes(model)
+    arch_doc["aliases"] = aliases
+    arch_doc["torch"] = torch.__version__.split("+")[0]
+    files = [("model.safetensors", mt.WEIGHT, weights), ("architecture.json", mt.WEIGHT_CONFIG, json.dumps(arch_doc, indent=1).encode())]
+    files += extra
+    files.append(("signature.json", mt.WEIGHT_CONFIG, json.dumps(signature, indent=1).encode()))
+    if labels is not None or preprocess:
+        files.append(("processing.json", mt.WEIGHT_CONFIG, json.dumps(processing_doc(labels, preprocess), indent=1).encode()))
+    return Captured(files=files, architecture={"strategy": arch_doc["strategy"], "class": arch_doc["class"]}, parameters=params, precision=precision)
+
+
+def store_files(store: Store, files: list[tuple[str, str, bytes]]) -> list[Descriptor]:
+    """Write captured files as blobs (outside the index lock)."""
+    return [store.put_layer(path, media_type, data) for path, media_type, data in files]
+
+
+def draft_from(
+    captured: Captured,
+    layers: list[Descriptor],
+    *,
+    name: str,
+    metrics: dict[str, Any] | None,
+    description: str | None,
+    op: str = "pack",
+    params: dict[str, Any] | None = None,
+    license: str | None = None,
+    datasets: list[str] | None = None,
+) -> Draft:
+    return Draft(
+        name=name,
+        layers=layers,
+        recipe={"op": op, "parent": None, "params": dict(params or {}), "lineage": []},
+        parameters=captured.parameters,
+        precision=captured.precision,
+        architecture=captured.architecture,
+        metrics=dict(metrics or {}),
+        description=description or "",
+        license=license,
+        datasets=list(datasets or []),
+    )

@@ -1,0 +1,115 @@
+"""Bundle → module: rebuild the architecture, put the weights back, eval mode."""
+
+from __future__ import annotations
+
+import io
+import sys
+import types
+from typing import Any
+
+import safetensors.torch
+import torch
+
+from ..errors import ArchitectureError, BundleFormatError, ModelPackError
+from ..store import StoredBundle
+from ._tensors import join_aliases
+from .capture import _resolve
+
+
+def load_state(bundle: StoredBundle, *, identity: Any = None) -> dict[str, torch.Tensor]:
+    """The tensors of ``model.safetensors``, decrypted/decompressed in memory."""
+    data = bundle.plaintext("model.safetensors", identity=identity)
+    try:
+        return safetensors.torch.load(data)
+    except Exception as exc:  # safetensors raises its own SafetensorError and others
+        raise BundleFormatError(f"model.safetensors cannot be read: {str(exc)[:120]}", hint="the file is truncated or not safetensors") from exc
+
+
+def _construct(factory: Any, kwargs: dict[str, Any]) -> torch.nn.Module:
+    # Build on the meta device (no random init of big weights); fall back to CPU
+    # when __init__ makes tensors that are not in the state dict.
+    try:
+        with torch.device("meta"):
+            module = factory(**kwargs)
+    except Exception:
+        module = factory(**kwargs)
+    if not isinstance(module, torch.nn.Module):
+        raise ArchitectureError(f"{factory!r} did not return a torch.nn.Module")
+    return module
+
+
+def _put_weights(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    expected = set(module.state_dict().keys())
+    missing = sorted(expected - state.keys())
+    if missing:
+        raise BundleFormatError(f"model.safetensors lacks {len(missing)} tensors (e.g. {missing[0]})")
+    try:
+        module.load_state_dict({k: state[k] for k in expected}, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise BundleFormatError(f"weights do not fit the architecture: {str(exc).splitlines()[0][:160]}") from exc
+    leftover = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+    if leftover:
+        raise ArchitectureError(f"{leftover[0]} has no weights after loading")
+    return module
+
+
+def rebuild(
+    bundle: StoredBundle,
+    state: dict[str, torch.Tensor],
+    *,
+    trust_code: bool = False,
+    identity: Any = None,
+) -> torch.nn.Module:
+    """Rebuild the module that ``architecture.json`` describes and load ``state`` into it."""
+    arch = bundle.read_json("architecture.json", identity=identity)
+    if not isinstance(arch, dict) or "strategy" not in arch:
+        raise BundleFormatError("architecture.json has no strategy")
+    state = join_aliases(state, dict(arch.get("aliases", {})))
+    strategy = arch["strategy"]
+    if strategy == "class":
+        factory = _resolve(str(arch["class"]))
+        module = _construct(factory, dict(arch.get("kwargs", {})))
+        # A meta-built module whose __init__ made buffers the state dict lacks needs a real build.
+        if any(b.is_meta for n, b in module.named_buffers() if n not in state):
+            module = factory(**dict(arch.get("kwargs", {})))
+        return _put_weights(module, state)
+    if strategy == "export":
+        blob = bundle.plaintext(str(arch.get("file", "model.pt2")), identity=identity)
+        try:
+            program = torch.export.load(io.BytesIO(blob))
+        except Exception as exc:
+            raise BundleFormatError(f"model.pt2 cannot be loaded: {str(exc).splitlines()[0][:160]}") from exc
+        return _put_weights(program.module(), state)
+    if strategy == "source":
+        if not trust_code:
+            raise ArchitectureError(
+                f"{bundle.name} stores its model class as source code, which load would run",
+                hint="pass trust_code=True (or --trust-code) if you trust who packed it",
+            )
+        src = bundle.plaintext(str(arch.get("file", "model_src.py")), identity=identity).decode()
+        mod = types.ModuleType(f"nbmodelpack_src_{bundle.digest[7:19]}")
+        sys.modules[mod.__name__] = mod
+        exec(compile(src, f"<{bundle.name}/model_src.py>", "exec"), mod.__dict__)  # noqa: S102 - trust_code=True
+        cls = getattr(mod, str(arch["class"]).split(":", 1)[1])
+        return _put_weights(_construct(cls, dict(arch.get("kwargs", {}))), state)
+    raise BundleFormatError(f"unknown architecture strategy {strategy!r}")
+
+
+def restore(
+    bundle: StoredBundle, *, trust_code: bool = False, identity: Any = None, device: str = "cpu"
+) -> torch.nn.Module:
+    """Rebuild the module in eval mode; ``module.bundle_info`` is its :class:`BundleInfo`."""
+    try:
+        state = load_state(bundle, identity=identity)
+        module = rebuild(bundle, state, trust_code=trust_code, identity=identity)
+    except ModelPackError:
+        raise
+    except Exception as exc:
+        raise ArchitectureError(f"cannot rebuild {bundle.name}: {str(exc).splitlines()[0][:200]}") from exc
+    module = module.to(device)
+    try:
+        module.eval()
+    except NotImplementedError:
+        pass  # exported graphs were traced in eval mode and refuse .eval()
+    module.bundle_info = bundle.info
+    return module
