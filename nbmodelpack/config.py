@@ -1,0 +1,68 @@
+"""``$NBMODELPACK_HOME/config.toml``: named remotes and the trust policy.
+
+    [remotes.team]
+    url = "oci://127.0.0.1:5000/team"
+    insecure = true
+
+    [trust]
+    require_signature = true
+    keys = ["~/.config/team-signing.pub"]
+
+Read with :mod:`tomllib`, written with ``tomli_w`` atomically under a lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tomllib
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import tomli_w
+from filelock import FileLock
+
+from . import paths
+from .errors import UsageError
+
+
+def load_config() -> dict[str, Any]:
+    """The parsed config (empty when there is no file).
+
+    Example:
+        >>> load_config().get("remotes", {})  # doctest: +SKIP
+        {}
+    """
+    path = paths.config_file()
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path} is not valid TOML: {exc}", hint="fix or delete the file") from exc
+
+
+@contextlib.contextmanager
+def edit_config() -> Iterator[dict[str, Any]]:
+    """Read-modify-write the config under a lock; written back atomically on success.
+
+    Example:
+        >>> with edit_config() as cfg:  # doctest: +SKIP
+        ...     cfg.setdefault("trust", {})["require_signature"] = True
+    """
+    path = paths.config_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock", timeout=30):
+        doc = load_config()
+        yield doc
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+        try:
+            with open(tmp, "wb") as f:
+                tomli_w.dump(doc, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
