@@ -38,7 +38,21 @@ _LAZY: dict[str, str] = {
 
 if TYPE_CHECKING:
     from . import errors
-    from .api import card, export, fsck, gc, get_store, import_, import_pth, load, ls, pack, rm, show, tag
+    from .api import (
+        card,
+        export,
+        fsck,
+        gc,
+        get_store,
+        import_,
+        import_pth,
+        load,
+        ls,
+        pack,
+        rm,
+        show,
+        tag,
+    )
     from .bundle.info import BundleInfo
     from .store import Store
 

@@ -13,6 +13,7 @@ The same class serves a ``file://`` remote: it is the same layout.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import hashlib
@@ -321,7 +322,7 @@ class Store:
         out.sort(key=lambda i: (i.name, -(i.version or 0), i.digest))
         return out
 
-    def names(self) -> list[str]:
+    def names(self) -> builtins.list[str]:
         return sorted({nt[0] for e in self._entries() if (nt := self._entry_ref(e))})
 
     # ---- writing versions -----------------------------------------------------------------
@@ -452,7 +453,7 @@ class Store:
             self._write_index(entries, dict(doc.get("annotations") or {}))
         return self.info(f"{name}@{digest}")
 
-    def remove(self, ref: str) -> list[str]:
+    def remove(self, ref: str) -> builtins.list[str]:
         """Remove a version: every tag of ``name`` that points at it. Blobs go at the next ``gc``.
 
         ``NAME`` alone (no tag) removes only the ``latest`` tag's version; to drop
@@ -502,7 +503,7 @@ class Store:
                 freed += stat.st_size
         return count, freed
 
-    def fsck(self) -> list[FsckProblem]:
+    def fsck(self) -> builtins.list[FsckProblem]:
         """Re-hash every referenced blob; return the problems (empty when healthy)."""
         problems: list[FsckProblem] = []
         for digest in sorted({str(e["digest"]) for e in self._entries()}):
