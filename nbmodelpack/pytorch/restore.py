@@ -11,6 +11,7 @@ from typing import Any
 import safetensors.torch
 import torch
 
+from ..bundle import mediatypes as mt
 from ..errors import ArchitectureError, BundleFormatError, ModelPackError
 from ..store import StoredBundle
 from ._tensors import join_aliases
@@ -18,10 +19,20 @@ from .capture import _resolve
 
 
 def load_state(bundle: StoredBundle, *, identity: Any = None) -> dict[str, torch.Tensor]:
-    """The tensors of ``model.safetensors``, decrypted/decompressed in memory."""
-    data = bundle.plaintext("model.safetensors", identity=identity)
+    """The tensors of ``model.safetensors``, decrypted/decompressed in memory, verified."""
+    desc = bundle.descriptor("model.safetensors")
     try:
-        return safetensors.torch.load(data)
+        if desc.media_type == mt.base_media_type(desc.media_type):
+            # Plain layer: safetensors maps the blob file while a second thread hashes it.
+            check = bundle.store.verify_in_background(desc.digest, what="model.safetensors")
+            try:
+                state = safetensors.torch.load_file(bundle.store.blob_path(desc.digest))
+            finally:
+                check()  # a damaged blob is an integrity error before anything else
+            return state
+        return safetensors.torch.load(bundle.plaintext("model.safetensors", identity=identity))
+    except ModelPackError:
+        raise
     except Exception as exc:  # safetensors raises its own SafetensorError and others
         raise BundleFormatError(f"model.safetensors cannot be read: {str(exc)[:120]}", hint="the file is truncated or not safetensors") from exc
 
