@@ -1,0 +1,141 @@
+"""Start a real OCI registry (Debian's ``docker-registry``) on 127.0.0.1 for tests and benchmarks.
+
+Its own config: a free port chosen at run time, filesystem storage in a
+temporary directory, a bcrypt htpasswd file made by ``htpasswd -Bbn``, an
+``http.secret`` and deletes enabled. Every request is logged to ``log_path``
+so tests can count what was sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+USER = "tester"
+PASSWORD = "s3cret-pw"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Registry:
+    """A running registry: ``host`` is ``127.0.0.1:PORT``; ``storage`` its data directory."""
+
+    host: str
+    storage: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes]
+    user: str = USER
+    password: str = PASSWORD
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def log_mark(self) -> int:
+        """The current end of the request log (pass to :meth:`requests_since`)."""
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def requests_since(self, mark: int) -> list[tuple[str, str]]:
+        """``(method, uri)`` of every request completed since ``mark`` (from the registry's access log)."""
+        time.sleep(0.2)  # the registry flushes its log line just after answering
+        with open(self.log_path, "rb") as f:
+            f.seek(mark)
+            text = f.read().decode("utf-8", "replace")
+        out = []
+        for line in text.splitlines():
+            # the access log is Apache combined format: "METHOD URI HTTP/1.1" STATUS ...
+            m = re.search(r'"(GET|HEAD|POST|PUT|PATCH|DELETE) (\S+) HTTP/[\d.]+" (\d+)', line)
+            if m:
+                out.append((m.group(1), m.group(2)))
+        return out
+
+    def blob_data(self, digest: str) -> Path:
+        hexd = digest.split(":", 1)[1]
+        return self.storage / "docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
+
+
+def _config(port: int, storage: Path, htpasswd: Path) -> str:
+    return f"""version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: false
+storage:
+  filesystem:
+    rootdirectory: {storage}
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:{port}
+  secret: {secrets.token_hex(16)}
+auth:
+  htpasswd:
+    realm: nbmodelpack-test
+    path: {htpasswd}
+"""
+
+
+@contextlib.contextmanager
+def running_registry(workdir: Path, *, auth: bool = True) -> Iterator[Registry]:
+    """Start ``docker-registry`` in ``workdir``; yield a :class:`Registry`; stop it on exit."""
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        raise RuntimeError("docker-registry is not installed (apt-get install docker-registry)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    storage = workdir / "storage"
+    storage.mkdir(exist_ok=True)
+    htpasswd = workdir / "htpasswd"
+    line = subprocess.run(["htpasswd", "-Bbn", USER, PASSWORD], check=True, capture_output=True, text=True).stdout
+    htpasswd.write_text(line.strip() + "\n")
+    port = free_port()
+    config = workdir / "config.yml"
+    text = _config(port, storage, htpasswd)
+    if not auth:
+        text = text.split("auth:")[0]
+    config.write_text(text)
+    log_path = workdir / "registry.log"
+    log = open(log_path, "ab")  # noqa: SIM115 - closed below, after the process
+    proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    reg = Registry(host=f"127.0.0.1:{port}", storage=storage, log_path=log_path, proc=proc)
+    try:
+        deadline = time.time() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"docker-registry exited: {log_path.read_text()[-2000:]}")
+            try:
+                if requests.get(f"{reg.url}/v2/", timeout=1).status_code in (200, 401):
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError("docker-registry did not start in 30 s")
+            time.sleep(0.05)
+        yield reg
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
