@@ -51,8 +51,8 @@ class Registry:
         """The current end of the request log (pass to :meth:`requests_since`)."""
         return self.log_path.stat().st_size if self.log_path.exists() else 0
 
-    def requests_since(self, mark: int) -> list[tuple[str, str]]:
-        """``(method, uri)`` of every request completed since ``mark`` (from the registry's access log)."""
+    def requests_since(self, mark: int, agent: str = "nbmodelpack/") -> list[tuple[str, str]]:
+        """``(method, uri)`` of the requests by user agent ``agent`` completed since ``mark`` (from the access log)."""
         time.sleep(0.2)  # the registry flushes its log line just after answering
         with open(self.log_path, "rb") as f:
             f.seek(mark)
@@ -60,6 +60,8 @@ class Registry:
         out = []
         for line in text.splitlines():
             # the access log is Apache combined format: "METHOD URI HTTP/1.1" STATUS ...
+            if agent not in line:
+                continue
             m = re.search(r'"(GET|HEAD|POST|PUT|PATCH|DELETE) (\S+) HTTP/[\d.]+" (\d+)', line)
             if m:
                 out.append((m.group(1), m.group(2)))
