@@ -51,7 +51,6 @@ _CHUNK = 8 << 20
 NAME_KEY = "dev.nbmodelpack.name"
 _VERSIONS_KEY = "dev.nbmodelpack.versions"
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-_Places = dict[str, list[str]]  # module level: inside Store, `list` is the method
 
 
 @dataclass(frozen=True)
@@ -104,6 +103,9 @@ def _split(data: bytes | memoryview) -> Iterator[memoryview]:
 
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_Places = dict[str, list[str]]  # module level: inside Store, `list` is the method
 
 
 class Store:

@@ -115,6 +115,8 @@ class RegistryClient:
         except requests.RequestException as exc:
             raise RemoteUnavailable(f"cannot reach the token service of {self.host}: {exc.__class__.__name__}") from exc
         if got.status_code in (401, 403):
+            if auth is None:  # we asked for an anonymous token
+                raise AuthError(f"{self.host} needs a login", hint=self._login_hint())
             raise AuthError(f"wrong username or password for {self.host}", hint=self._login_hint())
         if got.status_code != 200:
             raise AuthError(f"the token service of {self.host} answered HTTP {got.status_code}", hint=self._login_hint())

@@ -9,6 +9,7 @@ so tests can count what was sent.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import secrets
 import shutil
@@ -96,9 +97,89 @@ auth:
 """
 
 
+def _token_auth(workdir: Path) -> tuple[str, Iterator[None]]:
+    """A token service for ``auth.token`` mode: checks basic credentials, issues ES256 JWTs.
+
+    The signing certificate is self-signed and is the registry's ``rootcertbundle``;
+    each token carries it in ``x5c`` as the distribution token spec allows.
+    """
+    import base64
+    import datetime
+    import threading
+    import uuid
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs, urlparse
+
+    import jwt
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nbmodelpack test token issuer")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    bundle = workdir / "token-ca.pem"
+    bundle.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    x5c = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+    expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            if self.headers.get("Authorization") != expected:
+                self.send_response(401)
+                self.end_headers()
+                return
+            query = parse_qs(urlparse(self.path).query)
+            access = []
+            for scope in " ".join(query.get("scope", [])).split():
+                kind, _, rest = scope.partition(":")
+                repo, _, actions = rest.rpartition(":")
+                access.append({"type": kind, "name": repo, "actions": actions.split(",")})
+            t = int(time.time())
+            claims = {"iss": "nbmodelpack-test-issuer", "sub": USER, "aud": query.get("service", [""])[0],
+                      "exp": t + 300, "nbf": t - 10, "iat": t, "jti": uuid.uuid4().hex, "access": access}
+            body = json.dumps({"token": jwt.encode(claims, key, algorithm="ES256", headers={"x5c": [x5c]})}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = f"""auth:
+  token:
+    realm: http://127.0.0.1:{server.server_address[1]}/token
+    service: nbmodelpack-test
+    issuer: nbmodelpack-test-issuer
+    rootcertbundle: {bundle}
+"""
+
+    def stop() -> Iterator[None]:
+        yield
+        server.shutdown()
+        server.server_close()
+
+    return config, stop()
+
+
 @contextlib.contextmanager
-def running_registry(workdir: Path, *, auth: bool = True) -> Iterator[Registry]:
-    """Start ``docker-registry`` in ``workdir``; yield a :class:`Registry`; stop it on exit."""
+def running_registry(workdir: Path, *, auth: bool | str = True) -> Iterator[Registry]:
+    """Start ``docker-registry`` in ``workdir``; yield a :class:`Registry`; stop it on exit.
+
+    ``auth``: True (htpasswd, HTTP Basic), ``"token"`` (Bearer tokens from a token service), False (none).
+    """
     binary = shutil.which("docker-registry")
     if binary is None:
         raise RuntimeError("docker-registry is not installed (apt-get install docker-registry)")
@@ -111,8 +192,13 @@ def running_registry(workdir: Path, *, auth: bool = True) -> Iterator[Registry]:
     port = free_port()
     config = workdir / "config.yml"
     text = _config(port, storage, htpasswd)
+    token_service = None
     if not auth:
         text = text.split("auth:")[0]
+    elif auth == "token":
+        token_config, token_service = _token_auth(workdir)
+        text = text.split("auth:")[0] + token_config
+        next(token_service)
     config.write_text(text)
     log_path = workdir / "registry.log"
     log = open(log_path, "ab")  # noqa: SIM115 - closed below, after the process
@@ -141,3 +227,5 @@ def running_registry(workdir: Path, *, auth: bool = True) -> Iterator[Registry]:
                 proc.kill()
                 proc.wait()
         log.close()
+        if token_service is not None:
+            next(token_service, None)

@@ -445,3 +445,17 @@ def test_publish_notebook_runs_top_to_bottom_against_the_registry(registry: Regi
     })
     published = api.show("mnist-mlp:latest").published
     assert published == ["team/mnist-mlp:1"]
+
+
+def test_bearer_token_auth_is_answered_like_the_distribution_spec_says(tmp_path: Path, docker_config: Path) -> None:
+    with running_registry(tmp_path / "token-registry", auth="token") as reg:
+        remote.add_remote("tok", f"oci://{reg.host}/ns", insecure=True)
+        ref = random_bundle()
+        with pytest.raises(AuthError, match="needs a login|refused"):
+            remote.publish(ref, "tok")
+        with pytest.raises(AuthError, match="wrong username or password"):
+            remote.login("tok", reg.user, "wrong")
+        remote.login("tok", reg.user, reg.password)
+        assert remote.publish(ref, "tok").blobs_sent == 4
+        assert [i.ref for i in remote.list_remote("tok")] == ["tok/blobby:1"]
+        assert remote.pull("tok/blobby:1", store=fresh_store(tmp_path)).digest == api.show(ref).digest
