@@ -53,8 +53,10 @@ def _timed(fn) -> float:  # type: ignore[no-untyped-def]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=2, help="alternate who goes first; best time of each side counts")
     args = parser.parse_args()
     size = int(args.gib * (1 << 30))
+    times: dict[str, list[float]] = {k: [] for k in ("skopeo push", "ours push", "skopeo pull", "ours pull", "republish")}
     with tempfile.TemporaryDirectory(prefix="bench-publish-") as tmp_s:
         tmp = Path(tmp_s)
         os.environ["NBMODELPACK_HOME"] = str(tmp / "home")
@@ -66,39 +68,48 @@ def main() -> None:
         from nbmodelpack.store import Store
 
         store = api.get_store()
-        ours = _bundle(store, "ours", size)
-        theirs = _bundle(store, "theirs", size)
-        layout = tmp / "layout"
-        api.export(theirs, str(layout) + "/")
-        mb = size / 1e6
         with running_registry(tmp / "registry") as reg:
             remote.add_remote("bench", f"oci://{reg.host}/bench", insecure=True)
             remote.login("bench", reg.user, reg.password)
             creds = f"{reg.user}:{reg.password}"
-            dest = f"docker://{reg.host}/bench/theirs:1"
+            for r in range(args.rounds):
+                # fresh random weights each round and side: nothing can be mounted or skipped
+                ours = _bundle(store, f"ours{r}", size)
+                theirs = _bundle(store, f"theirs{r}", size)
+                layout = tmp / f"layout{r}"
+                api.export(theirs, str(layout) + "/")
+                dest = f"docker://{reg.host}/bench/theirs{r}:1"
 
-            t_skopeo_push = _timed(lambda: subprocess.run(
-                ["skopeo", "copy", "-q", "--dest-tls-verify=false", f"--dest-creds={creds}", f"oci:{layout}:theirs:1", dest],
-                check=True,
-            ))
-            t_ours_push = _timed(lambda: remote.publish(ours, "bench"))
-            t_republish = _timed(lambda: remote.publish(ours, "bench"))
+                def skopeo_push() -> None:
+                    subprocess.run(["skopeo", "copy", "-q", "--dest-tls-verify=false", f"--dest-creds={creds}", f"oci:{layout}:theirs{r}:1", dest], check=True)  # noqa: B023
 
-            t_skopeo_pull = _timed(lambda: subprocess.run(
-                ["skopeo", "copy", "-q", "--src-tls-verify=false", f"--src-creds={creds}", dest, f"oci:{tmp / 'skopeo-pulled'}:1"],
-                check=True,
-            ))
-            t_ours_pull = _timed(lambda: remote.pull("bench/ours:1", store=Store(tmp / "pulled")))
+                def skopeo_pull() -> None:
+                    subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"--src-creds={creds}", dest, f"oci:{tmp / f'skopeo-pulled{r}'}:1"], check=True)  # noqa: B023
 
-        def row(what: str, skopeo: float, mine: float) -> None:
-            print(f"{what:<6} skopeo {mb / skopeo:8.0f} MB/s ({skopeo:5.2f} s)   nbmodelpack {mb / mine:8.0f} MB/s ({mine:5.2f} s)   ratio {skopeo / mine:4.2f}x")
+                steps = [("skopeo push", skopeo_push), ("ours push", lambda: remote.publish(ours, "bench"))]  # noqa: B023
+                steps += [("republish", lambda: remote.publish(ours, "bench"))]  # noqa: B023
+                pulls = [("skopeo pull", skopeo_pull), ("ours pull", lambda: remote.pull(f"bench/ours{r}:1", store=Store(tmp / f"pulled{r}")))]  # noqa: B023
+                if r % 2:
+                    steps = [steps[1], steps[2], steps[0]]
+                    pulls.reverse()
+                for key, fn in steps + pulls:
+                    times[key].append(_timed(fn))
+                for p in (layout, tmp / f"skopeo-pulled{r}", tmp / f"pulled{r}"):
+                    subprocess.run(["rm", "-rf", str(p)], check=True)
 
-        print(f"bundle: {size / (1 << 30):.2f} GiB of weights, loopback docker-registry {reg.host}")
-        row("push", t_skopeo_push, t_ours_push)
-        row("pull", t_skopeo_pull, t_ours_pull)
-        print(f"re-publish of the unchanged bundle: {t_republish:.3f} s (goal < 1 s)")
-        ok = t_skopeo_push / t_ours_push >= 0.9 and t_skopeo_pull / t_ours_pull >= 0.9 and t_republish < 1.0
-        print("goal met" if ok else "goal NOT met (ratio = skopeo time / our time; ≥ 0.9 wanted)")
+    mb = size / 1e6
+    best = {k: min(v) for k, v in times.items()}
+
+    def row(what: str) -> float:
+        sk, mine = best[f"skopeo {what}"], best[f"ours {what}"]
+        print(f"{what:<6} skopeo {mb / sk:7.0f} MB/s ({sk:6.2f} s)   nbmodelpack {mb / mine:7.0f} MB/s ({mine:6.2f} s)   ratio {sk / mine:4.2f}x")
+        return sk / mine
+
+    print(f"bundle: {size / (1 << 30):.2f} GiB of weights, loopback docker-registry, best of {args.rounds} alternating rounds")
+    push, pull = row("push"), row("pull")
+    print(f"re-publish of the unchanged bundle: {best['republish']:.3f} s (goal < 1 s)")
+    ok = push >= 0.9 and pull >= 0.9 and best["republish"] < 1.0
+    print("goal met" if ok else "goal NOT met (ratio = skopeo time / our time; >= 0.9 wanted)")
 
 
 if __name__ == "__main__":

@@ -117,7 +117,12 @@ def read_credentials(host: str) -> Credentials | None:
 
 
 def save_credentials(host: str, creds: Credentials) -> Path:
-    """Write ``auths[host]`` into the credential file (atomically, mode 0600); keep every other key."""
+    """Write ``auths[host]`` into the credential file (atomically, mode 0600); keep every other key.
+
+    Example:
+        >>> save_credentials("127.0.0.1:5000", Credentials("alice", "pw"))  # doctest: +SKIP
+        PosixPath('/root/.docker/config.json')
+    """
     path = docker_config_path()
     doc = _read_config()
     auths = doc.setdefault("auths", {})
@@ -142,7 +147,12 @@ def save_credentials(host: str, creds: Credentials) -> Path:
 
 
 def remove_credentials(host: str) -> bool:
-    """Forget the saved login for ``host``; True if there was one."""
+    """Forget the saved login for ``host``; True if there was one.
+
+    Example:
+        >>> remove_credentials("127.0.0.1:5000")  # doctest: +SKIP
+        True
+    """
     path = docker_config_path()
     doc = _read_config()
     auths = doc.get("auths") or {}

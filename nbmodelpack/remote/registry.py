@@ -46,7 +46,12 @@ _CHALLENGE_RE = re.compile(r'(\w+)="([^"]*)"')
 
 
 def chunk_size() -> int:
-    """Blobs larger than this go up in ``PATCH`` chunks of this size (``NBMODELPACK_CHUNK_SIZE``)."""
+    """Blobs larger than this go up in ``PATCH`` chunks of this size (``NBMODELPACK_CHUNK_SIZE``).
+
+    Example:
+        >>> chunk_size() >= 1
+        True
+    """
     text = os.environ.get("NBMODELPACK_CHUNK_SIZE", "")
     return int(text) if text.isdigit() and int(text) > 0 else DEFAULT_CHUNK
 
