@@ -54,6 +54,10 @@ class Registry:
 
     def requests_since(self, mark: int, agent: str = "nbmodelpack/") -> list[tuple[str, str]]:
         """``(method, uri)`` of the requests by user agent ``agent`` completed since ``mark`` (from the access log)."""
+        return [(m, u) for m, u, _ in self.answers_since(mark, agent)]
+
+    def answers_since(self, mark: int, agent: str = "nbmodelpack/") -> list[tuple[str, str, int]]:
+        """``(method, uri, status)`` of the requests by ``agent`` completed since ``mark``."""
         time.sleep(0.2)  # the registry flushes its log line just after answering
         with open(self.log_path, "rb") as f:
             f.seek(mark)
@@ -65,7 +69,7 @@ class Registry:
                 continue
             m = re.search(r'"(GET|HEAD|POST|PUT|PATCH|DELETE) (\S+) HTTP/[\d.]+" (\d+)', line)
             if m:
-                out.append((m.group(1), m.group(2)))
+                out.append((m.group(1), m.group(2), int(m.group(3))))
         return out
 
     def blob_data(self, digest: str) -> Path:
