@@ -117,6 +117,9 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_Places = dict[str, list[str]]  # module level: inside Store, `list` is the method
+
+
 class Store:
     """An OCI image layout holding bundles.
 
@@ -351,13 +354,16 @@ class Store:
             if nt is None or (name is not None and nt[0] != name):
                 continue
             groups.setdefault((nt[0], str(entry["digest"])), []).append(nt[1])
+        published = self.published()
         out = []
         for (bundle_name, digest), tags in groups.items():
             try:
                 manifest = self.manifest(digest)
             except ModelPackError:
                 continue  # fsck reports it; a listing shows what can be read
-            out.append(BundleInfo.from_manifest(manifest, name=bundle_name, tags=tags))
+            info = BundleInfo.from_manifest(manifest, name=bundle_name, tags=tags)
+            info.published = published.get(digest, [])
+            out.append(info)
         out.sort(key=lambda i: (i.name, -(i.version or 0), i.digest))
         return out
 
@@ -507,6 +513,28 @@ class Store:
             self._write_index(kept, dict(doc.get("annotations") or {}))
         return [f"{name}:{nt[1]}" for e in gone if (nt := self._entry_ref(e))]
 
+    # ---- where versions were published (issue 6) ----------------------------------------
+    # A side file, not an index annotation: the manifest (and so the digest) never changes.
+    def published(self) -> _Places:
+        """``{manifest digest: ["REMOTE/NAME:VERSION", ...]}`` for every published version."""
+        try:
+            doc = json.loads((self.root / "published.json").read_bytes())
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return {}
+        return {str(k): [str(x) for x in v] for k, v in doc.items() if isinstance(v, list)} if isinstance(doc, dict) else {}
+
+    def record_published(self, digest: str, where: str) -> None:
+        """Remember that the version ``digest`` is at ``where`` (a pullable reference)."""
+        with self.lock():
+            doc = self.published()
+            places = doc.setdefault(digest, [])
+            if where not in places:
+                places.append(where)
+                try:
+                    self._atomic_write(self.root / "published.json", json.dumps(doc, indent=1, sort_keys=True).encode())
+                except OSError as exc:
+                    raise _store_error(exc, "published.json") from exc
+
     # ---- maintenance ----------------------------------------------------------------------
     def _referenced(self) -> set[str]:
         live: set[str] = set()
@@ -581,9 +609,11 @@ class StoredBundle:
 
     @property
     def info(self) -> BundleInfo:
-        return BundleInfo.from_manifest(
+        info = BundleInfo.from_manifest(
             self.manifest, name=self.name, tags=self.store.tags_of(self.name, self.digest)
         )
+        info.published = self.store.published().get(self.digest, [])
+        return info
 
     def descriptor(self, filepath: str) -> Descriptor:
         desc = self.manifest.layer(filepath)
