@@ -43,7 +43,21 @@ _LAZY: dict[str, str] = {
 
 if TYPE_CHECKING:
     from . import errors, remote
-    from .api import card, export, fsck, gc, get_store, import_, import_pth, load, ls, pack, rm, show, tag
+    from .api import (
+        card,
+        export,
+        fsck,
+        gc,
+        get_store,
+        import_,
+        import_pth,
+        load,
+        ls,
+        pack,
+        rm,
+        show,
+        tag,
+    )
     from .bundle.info import BundleInfo
     from .remote import list_remote, login, publish, pull
     from .store import Store
