@@ -293,7 +293,7 @@ def decode_image(data: bytes, preprocess: dict[str, Any], spec: Spec) -> np.ndar
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img: Image.Image = Image.open(io.BytesIO(data))
             if img.width * img.height > 25_000_000:
                 raise BadRequest("the image is too large", 413)
             img.load()
@@ -306,7 +306,7 @@ def decode_image(data: bytes, preprocess: dict[str, Any], spec: Spec) -> np.ndar
     size = preprocess.get("size")
     if size:
         img = img.resize((int(size[1]), int(size[0])), Image.Resampling.BILINEAR)
-    x = np.asarray(img, dtype=np.float32)
+    x: np.ndarray = np.asarray(img, dtype=np.float32)
     if x.ndim == 2:
         x = x[:, :, None]
     if preprocess.get("invert"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import io
 import json
@@ -85,10 +86,8 @@ class Server:
         from IPython.display import HTML, display
 
         display(HTML(self._repr_html_()))
-        try:
+        with contextlib.suppress(ImportError):
             display(self.widget())
-        except ImportError:
-            pass
 
     def widget(self) -> Any:
         """Upload an image or pick an MNIST test sample → the server's prediction."""

@@ -220,6 +220,8 @@ def serve(options: ServeOptions, *, announce: bool = True) -> None:
     worker_opts = ServeOptions(**{**options.__dict__, "ref": pinned, "port": port})
     os.environ.update(worker_opts.to_env())
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # Idle OpenMP threads that spin between requests burn the cores the other workers need.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     config = uvicorn.Config(
         "nbmodelpack.serving.app:create_app", factory=True, workers=options.workers, log_level="warning",
         access_log=False, timeout_graceful_shutdown=5, server_header=False, lifespan="on",
