@@ -34,12 +34,18 @@ _LAZY: dict[str, str] = {
     "Store": "store",
     "BundleInfo": "bundle.info",
     "errors": "errors",
+    "serve": "serving",
+    "servers": "serving",
+    "stop_server": "serving",
+    "containerize": "serving.containerize",
 }
 
 if TYPE_CHECKING:
     from . import errors
     from .api import card, export, fsck, gc, get_store, import_, import_pth, load, ls, pack, rm, show, tag
     from .bundle.info import BundleInfo
+    from .serving import serve, servers, stop_server
+    from .serving.containerize import containerize
     from .store import Store
 
 

@@ -32,6 +32,26 @@ def step(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
 
+def serve_step(ref: str) -> None:
+    """Serve the bundle, send one real MNIST test image as a PNG to /predict, stop."""
+    import urllib.request
+
+    from nbmodelpack.serving.handle import mnist_png
+
+    step("serve → POST /predict with an MNIST test image (PNG) → stop")
+    srv = nbmodelpack.serve(ref, workers=2)
+    try:
+        print(srv)
+        png, label = mnist_png(9999)
+        req = urllib.request.Request(srv.url + "/predict", data=png, headers={"Content-Type": "image/png"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            answer = json.loads(r.read())
+        print(f"test image 9999 (label {label}): prediction {answer['prediction']}, p={answer['probabilities'][answer['prediction']]:.3f}")
+    finally:
+        srv.stop()
+    print("server stopped")
+
+
 def main() -> None:
     torch.manual_seed(0)
     t0 = time.time()
@@ -69,6 +89,8 @@ def main() -> None:
     print(f"accuracy before pack {acc:.2f}%, after load {loaded['accuracy']:.2f}% ({loaded['type']})")
     if abs(loaded["accuracy"] - acc) > 1e-9:
         sys.exit("demo failed: accuracy changed across pack/load")
+
+    serve_step(info.ref)
 
     print(f"\ndemo done in {time.time() - t0:.0f} s; store: {nbmodelpack.get_store().root}")
 

@@ -1,4 +1,4 @@
-"""Serving: an Open Inference Protocol v2 server for one bundle, and container build contexts.
+"""Serving: an Open Inference Protocol v2 server for one bundle (container contexts: :mod:`.containerize`).
 
 Example:
     >>> srv = nbmodelpack.serve("mnist-mlp:latest")  # doctest: +SKIP
@@ -9,8 +9,7 @@ Example:
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .handle import Server
@@ -75,15 +74,4 @@ def stop_server(which: str = "all") -> list[ServerEntry]:
     return stop(which)
 
 
-def containerize(ref: str, out: str | Path, **kwargs: Any) -> Path:
-    """Write a Docker build context and a KServe ``InferenceService`` for ``ref`` into ``out``.
-
-    Example:
-        >>> nbmodelpack.containerize("mnist-mlp:latest", "build/mnist")  # doctest: +SKIP
-    """
-    from .containerize import containerize as write
-
-    return write(ref, out, **kwargs)
-
-
-__all__ = ["containerize", "serve", "servers", "stop_server"]
+__all__ = ["serve", "servers", "stop_server"]

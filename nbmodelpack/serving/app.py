@@ -18,6 +18,7 @@ import hmac
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -32,7 +33,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import __version__
-from ..errors import ServingError
+from ..errors import ModelPackError, ServingError
 from . import codec
 from .batching import Batcher
 from .codec import BadRequest, Spec
@@ -324,7 +325,12 @@ def create_app(options: ServeOptions | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        loaded = LoadedModel(opts)
+        try:
+            loaded = LoadedModel(opts)
+        except ModelPackError as exc:
+            # One readable line for the terminal and for `start`, which reports the last `error:` line.
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise
         inline = loaded.warm_up() < 0.002
         batcher = Batcher(
             loaded.run, max_batch=opts.max_batch, max_delay=opts.max_delay_ms / 1000, on_batch=metrics.batch.observe,

@@ -190,7 +190,7 @@ def decode_infer(body: bytes, header_length: str | None, inputs: list[Spec], out
         if name in arrays:
             raise BadRequest(f"{where} is given twice")
         datatype = item.get("datatype")
-        if datatype not in DATATYPES:
+        if not isinstance(datatype, str) or datatype not in DATATYPES:
             raise BadRequest(f"{where}: unknown datatype {str(datatype)[:20]!r}")
         if datatype != spec.datatype:
             raise BadRequest(f"{where} has datatype {datatype}; the model takes {spec.datatype}")
