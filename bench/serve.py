@@ -120,10 +120,10 @@ def main() -> None:
     try:
         port = free_port()
         url = f"http://127.0.0.1:{port}/predict"
-        servers["flask (1 process)"] = (url, start([sys.executable, "bench/flask_seed.py", str(port)], dict(env, TORCH_THREADS="2"), url, body))
+        servers["flask (1 process)"] = (url, start([sys.executable, "bench/baselines/flask_seed.py", str(port)], dict(env, TORCH_THREADS="2"), url, body))
         port = free_port()
         url = f"http://127.0.0.1:{port}/predict"
-        gunicorn = [str(bin_dir / "gunicorn"), "-w", "2", "-k", "sync", "-b", f"127.0.0.1:{port}", "--chdir", "bench", "flask_seed:app"]
+        gunicorn = [str(bin_dir / "gunicorn"), "-w", "2", "-k", "sync", "-b", f"127.0.0.1:{port}", "--chdir", "bench/baselines", "flask_seed:app"]
         servers["flask on gunicorn -w 2"] = (url, start(gunicorn, dict(env, TORCH_THREADS="1"), url, body))
         port = free_port()
         url = f"http://127.0.0.1:{port}/predict"

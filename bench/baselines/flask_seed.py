@@ -1,7 +1,7 @@
 """The baseline: the typical "seed" model app (Flask, loads the model, one request at a time).
 
-Run: MODEL_REF=mnist-mlp:1 python bench/flask_seed.py PORT   (single process, not threaded)
-  or gunicorn -w 2 -b 127.0.0.1:PORT --chdir bench flask_seed:app   (2 sync workers)
+Run: MODEL_REF=mnist-mlp:1 python bench/baselines/flask_seed.py PORT   (single process, not threaded)
+  or gunicorn -w 2 -b 127.0.0.1:PORT --chdir bench/baselines flask_seed:app   (2 sync workers)
 """
 
 from __future__ import annotations
