@@ -83,14 +83,18 @@ def _model_code(arch: dict[str, Any], src: Path) -> list[str]:
     return []
 
 
-def dockerfile(*, ref: str, port: int, workers: int) -> str:
+def dockerfile(*, ref: str, port: int, workers: int, encrypted: bool = False) -> str:
     """The Dockerfile text (``ref`` is the digest-pinned reference the image serves)."""
+    key_note = (
+        "# The bundle is encrypted: mount its age identity and pass -e NBMODELPACK_SERVE_IDENTITY=/path/to/key.\n" if encrypted else ""
+    )
     health = f"import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:{port}/v2/health/ready', timeout=2).status != 200)"
     cmd = [ref, "--host", "0.0.0.0", "--port", str(port), "--workers", str(workers)]
     return f"""# Build:  docker build -t IMAGE .
 # Run:    docker run -p {port}:{port} -e NBMODELPACK_SERVE_TOKEN=$(openssl rand -hex 16) IMAGE
 # The server listens on 0.0.0.0 inside the container and refuses to start without a token.
-FROM python:3.11-slim
+# For a CPU-only torch wheel, build with --build-arg PIP_EXTRA_INDEX_URL=<a CPU wheel index>.
+{key_note}FROM python:3.11-slim
 
 ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
@@ -184,7 +188,7 @@ def containerize(ref: str, out: str | Path, *, port: int = 8080, image: str | No
         launcher.write_text(_LAUNCHER)
         launcher.chmod(0o755)
         pinned = f"{bundle.name}@{bundle.digest}"
-        (tmp / "Dockerfile").write_text(dockerfile(ref=pinned, port=port, workers=workers))
+        (tmp / "Dockerfile").write_text(dockerfile(ref=pinned, port=port, workers=workers, encrypted=info.encrypted))
         (tmp / ".dockerignore").write_text("**/__pycache__\n**/*.pyc\n")
         image_name = image or f"modelpack-{bundle.name}:{info.version or 'latest'}"
         (tmp / "kserve.yaml").write_text(kserve_manifest(name=bundle.name, image=image_name, port=port))
