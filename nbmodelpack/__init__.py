@@ -39,6 +39,10 @@ _LAZY: dict[str, str] = {
     "login": "remote",
     "list_remote": "remote",
     "remote": "remote",
+    "serve": "serving",
+    "servers": "serving",
+    "stop_server": "serving",
+    "containerize": "serving.containerize",
 }
 
 if TYPE_CHECKING:
@@ -60,6 +64,8 @@ if TYPE_CHECKING:
     )
     from .bundle.info import BundleInfo
     from .remote import list_remote, login, publish, pull
+    from .serving import serve, servers, stop_server
+    from .serving.containerize import containerize
     from .store import Store
 
 

@@ -349,3 +349,90 @@ def _pull(a: argparse.Namespace, ctx: Context) -> BundleInfo:
 
 
 # ---- serving verbs (issue 7) ---------------------------------------------------------------
+class ServerList(list[Any]):
+    """Running servers (``servers``)."""
+
+    def __str__(self) -> str:
+        if not self:
+            return "no servers running (start one with `modelpack serve REF`)"
+        rows = [("REF", "URL", "PID", "WORKERS", "TOKEN")]
+        rows += [(s.ref, s.url, str(s.pid), str(s.workers), "yes" if s.token else "no") for s in self]
+        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+        return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [s.to_json() for s in self]
+
+
+def _serve_options(a: argparse.Namespace) -> Any:
+    import os
+
+    from .serving.app import IDENTITY_ENV, TOKEN_ENV, ServeOptions
+
+    token = a.token or os.environ.get(TOKEN_ENV) or None
+    identity = a.identity or os.environ.get(IDENTITY_ENV) or None
+    return ServeOptions(
+        ref=a.ref, host=a.host, port=a.port, workers=a.workers, token=token, max_batch=a.max_batch,
+        max_delay_ms=a.max_delay_ms, identity=identity, max_body=a.max_body, threads=a.threads,
+    )
+
+
+@verb(
+    "serve",
+    "serve a bundle over HTTP (Open Inference Protocol v2 + /predict)",
+    arg("ref"),
+    arg("--host", default="127.0.0.1", help="address to listen on (non-loopback needs --token)"),
+    arg("--port", type=int, default=None, help="port (default 8000 in a terminal, any free one in a notebook; 0 = any free)"),
+    arg("--workers", type=int, default=1, help="worker processes, each with its own copy of the model"),
+    arg("--token", help="bearer token clients must send (or set NBMODELPACK_SERVE_TOKEN)"),
+    arg("--max-batch", type=int, default=32, help="most rows per model call"),
+    arg("--max-delay-ms", type=float, default=2.0, help="how long a request waits for others to batch with"),
+    arg("--identity", help="age identity (key file) for an encrypted bundle"),
+    arg("--max-body", type=int, default=8 * 1024 * 1024, help="largest request body in bytes"),
+    arg("--threads", type=int, default=0, help="torch threads per worker (default: cores / workers)"),
+)
+def _serve(a: argparse.Namespace, ctx: Context) -> Any:
+    from .serving.runner import serve, start
+
+    if a.port is None:
+        a.port = 0 if ctx.interactive else 8000
+    options = _serve_options(a)
+    if ctx.interactive:
+        from .serving.handle import Server
+
+        return Server(start(options), token=options.token)
+    serve(options)
+    return Text("server stopped")
+
+
+@verb("servers", "list running model servers", arg("--json", action="store_true"))
+def _servers(a: argparse.Namespace, ctx: Context) -> ServerList:
+    from .serving.runner import servers
+
+    return ServerList(servers())
+
+
+@verb("stop", "stop a running model server", arg("which", help="bundle ref or name, pid, URL, or `all`"))
+def _stop(a: argparse.Namespace, ctx: Context) -> Text:
+    from .serving.runner import servers, stop
+
+    if a.which == "all" and not servers():
+        return Text("no servers running")
+    stopped = stop(a.which)
+    return Text("stopped " + ", ".join(f"{s.ref} ({s.url})" for s in stopped))
+
+
+@verb(
+    "containerize",
+    "write a Docker build context and a KServe InferenceService for a bundle",
+    arg("ref"),
+    arg("dir"),
+    arg("--port", type=int, default=8080, help="port inside the container"),
+    arg("--image", help="image name for the KServe manifest (default modelpack-NAME:VERSION)"),
+    arg("--workers", type=int, default=2),
+)
+def _containerize(a: argparse.Namespace, ctx: Context) -> Text:
+    from .serving.containerize import containerize
+
+    out = containerize(a.ref, a.dir, port=a.port, image=a.image, workers=a.workers)
+    return Text(f"wrote {out}/Dockerfile and {out}/kserve.yaml; build with: docker build -t IMAGE {out}")

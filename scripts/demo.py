@@ -51,6 +51,24 @@ def publish_and_pull(info: nbmodelpack.BundleInfo, acc: float) -> None:
     print(f"pulled {pulled.ref} ({pulled.digest[:19]}…, same digest: {pulled.digest == info.digest}); accuracy {again:.2f}%")
     if pulled.digest != info.digest or abs(again - acc) > 1e-9:
         sys.exit("demo failed: the pulled bundle differs")
+def serve_step(ref: str) -> None:
+    """Serve the bundle, send one real MNIST test image as a PNG to /predict, stop."""
+    import urllib.request
+
+    from nbmodelpack.serving.handle import mnist_png
+
+    step("serve → POST /predict with an MNIST test image (PNG) → stop")
+    srv = nbmodelpack.serve(ref, workers=2)
+    try:
+        print(srv)
+        png, label = mnist_png(9999)
+        req = urllib.request.Request(srv.url + "/predict", data=png, headers={"Content-Type": "image/png"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            answer = json.loads(r.read())
+        print(f"test image 9999 (label {label}): prediction {answer['prediction']}, p={answer['probabilities'][answer['prediction']]:.3f}")
+    finally:
+        srv.stop()
+    print("server stopped")
 
 
 def main() -> None:
@@ -92,6 +110,7 @@ def main() -> None:
         sys.exit("demo failed: accuracy changed across pack/load")
 
     publish_and_pull(info, acc)
+    serve_step(info.ref)
 
     print(f"\ndemo done in {time.time() - t0:.0f} s; store: {nbmodelpack.get_store().root}")
 

@@ -1,0 +1,159 @@
+"""A running server as the notebook sees it: URL, ``curl`` line, ``predict``, a try-it widget."""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import io
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from ..errors import ServingError
+from .runner import ServerEntry, curl_line, stop
+
+
+class Server:
+    """A background server started by :func:`nbmodelpack.serve`.
+
+    Example:
+        >>> srv = nbmodelpack.serve("mnist-mlp:latest")  # doctest: +SKIP
+        >>> srv.predict(png_bytes)["prediction"]  # doctest: +SKIP
+        '7'
+        >>> srv.stop()  # doctest: +SKIP
+    """
+
+    def __init__(self, entry: ServerEntry, *, token: str | None = None) -> None:
+        self.entry = entry
+        self.url = entry.url
+        self.ref = entry.ref
+        self.pid = entry.pid
+        self._token = token
+
+    @property
+    def curl(self) -> str:
+        """A ready-to-paste ``curl`` command that posts ``digit.png`` to ``/predict``."""
+        return curl_line(self.entry)
+
+    def predict(self, data: Any, *, timeout: float = 30.0) -> dict[str, Any]:
+        """POST to ``/predict``: image bytes (PNG/JPEG), a PIL image, or a nested list / array."""
+        if hasattr(data, "save"):  # a PIL image
+            buf = io.BytesIO()
+            data.save(buf, format="PNG")
+            data = buf.getvalue()
+        if isinstance(data, bytes | bytearray):
+            body, ctype = bytes(data), "image/png"
+        else:
+            body, ctype = json.dumps({"input": data.tolist() if hasattr(data, "tolist") else data}).encode(), "application/json"
+        headers = {"Content-Type": ctype}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        req = urllib.request.Request(self.url + "/predict", data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - our own server's URL
+                return dict(json.loads(r.read()))
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.loads(exc.read()).get("error", exc.reason)
+            except ValueError:
+                message = exc.reason
+            raise ServingError(f"{exc.code}: {message}") from None
+        except OSError as exc:
+            raise ServingError(f"cannot reach {self.url}: {exc}") from None
+
+    def stop(self) -> None:
+        """Stop this server."""
+        stop(str(self.pid))
+
+    def __str__(self) -> str:
+        return f"serving {self.ref} at {self.url} (pid {self.pid})\ntry it:\n  {self.curl}"
+
+    def __repr__(self) -> str:
+        return f"<Server {self.ref} at {self.url} pid={self.pid}>"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.entry.to_json(), "curl": self.curl}
+
+    def _repr_html_(self) -> str:
+        return (
+            f"<div><b>serving</b> <code>{html.escape(self.ref)}</code> at "
+            f"<a href='{html.escape(self.url)}/v2' target='_blank'>{html.escape(self.url)}</a> (pid {self.pid})"
+            f"<pre style='margin:4px 0'>{html.escape(self.curl)}</pre></div>"
+        )
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import HTML, display
+
+        display(HTML(self._repr_html_()))
+        with contextlib.suppress(ImportError):
+            display(self.widget())
+
+    def widget(self) -> Any:
+        """Upload an image or pick an MNIST test sample → the server's prediction."""
+        import ipywidgets as w
+
+        out = w.Output()
+        upload = w.FileUpload(accept="image/*", multiple=False, description="Upload image")
+
+        def show(png: bytes, caption: str) -> None:
+            out.clear_output()
+            with out:
+                from IPython.display import Image, display
+
+                try:
+                    result = self.predict(png)
+                    text = f"{caption}: prediction <b>{html.escape(str(result.get('prediction')))}</b>"
+                except ServingError as exc:
+                    text = f"{caption}: <span style='color:#b00'>{html.escape(str(exc))}</span>"
+                display(Image(data=png, width=84))
+                display(w.HTML(text))
+
+        def on_upload(change: dict[str, Any]) -> None:
+            files = change["new"]
+            if files:
+                item = files[0]
+                show(bytes(item["content"]), str(item.get("name", "upload")))
+
+        upload.observe(on_upload, names="value")
+        rows: list[Any] = [upload]
+        samples = _mnist_samples()
+        if samples is not None:
+            images, labels = samples
+            index = w.BoundedIntText(value=0, min=0, max=len(images) - 1, description="Test sample", layout=w.Layout(width="180px"))
+            button = w.Button(description="Predict sample")
+            button.on_click(lambda _: show(_png(images[index.value]), f"sample {index.value} (true label {int(labels[index.value])})"))
+            rows.append(w.HBox([index, button]))
+        return w.VBox([w.HBox(rows), out])
+
+
+def _png(image: Any) -> bytes:
+    """A ``[1, 28, 28]`` or ``[28, 28]`` uint8 tensor/array → PNG bytes."""
+    import numpy as np
+    from PIL import Image
+
+    arr = np.asarray(image, dtype=np.uint8).reshape(np.asarray(image).shape[-2:])
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _mnist_samples() -> tuple[Any, Any] | None:
+    try:
+        from ..pytorch.data import mnist
+
+        return mnist()
+    except Exception:  # no MNIST files, or no torch: the widget offers upload only
+        return None
+
+
+def mnist_png(index: int) -> tuple[bytes, int]:
+    """The MNIST test image ``index`` as PNG bytes, and its label.
+
+    Example:
+        >>> png, label = mnist_png(0)  # doctest: +SKIP
+    """
+    from ..pytorch.data import mnist
+
+    images, labels = mnist()
+    return _png(images[index]), int(labels[index])
