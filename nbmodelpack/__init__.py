@@ -34,12 +34,15 @@ _LAZY: dict[str, str] = {
     "Store": "store",
     "BundleInfo": "bundle.info",
     "errors": "errors",
+    "compress": "compress",  # the module is callable: nbmodelpack.compress(ref, ...)
+    "CompressionReport": "compress",
 }
 
 if TYPE_CHECKING:
     from . import errors
     from .api import card, export, fsck, gc, get_store, import_, import_pth, load, ls, pack, rm, show, tag
     from .bundle.info import BundleInfo
+    from .compress import CompressionReport, compress
     from .store import Store
 
 

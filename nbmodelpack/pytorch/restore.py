@@ -14,15 +14,24 @@ from ..errors import ArchitectureError, BundleFormatError, ModelPackError
 from ..store import StoredBundle
 from ._tensors import join_aliases
 from .capture import _resolve
+from .quantize import dequantize_state, read_meta, use_int8_kernels
 
 
-def load_state(bundle: StoredBundle, *, identity: Any = None) -> dict[str, torch.Tensor]:
-    """The tensors of ``model.safetensors``, decrypted/decompressed in memory."""
+def load_state(
+    bundle: StoredBundle, *, identity: Any = None, packed: dict[str, Any] | None = None
+) -> dict[str, torch.Tensor]:
+    """The tensors of ``model.safetensors``, decrypted/decompressed in memory.
+
+    Quantized or cast weights come back as float tensors; int8 Linear weights
+    are also put in ``packed`` (name → (int8, scale)) for the fast int8 path.
+    """
     data = bundle.plaintext("model.safetensors", identity=identity)
     try:
-        return safetensors.torch.load(data)
+        state = safetensors.torch.load(data)
     except Exception as exc:  # safetensors raises its own SafetensorError and others
         raise BundleFormatError(f"model.safetensors cannot be read: {str(exc)[:120]}", hint="the file is truncated or not safetensors") from exc
+    meta = read_meta(data)
+    return dequantize_state(state, meta, packed=packed) if meta else state
 
 
 def _construct(factory: Any, kwargs: dict[str, Any]) -> torch.nn.Module:
@@ -96,12 +105,19 @@ def rebuild(
 
 
 def restore(
-    bundle: StoredBundle, *, trust_code: bool = False, identity: Any = None, device: str = "cpu"
+    bundle: StoredBundle, *, trust_code: bool = False, identity: Any = None, device: str = "cpu", dequantize: bool = False
 ) -> torch.nn.Module:
-    """Rebuild the module in eval mode; ``module.bundle_info`` is its :class:`BundleInfo`."""
+    """Rebuild the module in eval mode; ``module.bundle_info`` is its :class:`BundleInfo`.
+
+    int8 Linear weights run on the int8 CPU kernel where torch has one, unless
+    ``dequantize=True`` (plain float weights: the portable path).
+    """
     try:
-        state = load_state(bundle, identity=identity)
+        packed: dict[str, Any] = {}
+        state = load_state(bundle, identity=identity, packed=packed)
         module = rebuild(bundle, state, trust_code=trust_code, identity=identity)
+        if packed and not dequantize and device == "cpu":
+            use_int8_kernels(module, packed)
     except ModelPackError:
         raise
     except Exception as exc:
