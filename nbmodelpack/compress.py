@@ -311,7 +311,7 @@ def _evaluate(model: Any, batches: list[tuple[torch.Tensor, torch.Tensor]], metr
     return float(metric(outs, torch.cat([y for _, y in batches])))
 
 
-def _latency_ms(models: list[Any], args: tuple[Any, ...], runs: int = 30) -> list[float]:
+def _latency_ms(models: list[Any], args: tuple[Any, ...], runs: int = 15) -> list[float]:
     """Median CPU time of one forward pass on ``args`` per model (interleaved, after warm-up)."""
     import torch
 
