@@ -32,6 +32,15 @@ def step(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
 
+def step_compress_int8(ref: str, test: torch.utils.data.DataLoader) -> None:
+    """Issue 4: int8 weight-only quantization as a new version, with its size/accuracy row."""
+    step(f"compress {ref} to int8 (new version, zstd weights)")
+    report = nbmodelpack.compress(ref, quantize="int8", eval=test)
+    print(report)
+    p, c = report.parent, report.child
+    print(f"int8: {c.ref} is {report.ratio:.2f}x smaller ({p.bundle_bytes:,} -> {c.bundle_bytes:,} bytes), accuracy {p.metric:.2f}% -> {c.metric:.2f}%")
+
+
 def main() -> None:
     torch.manual_seed(0)
     t0 = time.time()
@@ -69,6 +78,8 @@ def main() -> None:
     print(f"accuracy before pack {acc:.2f}%, after load {loaded['accuracy']:.2f}% ({loaded['type']})")
     if abs(loaded["accuracy"] - acc) > 1e-9:
         sys.exit("demo failed: accuracy changed across pack/load")
+
+    step_compress_int8(info.ref, test)
 
     print(f"\ndemo done in {time.time() - t0:.0f} s; store: {nbmodelpack.get_store().root}")
 
