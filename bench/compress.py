@@ -30,9 +30,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_nets.py: captured by class
 warnings.filterwarnings("ignore")
 
+from _nets import BenchCNN, BenchMLP  # noqa: E402
+
 import nbmodelpack  # noqa: E402
 from nbmodelpack.pytorch.data import accuracy, mnist_loaders  # noqa: E402
-from _nets import BenchCNN, BenchMLP  # noqa: E402
 
 TARGETS = {"int8": (3.9, 0.5), "int4": (6.5, 1.5), "prune80+int8": (10.0, 1.0)}
 

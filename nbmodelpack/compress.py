@@ -540,7 +540,7 @@ def compress(
         # Load the child from the very bytes just stored, the way users will load it.
         view = _draft_view(target, child_name, parent, [d for d in draft.layers if d.filepath != "README.md"])
         try:
-            child_model = restore(view, trust_code=trust_code)
+            child_model: Any = restore(view, trust_code=trust_code)
         except ModelPackError as exc:
             raise CompressionError(f"the compressed model does not load: {exc}") from exc
         parent_state = load_state(parent)
