@@ -446,7 +446,7 @@ def compress(
     zero (global magnitude), or with ``structured=True`` of each layer's neurons/channels
     to remove. ``finetune(model)`` trains the pruned model before quantization.
     ``eval``: a DataLoader, ``(x, y)`` tensors or ``"mnist"``; ``metric(outputs, targets)``
-    replaces top-1 accuracy. Nothing is written unless every check passes.
+    replaces top-1 accuracy. No version is written unless every check passes.
 
     Example:
         >>> report = nbmodelpack.compress("mnist-mlp:1", quantize="int8", eval=(x, y))  # doctest: +SKIP

@@ -242,3 +242,22 @@ def test_cli_compress_prints_report_and_refuses_bad_scheme(trained, data, cli, t
     assert bad.returncode == 1 and bad.stderr.strip().startswith("error: compression: unknown scheme")
     assert "Traceback" not in bad.stderr
     assert [i.ref for i in nbmodelpack.ls("mlp")] == ["mlp:3", "mlp:2", "mlp:1"]
+
+
+def test_notebook_verb_evaluates_on_a_notebook_variable(trained, data):
+    from nbmodelpack import commands
+
+    class Notebook(commands.Context):  # what %modelpack offers: the kernel's variables
+        interactive = True
+
+        def __init__(self, names: dict) -> None:
+            self.names = names
+
+        def lookup(self, name: str):
+            return self.names[name]
+
+    _, (x, y) = data
+    parent = nbmodelpack.pack(trained["mlp"], "mlp", example=x[:1])
+    report = commands.run(f"compress {parent.ref} --quantize int8 --prune 0.3 --eval held_out", Notebook({"held_out": (x, y)}))
+    assert report.child.metric is not None and abs(report.metric_drop) < 2
+    assert report.info.ref == "mlp:2" and "<table>" in report._repr_html_()
