@@ -17,7 +17,7 @@ from nbmodelpack.pytorch.data import mnist_loaders
 from nbmodelpack.pytorch.quantize import Int8Linear, int8_kernel_available
 
 
-def _train(model: nn.Module, loader: torch.utils.data.DataLoader, batches: int = 40) -> nn.Module:
+def _train(model: nn.Module, loader: torch.utils.data.DataLoader, batches: int = 25) -> nn.Module:
     torch.manual_seed(0)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     for i, (x, y) in enumerate(loader):
