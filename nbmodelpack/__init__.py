@@ -43,6 +43,8 @@ _LAZY: dict[str, str] = {
     "servers": "serving",
     "stop_server": "serving",
     "containerize": "serving.containerize",
+    "compress": "compress",  # the module is callable: nbmodelpack.compress(ref, ...)
+    "CompressionReport": "compress",
 }
 
 if TYPE_CHECKING:
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
         tag,
     )
     from .bundle.info import BundleInfo
+    from .compress import CompressionReport, compress
     from .remote import list_remote, login, publish, pull
     from .serving import serve, servers, stop_server
     from .serving.containerize import containerize

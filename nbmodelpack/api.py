@@ -93,9 +93,13 @@ def load(
     trust_code: bool = False,
     identity: Any = None,
     device: str = "cpu",
+    dequantize: bool = False,
     store: Store | str | None = None,
 ) -> torch.nn.Module:
     """Load a bundle version as a module in eval mode (``module.bundle_info`` says what it is).
+
+    Compressed bundles load like any other; ``dequantize=True`` runs int8 weights
+    as plain float instead of the int8 kernel.
 
     Example:
         >>> model = nbmodelpack.load("mnist-mlp:1")  # doctest: +SKIP
@@ -103,7 +107,7 @@ def load(
     from .pytorch.restore import restore
 
     bundle = get_store(store).open(ref)
-    return restore(bundle, trust_code=trust_code, identity=identity, device=device)
+    return restore(bundle, trust_code=trust_code, identity=identity, device=device, dequantize=dequantize)
 
 
 def ls(name: str | None = None, *, store: Store | str | None = None) -> list[BundleInfo]:

@@ -267,6 +267,29 @@ def _import(a: argparse.Namespace, ctx: Context) -> BundleList:
 
 
 # ---- compression verbs (issue 4) -----------------------------------------------------------
+@verb(
+    "compress",
+    "quantize and/or prune a version into a new version; report size, accuracy, latency",
+    arg("ref"),
+    arg("--quantize", metavar="int8|int4|fp16|bf16", help="weight-only int8/int4, or cast to fp16/bf16"),
+    arg("--group-size", type=int, default=64, help="int4 group size (default 64)"),
+    arg("--prune", type=float, default=0.0, metavar="FRACTION", help="fraction in [0, 1) of weights (or with --structured, of neurons/channels) to remove"),
+    arg("--structured", action="store_true", help="remove whole neurons/channels (smaller tensors and compute)"),
+    arg("--eval", metavar="VAR", help="notebook variable holding a DataLoader or (x, y); `mnist` = the held-out MNIST split"),
+    arg("--png", metavar="FILE", help="also write the chart to FILE (PNG)"),
+    arg("--json", action="store_true"),
+)
+def _compress(a: argparse.Namespace, ctx: Context) -> Any:
+    from .compress import compress
+
+    data = None
+    if a.eval:
+        data = "mnist" if a.eval == "mnist" else ctx.lookup(a.eval)
+    report = compress(a.ref, quantize=a.quantize, group_size=a.group_size, prune=a.prune, structured=a.structured, eval=data)
+    if a.png:
+        report.save_png(a.png)
+    return report
+
 
 
 # ---- encryption and signing verbs (issue 5) ------------------------------------------------

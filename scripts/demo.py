@@ -69,6 +69,13 @@ def serve_step(ref: str) -> None:
     finally:
         srv.stop()
     print("server stopped")
+def step_compress_int8(ref: str, test: torch.utils.data.DataLoader) -> None:
+    """Issue 4: int8 weight-only quantization as a new version, with its size/accuracy row."""
+    step(f"compress {ref} to int8 (new version, zstd weights)")
+    report = nbmodelpack.compress(ref, quantize="int8", eval=test)
+    print(report)
+    p, c = report.parent, report.child
+    print(f"int8: {c.ref} is {report.ratio:.2f}x smaller ({p.bundle_bytes:,} -> {c.bundle_bytes:,} bytes), accuracy {p.metric:.2f}% -> {c.metric:.2f}%")
 
 
 def main() -> None:
@@ -111,6 +118,7 @@ def main() -> None:
 
     publish_and_pull(info, acc)
     serve_step(info.ref)
+    step_compress_int8(info.ref, test)
 
     print(f"\ndemo done in {time.time() - t0:.0f} s; store: {nbmodelpack.get_store().root}")
 

@@ -120,11 +120,16 @@ def _example_args(example: Any) -> tuple[Any, ...]:
     return tuple(example) if isinstance(example, tuple | list) else (example,)
 
 
-def _export(model: torch.nn.Module, example: Any) -> bytes:
+def export_program(model: torch.nn.Module, example: Any) -> torch.export.ExportedProgram:
+    """``torch.export`` with a dynamic batch dimension (weights still attached)."""
     # A batch of one would make export specialize the batch dimension to 1.
     args = tuple(torch.cat([a, a]) if isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == 1 else a for a in _example_args(example))
     dynamic = tuple({0: torch.export.Dim.AUTO} if isinstance(a, torch.Tensor) and a.dim() > 0 else None for a in args)
-    ep = torch.export.export(model, args, dynamic_shapes=dynamic)
+    return torch.export.export(model, args, dynamic_shapes=dynamic)
+
+
+def _export(model: torch.nn.Module, example: Any) -> bytes:
+    ep = export_program(model, example)
     # Strip the weights: the graph keeps names, shapes and dtypes; safetensors keeps the bytes.
     for key, value in list(ep.state_dict.items()):
         meta = torch.empty(value.shape, dtype=value.dtype, device="meta")

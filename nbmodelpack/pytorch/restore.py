@@ -16,25 +16,39 @@ from ..errors import ArchitectureError, BundleFormatError, ModelPackError
 from ..store import StoredBundle
 from ._tensors import join_aliases
 from .capture import _resolve
+from .quantize import dequantize_state, read_meta, use_int8_kernels
 
 
-def load_state(bundle: StoredBundle, *, identity: Any = None) -> dict[str, torch.Tensor]:
-    """The tensors of ``model.safetensors``, decrypted/decompressed in memory, verified."""
+def load_state(
+    bundle: StoredBundle, *, identity: Any = None, packed: dict[str, Any] | None = None
+) -> dict[str, torch.Tensor]:
+    """The tensors of ``model.safetensors``, decrypted/decompressed in memory, verified.
+
+    Quantized or cast weights come back as float tensors; int8 Linear weights
+    are also put in ``packed`` (name → (int8, scale)) for the fast int8 path.
+    """
     desc = bundle.descriptor("model.safetensors")
     try:
         if desc.media_type == mt.base_media_type(desc.media_type):
             # Plain layer: safetensors maps the blob file while a second thread hashes it.
+            path = bundle.store.blob_path(desc.digest)
             check = bundle.store.verify_in_background(desc.digest, what="model.safetensors")
             try:
-                state = safetensors.torch.load_file(bundle.store.blob_path(desc.digest))
+                state = safetensors.torch.load_file(path)
+                with open(path, "rb") as f:
+                    head = f.read(8)
+                    head += f.read(int.from_bytes(head, "little")) if len(head) == 8 else b""
             finally:
                 check()  # a damaged blob is an integrity error before anything else
-            return state
-        return safetensors.torch.load(bundle.plaintext("model.safetensors", identity=identity))
+        else:
+            head = bundle.plaintext("model.safetensors", identity=identity)
+            state = safetensors.torch.load(head)
     except ModelPackError:
         raise
     except Exception as exc:  # safetensors raises its own SafetensorError and others
         raise BundleFormatError(f"model.safetensors cannot be read: {str(exc)[:120]}", hint="the file is truncated or not safetensors") from exc
+    meta = read_meta(head)
+    return dequantize_state(state, meta, packed=packed) if meta else state
 
 
 def _construct(factory: Any, kwargs: dict[str, Any]) -> torch.nn.Module:
@@ -119,12 +133,19 @@ def rebuild(
 
 
 def restore(
-    bundle: StoredBundle, *, trust_code: bool = False, identity: Any = None, device: str = "cpu"
+    bundle: StoredBundle, *, trust_code: bool = False, identity: Any = None, device: str = "cpu", dequantize: bool = False
 ) -> torch.nn.Module:
-    """Rebuild the module in eval mode; ``module.bundle_info`` is its :class:`BundleInfo`."""
+    """Rebuild the module in eval mode; ``module.bundle_info`` is its :class:`BundleInfo`.
+
+    int8 Linear weights run on the int8 CPU kernel where torch has one, unless
+    ``dequantize=True`` (plain float weights: the portable path).
+    """
     try:
-        state = load_state(bundle, identity=identity)
+        packed: dict[str, Any] = {}
+        state = load_state(bundle, identity=identity, packed=packed)
         module = rebuild(bundle, state, trust_code=trust_code, identity=identity)
+        if packed and not dequantize and device == "cpu":
+            use_int8_kernels(module, packed)
     except ModelPackError:
         raise
     except Exception as exc:

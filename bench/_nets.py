@@ -1,0 +1,31 @@
+"""Models the compression benchmark trains (importable, so bundles capture them by class)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class BenchMLP(nn.Module):
+    def __init__(self, hidden: int = 256) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, hidden // 2), nn.ReLU(), nn.Linear(hidden // 2, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class BenchCNN(nn.Module):
+    def __init__(self, channels: int = 16) -> None:
+        super().__init__()
+        self.channels = channels
+        c = channels
+        self.features = nn.Sequential(
+            nn.Conv2d(1, c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c, 2 * c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(2 * c * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
