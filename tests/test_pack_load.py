@@ -157,3 +157,68 @@ def test_loaded_module_is_in_eval_mode_and_knows_its_bundle():
     model = nbmodelpack.load("evalmode:1")
     assert not model.training
     assert model.bundle_info.name == "evalmode" and model.bundle_info.version == 1
+
+
+def test_a_loaded_exported_model_can_be_packed_again(run_py):
+    class Local(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.l = torch.nn.Linear(6, 2)
+
+        def forward(self, x):
+            return self.l(x)
+
+    nbmodelpack.pack(Local(), "again", example=torch.randn(2, 6))
+    loaded = nbmodelpack.load("again")
+    info = nbmodelpack.pack(loaded, "again", example=torch.randn(2, 6))
+    assert info.version == 2 and info.architecture["strategy"] == "export"
+    x = torch.randn(3, 6)
+    assert torch.equal(nbmodelpack.load("again:2")(x), loaded(x))
+
+
+def test_exported_graph_carries_no_pickle():
+    import io
+    import zipfile
+
+    info = nbmodelpack.pack(torch.nn.Sequential(torch.nn.Linear(3, 2)), "nopickle", example=torch.randn(1, 3))
+    blob = nbmodelpack.get_store().open(info.ref).read("model.pt2")
+    sizes = {i.filename: i.file_size for i in zipfile.ZipFile(io.BytesIO(blob)).infolist()}
+    assert all(size == 0 for name, size in sizes.items() if "sample_inputs" in name)
+
+
+def test_a_pt2_with_a_pickle_payload_is_refused_before_torch_sees_it(home, tmp_path):
+    import io
+    import zipfile
+
+    from nbmodelpack.bundle import mediatypes as mt
+    from nbmodelpack.bundle.draft import Draft
+    from nbmodelpack.errors import UnsafeFileError
+
+    info = nbmodelpack.pack(torch.nn.Sequential(torch.nn.Linear(3, 2)), "evilpt2", example=torch.randn(1, 3))
+    store = nbmodelpack.get_store()
+    bundle = store.open(info.ref)
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    src = zipfile.ZipFile(io.BytesIO(bundle.read("model.pt2")))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as dst:
+        for item in src.infolist():
+            if "sample_inputs" in item.filename:
+                payload = io.BytesIO()
+                torch.save(Payload(), payload)
+                dst.writestr(item, payload.getvalue())
+            else:
+                dst.writestr(item, src.read(item))
+    draft = Draft.from_parent(bundle.manifest, name="evilpt2", op="pack")
+    draft.replace_layer(store.put_layer("model.pt2", mt.CODE, out.getvalue()))
+    store.commit(draft)
+    with pytest.raises(UnsafeFileError) as err:
+        nbmodelpack.load("evilpt2:2")
+    assert "model.pt2 carries pickled sample inputs" in str(err.value)
+    assert not marker.exists()

@@ -9,6 +9,7 @@ The architecture is captured in the first way that works:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import io
@@ -26,6 +27,7 @@ from ..bundle.draft import Draft
 from ..bundle.manifest import Descriptor
 from ..errors import ArchitectureError, UsageError
 from ..store import Store
+from ._pt2 import strip_pickles
 from ._tensors import V2_DATATYPES, dtype_name, split_aliases
 
 _JSON_SCALARS = (bool, int, float, str, type(None))
@@ -136,7 +138,7 @@ def _export(model: torch.nn.Module, example: Any) -> bytes:
         ep.state_dict[key] = torch.nn.Parameter(meta, requires_grad=False) if isinstance(value, torch.nn.Parameter) else meta
     buf = io.BytesIO()
     torch.export.save(ep, buf)
-    return buf.getvalue()
+    return strip_pickles(buf.getvalue())
 
 
 def _source(cls: type) -> str:
@@ -265,12 +267,14 @@ def capture(
     if not isinstance(model, torch.nn.Module):
         raise UsageError(f"pack needs a torch.nn.Module, got {type(model).__name__}")
     was_training = model.training
-    model.eval()
+    with contextlib.suppress(NotImplementedError):
+        model.eval()  # graphs loaded from torch.export are already in eval mode and refuse .eval()
     try:
         arch_doc, extra = capture_architecture(model, example=example, arch=arch, arch_kwargs=arch_kwargs, trust_code=trust_code)
         signature = infer_signature(model, example) if example is not None else {"inputs": [], "outputs": []}
     finally:
-        model.train(was_training)
+        with contextlib.suppress(NotImplementedError):
+            model.train(was_training)
     weights, aliases, params, precision = weights_bytes(model)
     arch_doc["aliases"] = aliases
     arch_doc["torch"] = torch.__version__.split("+")[0]

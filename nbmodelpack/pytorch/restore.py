@@ -14,6 +14,7 @@ import torch
 from ..bundle import mediatypes as mt
 from ..errors import ArchitectureError, BundleFormatError, ModelPackError
 from ..store import StoredBundle
+from ._pt2 import check_no_pickles
 from ._tensors import join_aliases
 from .capture import _resolve
 from .quantize import dequantize_state, read_meta, use_int8_kernels
@@ -112,6 +113,7 @@ def rebuild(
         return _put_weights(module, state)
     if strategy == "export":
         blob = bundle.plaintext(str(arch.get("file", "model.pt2")), identity=identity)
+        check_no_pickles(blob)
         try:
             program = torch.export.load(io.BytesIO(blob))
         except Exception as exc:
