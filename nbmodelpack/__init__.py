@@ -34,12 +34,17 @@ _LAZY: dict[str, str] = {
     "Store": "store",
     "BundleInfo": "bundle.info",
     "errors": "errors",
+    "fit": "pytorch.fit",
+    "track": "notebook.dashboard",
+    "History": "notebook.dashboard",
 }
 
 if TYPE_CHECKING:
     from . import errors
     from .api import card, export, fsck, gc, get_store, import_, import_pth, load, ls, pack, rm, show, tag
     from .bundle.info import BundleInfo
+    from .notebook.dashboard import History, track
+    from .pytorch.fit import fit
     from .store import Store
 
 
