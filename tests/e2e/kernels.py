@@ -1,0 +1,39 @@
+"""Helpers for e2e tests that run notebooks on real kernels."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+TUTORIAL = ROOT / "notebooks" / "01-train-and-pack.ipynb"
+
+
+def kernel_env(**extra: str) -> dict[str, str]:
+    """Environment for a kernel: this one, plus this tree and tests/ first on the path."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.pop("MPLBACKEND", None)  # the kernel picks its inline backend
+    env.update(extra)
+    return env
+
+
+def execute_notebook(nb, *, cwd: Path, env: dict[str, str], timeout: int = 240):
+    """Run every cell of ``nb`` on a fresh python3 kernel (the one of this interpreter's venv)."""
+    from nbclient import NotebookClient
+
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
+    client.execute(env=env)
+    return nb
+
+
+def error_outputs(nb) -> list[str]:
+    """Every error output of an executed notebook, as text."""
+    return [
+        f"{o.get('ename')}: {o.get('evalue')}"
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for o in cell.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
