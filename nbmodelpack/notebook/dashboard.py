@@ -124,10 +124,7 @@ class History:
             tds = "".join(f"<td>{e(_fmt(row[k])) if k in row else '-'}</td>" for k in keys)
             body.append(f"<tr{style}><td>{e(_fmt(row.get(self.x, i + 1)))}</td>{tds}</tr>")
         caption = e(self.summary_line())
-        return (
-            '<div class="nbmp-history"><table><caption style="caption-side:top;text-align:left">'
-            f"{caption}</caption><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
-        )
+        return f'<div class="nbmp-history"><div>{caption}</div><table><thead><tr>{th}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""

@@ -18,8 +18,8 @@ from ..bundle.info import BundleInfo, human_bytes
 # Scoped under .nbmp so nothing leaks into the rest of the notebook.
 _STYLE = """<style>
 .nbmp{font-family:var(--jp-ui-font-family,sans-serif);font-size:var(--jp-ui-font-size1,13px);
- color:var(--jp-ui-font-color1,#222);max-width:760px}
-.nbmp-card{border:1px solid var(--jp-border-color2,#ddd);border-radius:6px;padding:10px 14px;
+ color:var(--jp-ui-font-color1,#222)}
+.nbmp-card{max-width:760px;border:1px solid var(--jp-border-color2,#ddd);border-radius:6px;padding:10px 14px;
  background:var(--jp-layout-color1,#fff)}
 .nbmp-title{font-size:var(--jp-ui-font-size3,16px);font-weight:600}
 .nbmp-title .nbmp-ver{color:var(--jp-ui-font-color2,#666);font-weight:400}
@@ -31,14 +31,15 @@ _STYLE = """<style>
 .nbmp-badge.signed{background:var(--jp-success-color1,#388e3c)}
 .nbmp-badge.published{background:var(--jp-brand-color0,#0d47a1)}
 .nbmp table{border-collapse:collapse;margin:4px 0}
-.nbmp th,.nbmp td{text-align:left;padding:2px 12px 2px 0;border:none;vertical-align:top;
- background:transparent;color:inherit}
-.nbmp-kv th{color:var(--jp-ui-font-color2,#666);font-weight:400;white-space:nowrap}
-.nbmp-list thead th{border-bottom:1px solid var(--jp-border-color1,#bbb);cursor:pointer;
+.nbmp table th,.nbmp table td{text-align:left;padding:2px 12px 2px 0;border:none;vertical-align:top;color:inherit}
+.nbmp table.nbmp-kv tbody tr,.nbmp table.nbmp-kv tbody tr:nth-child(odd),.nbmp table.nbmp-kv tbody tr:nth-child(even),
+.nbmp table.nbmp-kv tbody tr:hover{background:transparent}
+.nbmp table.nbmp-kv th{color:var(--jp-ui-font-color2,#666);font-weight:400;white-space:nowrap}
+.nbmp table.nbmp-list thead th{border-bottom:1px solid var(--jp-border-color1,#bbb);cursor:pointer;
  white-space:nowrap;user-select:none}
-.nbmp-list tbody tr:nth-child(odd){background:var(--jp-layout-color2,#f5f5f5)}
-.nbmp-list td.num,.nbmp-list th.num{text-align:right}
-.nbmp code,.nbmp-hint{font-family:var(--jp-code-font-family,monospace);font-size:var(--jp-code-font-size,12px)}
+.nbmp table.nbmp-list th,.nbmp table.nbmp-list td,.nbmp table.nbmp-kv th,.nbmp table.nbmp-kv td{text-align:left;white-space:nowrap}
+.nbmp table.nbmp-list td.num,.nbmp table.nbmp-list th.num{text-align:right}
+.nbmp code,.nbmp-hint{white-space:nowrap;font-family:var(--jp-code-font-family,monospace);font-size:var(--jp-code-font-size,12px)}
 .nbmp-hint{user-select:all;background:var(--jp-layout-color2,#f3f3f3);padding:1px 5px;border-radius:3px}
 .nbmp-copy{margin-left:4px;font-size:11px;cursor:pointer;border:1px solid var(--jp-border-color2,#ccc);
  background:var(--jp-layout-color1,#fff);color:inherit;border-radius:3px;padding:0 4px}
@@ -162,8 +163,9 @@ def bundle_table_html(infos: Iterable[BundleInfo]) -> str:
     table_id = f"nbmp-table-{next(_ids)}"
     metric_keys: list[str] = []
     for i in items:
-        metric_keys += [k for k, v in i.metrics.items() if isinstance(v, int | float) and k not in metric_keys]
-    metric_keys = metric_keys[:3]  # a table, not a spreadsheet: the card has them all
+        metric_keys += [k for k, v in i.metrics.items() if isinstance(v, int | float) and k not in metric_keys and k != "epochs"]
+    # A table, not a spreadsheet (the card has them all): held-out metrics first.
+    metric_keys = sorted(metric_keys, key=lambda k: not k.startswith("val_"))[:2]
     head = ["ref", "size", "parameters", "precision", *metric_keys, "badges", "created", "load"]
     numeric = {"size", "parameters", *metric_keys}
     th = "".join(f'<th class="num" title="sort">{_e(h)}</th>' if h in numeric else f'<th title="sort">{_e(h)}</th>' for h in head)
@@ -177,7 +179,7 @@ def bundle_table_html(infos: Iterable[BundleInfo]) -> str:
             (i.precision, _e(i.precision or "-")),
             *[(i.metrics.get(k, ""), _e(_fmt(i.metrics.get(k, "")))) for k in metric_keys],
             (",".join(i.badges), _badges(i) or '<span class="nbmp-muted">-</span>'),
-            (i.created, _e(i.created[:19].replace("T", " "))),
+            (i.created, _e(i.created[:16].replace("T", " "))),
             (hint, f'<span class="nbmp-hint">{_e(hint)}</span><button class="nbmp-copy" data-copy="{_e(hint)}" title="copy">copy</button>'),
         ]
         tds = "".join(
