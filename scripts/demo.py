@@ -46,7 +46,8 @@ def run_tutorial_notebook() -> None:
     nb = nbformat.read(path, as_version=4)
     started = time.time()
     env = {**os.environ, "NBMODELPACK_NO_PROGRESS": "1"}
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute(env=env)
+    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}, extra_arguments=["--IPKernelApp.log_level=ERROR"])
+    client.execute(env=env)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     errors = [f"{o.get('ename')}: {o.get('evalue')}" for o in outputs if o.get("output_type") == "error"]
     out = ROOT / ".demo" / "01-train-and-pack.executed.ipynb"

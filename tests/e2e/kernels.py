@@ -19,11 +19,14 @@ def kernel_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def execute_notebook(nb, *, cwd: Path, env: dict[str, str], timeout: int = 240):
+def execute_notebook(nb, *, cwd: Path, env: dict[str, str], timeout: int = 240, allow_errors: bool = False):
     """Run every cell of ``nb`` on a fresh python3 kernel (the one of this interpreter's venv)."""
     from nbclient import NotebookClient
 
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", allow_errors=allow_errors, resources={"metadata": {"path": str(cwd)}},
+        extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no transport warnings in the test log
+    )
     client.execute(env=env)
     return nb
 

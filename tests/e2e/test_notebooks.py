@@ -60,15 +60,24 @@ CELL_B = [
     "assert 'Scorer' not in globals()\n%modelpack load scorer:latest",
     "data = json.load(open('expected.json'))\nwith torch.no_grad():\n    got = scorer(torch.tensor(data['probe']))\n"
     "json.dump({'got': got.tolist(), 'kind': type(scorer).__name__}, open('got.json', 'w'))",
+    # user errors in a real kernel: one line each, and the cell fails (so "Run all" stops)
+    "%modelpack load nothing:1 as gone",
+    "%modelpack bogus",
 ]
 
 
 def test_notebook_class_packed_in_one_kernel_loads_in_another_and_predicts_the_same(tmp_path: Path, home: Path) -> None:
     env = kernel_env(NBMODELPACK_HOME=str(home), NBMODELPACK_NO_PROGRESS="1")
-    for cells in (CELL_A, CELL_B):
-        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-        execute_notebook(nb, cwd=tmp_path, env=env, timeout=180)
-        assert error_outputs(nb) == []
+    a = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELL_A])
+    execute_notebook(a, cwd=tmp_path, env=env, timeout=180)
+    assert error_outputs(a) == []
+    b = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELL_B])
+    execute_notebook(b, cwd=tmp_path, env=env, timeout=180, allow_errors=True)
+    assert error_outputs(b) == ["ModelPackMagicError: bundle not found: nothing:1 (run `modelpack ls` to see what exists)"]
+    missing, bogus = b.cells[-2].outputs, b.cells[-1].outputs
+    assert [o["traceback"] for o in missing] == [["error: bundle not found: nothing:1 (run `modelpack ls` to see what exists)"]]
+    assert [(o["output_type"], o["name"]) for o in bogus] == [("stream", "stderr")]
+    assert bogus[0]["text"].startswith("UsageError: unknown verb 'bogus'") and bogus[0]["text"].count("\n") == 1
     expected = json.loads((tmp_path / "expected.json").read_text())["expected"]
     got = json.loads((tmp_path / "got.json").read_text())
     assert got["got"] == expected  # bit-identical: same weights, same graph
