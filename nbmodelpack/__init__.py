@@ -43,8 +43,8 @@ if TYPE_CHECKING:
     from . import errors
     from .api import card, export, fsck, gc, get_store, import_, import_pth, load, ls, pack, rm, show, tag
     from .bundle.info import BundleInfo
-    from .notebook.dashboard import History, track
-    from .pytorch.fit import fit
+    from .notebook.dashboard import History, track  # noqa: F401
+    from .pytorch.fit import fit  # noqa: F401
     from .store import Store
 
 

@@ -143,7 +143,7 @@ def test_history_text_html_and_curves() -> None:
     text = str(h)
     assert text.splitlines()[0] == "3 epochs in 3 s; kept epoch 3: loss 0.3333, val_loss 0.4, accuracy 53"
     assert "3 *" in text
-    assert "<th>val_loss</th>" in h._repr_html_()
+    assert ">val_loss</th>" in h._repr_html_()
     assert plot_png(h)[:8] == b"\x89PNG\r\n\x1a\n"
     escaped = History(rows=[{"step": 1, "<x>": 1.0}])._repr_html_()
     assert "&lt;x&gt;" in escaped and "<x>" not in escaped

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -144,7 +145,7 @@ def test_pack_ls_show_tag_rm_gc_fsck_through_the_magic(run, shell: InteractiveSh
     r = run("%modelpack ls")
     assert r.ok and "tiny:1" in r.out and "REF" in r.out
     r = run("%modelpack ls tiny --json")
-    assert r.ok and "tiny:1" in r.out
+    assert r.ok and json.loads(r.out)[0]["ref"] == "tiny:1"
     r = run("%modelpack show tiny:best")
     assert r.ok and "digest      sha256:" in r.out
     r = run("%modelpack show tiny:1 --card")

@@ -116,15 +116,20 @@ class History:
     def _repr_html_(self) -> str:
         e = html.escape
         keys = self.keys
-        th = "".join(f"<th>{e(k)}</th>" for k in (self.x, *keys))
         body = []
+        # Inline styles: the live table sits in an ipywidgets HTML widget, outside JupyterLab's table CSS.
+        cell = 'style="text-align:right;padding:1px 10px"'
+        th = "".join(f"<th {cell}>{e(k)}</th>" for k in (self.x, *keys))
         for i in self._table_rows():
             row = self.rows[i]
-            style = ' style="font-weight:bold"' if i == self.kept else ""
-            tds = "".join(f"<td>{e(_fmt(row[k])) if k in row else '-'}</td>" for k in keys)
-            body.append(f"<tr{style}><td>{e(_fmt(row.get(self.x, i + 1)))}</td>{tds}</tr>")
+            weight = "font-weight:bold;" if i == self.kept else ""
+            tds = "".join(f"<td {cell}>{e(_fmt(row[k])) if k in row else '-'}</td>" for k in keys)
+            body.append(f'<tr style="{weight}"><td {cell}>{e(_fmt(row.get(self.x, i + 1)))}</td>{tds}</tr>')
         caption = e(self.summary_line())
-        return f'<div class="nbmp-history"><div>{caption}</div><table><thead><tr>{th}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+        return (
+            f'<div class="nbmp-history"><div>{caption}</div><table style="border-collapse:collapse">'
+            f'<thead><tr>{th}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+        )
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -321,6 +326,7 @@ class Tracker:
             row[key] = number
         self.history.rows.append(row)
         self.history.kept = len(self.history.rows) - 1
+        self.history.seconds = time.monotonic() - self.started
         done = len(self.history.rows)
         if self._log_advances:
             self._advance(done, self.total, "  ".join(f"{k} {_fmt(v)}" for k, v in row.items() if k != self.history.x), force=True)

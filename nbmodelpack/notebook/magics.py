@@ -60,9 +60,14 @@ class ModelPackMagicError(Exception):
         return [f"error: {self}"]
 
 
-def _show(result: Any) -> None:
-    """Display a verb's result: plain text for messages, a text + HTML bundle for the rest."""
+def _show(result: Any, *, as_json: bool = False) -> None:
+    """Display a verb's result: JSON with ``--json``, plain text for messages, text + HTML for the rest."""
     if result is None:
+        return
+    if as_json:
+        from ..api import to_json
+
+        print(to_json(result))
         return
     if isinstance(result, str | commands.Help) or not hasattr(result, "_repr_html_"):
         print(result)
@@ -115,7 +120,8 @@ def load_ipython_extension(ipython: Any) -> None:
     """
 
     def modelpack(line: str) -> None:
-        _show(run_line(ipython, line))
+        result = run_line(ipython, line)
+        _show(result, as_json="--json" in line.split() and not isinstance(result, commands.Help))
 
     modelpack.__doc__ = _usage()  # what `%modelpack?` shows
     ipython.register_magic_function(modelpack, magic_kind="line", magic_name=_MAGIC)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from kernels import ARTIFACTS
+from kernels import ARTIFACTS, kernel_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -28,6 +28,16 @@ SETTINGS = {
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
 }
+
+
+# A run still going: the widgets stay live (track() not closed yet).
+LIVE_CELL = """import time
+import nbmodelpack
+
+t = nbmodelpack.track(total=10, x="epoch", title="my own loop (live)")
+for epoch in range(1, 5):
+    time.sleep(0.6)  # one epoch of training
+    t.log(loss=1.2 / epoch, val_loss=1.3 / epoch + 0.05, acc=60 + 8 * epoch, val_acc=58 + 7 * epoch)"""
 
 
 def _luminance(css_color: str) -> float:
@@ -42,8 +52,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def lab(executed_tutorial, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A JupyterLab server on a free port whose root holds the executed (and trusted) tutorial."""
+def lab(executed_tutorial, tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+    """A JupyterLab server on a free port; its root holds the executed (and trusted) tutorial and live.ipynb."""
     from nbformat.sign import NotebookNotary
 
     nb, _home, _saved = executed_tutorial
@@ -57,8 +67,10 @@ def lab(executed_tutorial, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     # Outputs this session produced are trusted in Lab; a saved notebook needs the user's signature.
     NotebookNotary(data_dir=str(data)).sign(nb)
     nbformat.write(nb, root / "01-train-and-pack.ipynb")
+    live = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(LIVE_CELL)], metadata={"kernelspec": nb.metadata["kernelspec"]})
+    nbformat.write(live, root / "live.ipynb")
     token, port = "e2e-" + os.urandom(8).hex(), _free_port()
-    env = dict(os.environ, JUPYTER_DATA_DIR=str(data), JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
+    env = kernel_env(JUPYTER_DATA_DIR=str(data), JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
     cmd = [
         sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", f"--LabApp.user_settings_dir={settings}",
@@ -79,7 +91,7 @@ def lab(executed_tutorial, tmp_path: Path) -> Iterator[tuple[str, Path]]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError("JupyterLab did not start:\n" + (tmp_path / "lab.log").read_text()[-3000:])
             time.sleep(0.5)
-        yield f"{base}/lab/tree/01-train-and-pack.ipynb?token={token}", tmp_path
+        yield base, token, tmp_path
     finally:
         proc.terminate()
         try:
@@ -94,9 +106,11 @@ def test_lab_shows_the_training_dashboard_and_the_bundle_card(lab) -> None:
     from PIL import Image
     from playwright.sync_api import sync_playwright
 
-    url, tmp = lab
+    base, token, tmp = lab
+    url = f"{base}/lab/tree/01-train-and-pack.ipynb?token={token}"
     ARTIFACTS.mkdir(exist_ok=True)
     dashboard_png, card_png, table_png = ARTIFACTS / "dashboard.png", ARTIFACTS / "bundle-card.png", ARTIFACTS / "bundle-table-dark.png"
+    live_png = ARTIFACTS / "dashboard-live.png"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
@@ -122,11 +136,27 @@ def test_lab_shows_the_training_dashboard_and_the_bundle_card(lab) -> None:
             assert card.evaluate("el => getComputedStyle(el).borderTopLeftRadius") == "6px"
             pack_cell.screenshot(path=str(card_png))
 
+            # The live dashboard: run a cell in Lab's own kernel and look at the widgets it draws.
+            page.goto(f"{base}/lab/tree/live.ipynb?token={token}", timeout=90_000)
+            page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=120_000)
+            page.locator(".jp-CodeCell .jp-InputPrompt").first.click()
+            page.keyboard.press("Shift+Enter")
+            live_cell = page.locator(".jp-CodeCell").first
+            live_cell.locator(".jp-InputPrompt", has_text="[1]").wait_for(timeout=60_000)  # the cell finished
+            live_img = live_cell.locator(".widget-image")
+            live_img.wait_for(state="visible", timeout=120_000)
+            page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=live_img.element_handle())
+            progress = live_cell.locator(".widget-progress")
+            assert progress.count() == 1
+            live_text = live_cell.inner_text()
+            assert "4/10" in live_text and "ETA" in live_text and "val_acc" in live_text, live_text
+            live_cell.screenshot(path=str(live_png))
+
             # The dark theme: the table takes its colours from JupyterLab's CSS variables.
             theme = tmp / "settings" / "@jupyterlab/apputils-extension/themes.jupyterlab-settings"
             theme.parent.mkdir(parents=True, exist_ok=True)
             theme.write_text(json.dumps({"theme": "JupyterLab Dark"}))
-            page.reload()
+            page.goto(url, timeout=90_000)
             table = page.locator(".nbmp-list").first
             table.wait_for(state="visible", timeout=90_000)
             page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
@@ -135,9 +165,12 @@ def test_lab_shows_the_training_dashboard_and_the_bundle_card(lab) -> None:
             text_color = table.evaluate("el => getComputedStyle(el.querySelector('td')).color")
             assert _luminance(text_color) > 0.5, text_color  # light text on the dark background
             ls_cell.screenshot(path=str(table_png))
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "lab-failure.png"))
+            raise
         finally:
             browser.close()
-    for png in (dashboard_png, card_png, table_png):
+    for png in (dashboard_png, card_png, table_png, live_png):
         with Image.open(png) as im:
             assert im.width >= 600 and im.height >= 100, (png, im.size)
             colors = im.convert("RGB").getcolors(maxcolors=1 << 20) or []
