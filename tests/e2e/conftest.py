@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from kernels import ARTIFACTS, ROOT, TUTORIAL, execute_notebook, kernel_env
 
@@ -20,3 +23,14 @@ def executed_tutorial(tmp_path_factory: pytest.TempPathFactory):
     nbformat.write(nb, out)
     return nb, home, out
 
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _python3_kernelspec() -> None:
+    """The `python3` kernel must run this interpreter (the venv's); install its spec if it is missing."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec("python3")
+    except NoSuchKernel:
+        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--prefix", sys.prefix], check=True, capture_output=True)

@@ -115,6 +115,24 @@ def test_lab_shows_the_training_dashboard_and_the_bundle_card(lab) -> None:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1480, "height": 1000})
+            # The live dashboard first (one notebook open): run a cell in Lab's kernel, look at its widgets.
+            page.goto(f"{base}/lab/tree/live.ipynb?token={token}", timeout=90_000)
+            page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=120_000)
+            live_cell = page.locator(".jp-CodeCell").filter(has_text="nbmodelpack.track(")
+            live_cell.locator(".jp-InputPrompt").click()
+            page.keyboard.press("Shift+Enter")
+            live_cell.locator(".jp-InputPrompt", has_text="[1]").wait_for(timeout=60_000)  # the cell finished
+            live_img = live_cell.locator(".widget-image")
+            live_img.wait_for(state="visible", timeout=120_000)
+            page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=live_img.element_handle())
+            progress = live_cell.locator(".widget-hprogress")
+            assert progress.count() == 1
+            live_text = live_cell.inner_text()
+            assert "4/10" in live_text and "ETA" in live_text and "val_acc" in live_text, live_text
+            live_cell.screenshot(path=str(live_png))
+
+            # The executed tutorial: static dashboard and card (a new page: live.ipynb has unsaved changes).
+            page = browser.new_page(viewport={"width": 1480, "height": 1000})
             page.goto(url, timeout=90_000)
             card = page.locator(".nbmp-card").first
             card.wait_for(state="visible", timeout=90_000)
@@ -136,21 +154,6 @@ def test_lab_shows_the_training_dashboard_and_the_bundle_card(lab) -> None:
             assert card.evaluate("el => getComputedStyle(el).borderTopLeftRadius") == "6px"
             pack_cell.screenshot(path=str(card_png))
 
-            # The live dashboard: run a cell in Lab's own kernel and look at the widgets it draws.
-            page.goto(f"{base}/lab/tree/live.ipynb?token={token}", timeout=90_000)
-            page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=120_000)
-            page.locator(".jp-CodeCell .jp-InputPrompt").first.click()
-            page.keyboard.press("Shift+Enter")
-            live_cell = page.locator(".jp-CodeCell").first
-            live_cell.locator(".jp-InputPrompt", has_text="[1]").wait_for(timeout=60_000)  # the cell finished
-            live_img = live_cell.locator(".widget-image")
-            live_img.wait_for(state="visible", timeout=120_000)
-            page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=live_img.element_handle())
-            progress = live_cell.locator(".widget-progress")
-            assert progress.count() == 1
-            live_text = live_cell.inner_text()
-            assert "4/10" in live_text and "ETA" in live_text and "val_acc" in live_text, live_text
-            live_cell.screenshot(path=str(live_png))
 
             # The dark theme: the table takes its colours from JupyterLab's CSS variables.
             theme = tmp / "settings" / "@jupyterlab/apputils-extension/themes.jupyterlab-settings"
