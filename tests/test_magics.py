@@ -74,10 +74,12 @@ def test_loading_the_extension_imports_neither_torch_nor_widgets(run_py) -> None
         "from IPython.core.interactiveshell import InteractiveShell\n"
         "sh = InteractiveShell.instance()\n"
         "sh.run_line_magic('load_ext', 'nbmodelpack')\n"
+        "print('after load:', sorted(m for m in ('torch', 'ipywidgets', 'matplotlib', 'nbmodelpack.store') if m in sys.modules))\n"
         "sh.run_cell('%modelpack ls')\n"
         "sh.run_cell('%modelpack help pack')\n"
         "print('heavy:', sorted(m for m in ('torch', 'ipywidgets', 'matplotlib') if m in sys.modules))\n"
     ).stdout
+    assert "after load: []" in out  # the verbs and the store load on first use
     assert "heavy: []" in out
     assert "no bundles" in out and "usage: %modelpack pack" in out
 

@@ -1,115 +1,42 @@
 """``%modelpack``: the CLI's verbs as one IPython line magic (DESIGN.md §4).
 
 The magic holds no logic of its own: it splits the line with ``shlex``, hands
-it to :func:`nbmodelpack.commands.run` with a :class:`NotebookContext` (which
-can see the notebook's variables), and shows the result. User errors show as
-one line and stop the cell (so "Run all" stops too), never as a traceback.
+it to :func:`nbmodelpack.commands.run` with a notebook
+:class:`~nbmodelpack.notebook.context.NotebookContext` (which sees the
+notebook's variables), and shows the result. User errors show as one line and
+stop the cell (so "Run all" stops too), never as a traceback.
 
-Loading the extension imports neither torch nor ipywidgets.
+Loading the extension imports only this module: the verbs, the store, torch
+and ipywidgets load on the first ``%modelpack`` line that needs them.
 """
 
 from __future__ import annotations
 
-import getpass
-import keyword
-import shlex
 from typing import Any
-
-from .. import commands
-from ..errors import ModelPackError, UsageError
 
 _MAGIC = "modelpack"
 
 
-class NotebookContext(commands.Context):
-    """Verbs run from ``%modelpack``: variables live in the shell's user namespace."""
+class ModelPackMagic:
+    """The ``%modelpack`` callable; ``%modelpack?`` shows :meth:`getdoc`, built on demand."""
 
-    interactive = True
-    name = "%modelpack"
+    __name__ = _MAGIC
 
     def __init__(self, shell: Any) -> None:
         self.shell = shell
 
-    def lookup(self, name: str) -> Any:
-        if not name.isidentifier():
-            raise UsageError(f"{name!r} is not a variable name", hint="pass the name of a notebook variable")
-        try:
-            return self.shell.user_ns[name]
-        except KeyError:
-            raise UsageError(f"no variable {name!r} in this notebook", hint="run the cell that defines it first") from None
+    def __call__(self, line: str) -> None:
+        from .context import run_line, show
 
-    def bind(self, name: str, value: Any) -> None:
-        if not name.isidentifier() or keyword.iskeyword(name):
-            raise UsageError(f"{name!r} is not a valid variable name")
-        self.shell.user_ns[name] = value
+        result = run_line(self.shell, line)
+        as_json = "--json" in line.split() and type(result).__name__ != "Help"
+        show(result, as_json=as_json)
 
-    def getpass(self, prompt: str) -> str:
-        # In a kernel, ipykernel routes getpass to the front end's password box (never echoed).
-        from IPython.core.error import StdinNotImplementedError
+    def getdoc(self) -> str:
+        """Usage of every verb (IPython's ``?`` calls this)."""
+        from .context import usage
 
-        try:
-            return getpass.getpass(prompt)
-        except StdinNotImplementedError:
-            raise UsageError("this kernel cannot ask for a password (no input channel)", hint="run the cell interactively") from None
-
-
-class ModelPackMagicError(Exception):
-    """A user error from ``%modelpack``: IPython shows it as its one line, without a traceback."""
-
-    def _render_traceback_(self) -> list[str]:
-        return [f"error: {self}"]
-
-
-def _show(result: Any, *, as_json: bool = False) -> None:
-    """Display a verb's result: JSON with ``--json``, plain text for messages, text + HTML for the rest."""
-    if result is None:
-        return
-    if as_json:
-        from ..api import to_json
-
-        print(to_json(result))
-        return
-    if isinstance(result, str | commands.Help) or not hasattr(result, "_repr_html_"):
-        print(result)
-        return
-    from IPython.display import display
-
-    display({"text/plain": str(result), "text/html": result._repr_html_()}, raw=True)
-
-
-def run_line(shell: Any, line: str) -> Any:
-    """Run one ``%modelpack`` line in ``shell``; return the verb's result.
-
-    Raises IPython's ``UsageError`` (shown as one ``UsageError: …`` line) for bad
-    arguments and :class:`ModelPackMagicError` (one ``error: …`` line) for other
-    user errors.
-
-    Example:
-        >>> run_line(get_ipython(), "help load")  # doctest: +SKIP
-    """
-    from IPython.core.error import UsageError as IPythonUsageError
-
-    try:
-        argv = shlex.split(line)
-    except ValueError as exc:
-        raise IPythonUsageError(f"cannot split the line: {exc}") from None
-    try:
-        return commands.run(argv, NotebookContext(shell))
-    except UsageError as exc:
-        raise IPythonUsageError(str(exc)) from None
-    except ModelPackError as exc:
-        raise ModelPackMagicError(str(exc)) from None
-    except KeyboardInterrupt:
-        raise ModelPackMagicError("interrupted; nothing half-written was kept") from None
-
-
-def _usage() -> str:
-    parser = commands.build_parser(NotebookContext.name)
-    return (
-        "%modelpack VERB [ARGS]: the modelpack CLI's verbs in a notebook, plus notebook forms\n"
-        "(`pack VAR --name N`, `load REF as VAR`, `train VAR --data VAR`).\n"
-        "`%modelpack help VERB` shows one verb.\n\n" + parser.format_help()
-    )
+        return usage()
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -118,11 +45,13 @@ def load_ipython_extension(ipython: Any) -> None:
     Example:
         >>> load_ipython_extension(get_ipython())  # doctest: +SKIP
     """
+    ipython.register_magic_function(ModelPackMagic(ipython), magic_kind="line", magic_name=_MAGIC)
 
-    def modelpack(line: str) -> None:
-        result = run_line(ipython, line)
-        _show(result, as_json="--json" in line.split() and not isinstance(result, commands.Help))
 
-    modelpack.__doc__ = _usage()  # what `%modelpack?` shows
-    ipython.register_magic_function(modelpack, magic_kind="line", magic_name=_MAGIC)
+def __getattr__(name: str) -> Any:
+    # NotebookContext and friends live in .context, imported on first use.
+    if name in {"NotebookContext", "ModelPackMagicError", "run_line"}:
+        from . import context
 
+        return getattr(context, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
