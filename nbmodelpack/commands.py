@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import keyword
-import re
 import shlex
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn
 
 from . import api
 from .bundle.info import BundleInfo, human_bytes
@@ -265,6 +262,8 @@ def _import(a: argparse.Namespace, ctx: Context) -> BundleList:
 # ---- notebook verbs (issue 3) --------------------------------------------------------------
 def _module_var(ctx: Context, name: str, verb_name: str) -> Any:
     """The notebook variable ``name``, which must hold a torch.nn.Module."""
+    import sys
+
     value = ctx.lookup(name)
     torch = sys.modules.get("torch")  # a Module instance means torch is already imported
     if torch is None or not isinstance(value, torch.nn.Module):
@@ -288,6 +287,9 @@ def default_var_name(ref: str) -> str:
         >>> default_var_name("mnist-mlp:3")
         'mnist_mlp'
     """
+    import keyword
+    import re
+
     from .bundle.refs import parse
 
     name = re.sub(r"\W", "_", parse(ref).name.rsplit("/", 1)[-1])
@@ -352,6 +354,8 @@ def _nb_pack(a: argparse.Namespace, ctx: Context) -> BundleInfo:
     notebook_only=True,
 )
 def _nb_load(a: argparse.Namespace, ctx: Context) -> Loaded:
+    import keyword
+
     if a.as_kw is not None and (a.as_kw != "as" or a.var is None):
         raise UsageError(f"expected `load REF as VAR`, got {' '.join(x for x in (a.ref, a.as_kw, a.var) if x)!r}")
     var = a.var or default_var_name(a.ref)
@@ -359,7 +363,8 @@ def _nb_load(a: argparse.Namespace, ctx: Context) -> Loaded:
         raise UsageError(f"{var!r} is not a valid variable name")
     model = api.load(a.ref, trust_code=a.trust_code, device=a.device)
     ctx.bind(var, model)
-    return Loaded(var, cast(BundleInfo, model.bundle_info))
+    info: BundleInfo = model.bundle_info  # type: ignore[assignment]  # set by restore()
+    return Loaded(var, info)
 
 
 @verb(

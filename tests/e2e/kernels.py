@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -40,3 +41,40 @@ def error_outputs(nb) -> list[str]:
         for o in cell.get("outputs", [])
         if o.get("output_type") == "error"
     ]
+
+
+def ensure_python3_kernelspec() -> None:
+    """The `python3` kernel must run this interpreter (the venv's); install its spec if it is missing."""
+    import subprocess
+    import sys
+
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec("python3")
+    except NoSuchKernel:
+        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--prefix", sys.prefix], check=True, capture_output=True)
+
+
+_tutorial: dict[str, tuple[Any, Path, Path]] = {}
+
+
+def executed_tutorial(scratch: Path) -> tuple[Any, Path, Path]:
+    """(notebook, its nbmodelpack home, saved copy): the tutorial executed once per test session.
+
+    Kept here rather than in a conftest so the tests that share it need no shared fixture file;
+    the module is imported once, so the cache spans the session.
+    """
+    if "run" not in _tutorial:
+        import nbformat
+
+        ensure_python3_kernelspec()
+        home = scratch / "tutorial-home"
+        env = kernel_env(NBMODELPACK_HOME=str(home), NBMODELPACK_NO_PROGRESS="1", NBMODELPACK_MNIST=str(ROOT / "notebooks" / "data"))
+        nb = nbformat.read(TUTORIAL, as_version=4)
+        execute_notebook(nb, cwd=TUTORIAL.parent, env=env)
+        ARTIFACTS.mkdir(exist_ok=True)
+        out = ARTIFACTS / "01-train-and-pack.executed.ipynb"
+        nbformat.write(nb, out)
+        _tutorial["run"] = (nb, home, out)
+    return _tutorial["run"]

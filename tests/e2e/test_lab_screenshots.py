@@ -15,11 +15,18 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import kernels
 import nbformat
 import pytest
 from kernels import ARTIFACTS, kernel_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+@pytest.fixture
+def executed_tutorial(tmp_path_factory: pytest.TempPathFactory):
+    """The tutorial executed on a real kernel (once per session, shared with the other e2e module)."""
+    return kernels.executed_tutorial(tmp_path_factory.getbasetemp())
 
 CHROMIUM = "/usr/lib/chromium/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run", "--no-proxy-server"]

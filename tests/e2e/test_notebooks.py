@@ -5,11 +5,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import kernels
 import nbformat
 import pytest
 from kernels import error_outputs, execute_notebook, kernel_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+@pytest.fixture
+def executed_tutorial(tmp_path_factory: pytest.TempPathFactory):
+    """The tutorial executed on a real kernel (once per session, shared with the other e2e module)."""
+    return kernels.executed_tutorial(tmp_path_factory.getbasetemp())
 
 
 def _outputs(nb, source_start: str) -> list[dict]:
@@ -67,6 +74,7 @@ CELL_B = [
 
 
 def test_notebook_class_packed_in_one_kernel_loads_in_another_and_predicts_the_same(tmp_path: Path, home: Path) -> None:
+    kernels.ensure_python3_kernelspec()
     env = kernel_env(NBMODELPACK_HOME=str(home), NBMODELPACK_NO_PROGRESS="1")
     a = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELL_A])
     execute_notebook(a, cwd=tmp_path, env=env, timeout=180)
