@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
+import time
 from pathlib import Path
 
 import kernels
@@ -93,3 +96,77 @@ def test_notebook_class_packed_in_one_kernel_loads_in_another_and_predicts_the_s
 
     assert nbmodelpack.show("scorer:1").architecture["strategy"] == "export"
     assert nbmodelpack.show("scorer:1").metrics["epochs"] == 2
+
+
+KERNEL_SETUP = """
+import time, torch, nbmodelpack
+from models import MLP
+torch.manual_seed(0)
+x = torch.randn(512, 1, 28, 28)
+y = x.flatten(1)[:, :10].argmax(1)
+
+class SlowLoader:
+    '''A few batches per epoch, slowly; remembers the weights at the end of each epoch.'''
+    def __init__(self, model):
+        self.dl = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64)
+        self.model, self.ends = model, []
+    def __len__(self):
+        return len(self.dl)
+    def __iter__(self):
+        for batch in self.dl:
+            time.sleep(0.05)
+            yield batch
+        # fit asks for the next batch after the last optimizer step: these are the epoch's weights
+        self.ends.append({k: v.clone() for k, v in self.model.state_dict().items()})
+
+model = MLP(hidden=16)
+loader = SlowLoader(model)
+"""
+KERNEL_CHECK = """
+kept = history.kept
+same = all(torch.equal(v, loader.ends[kept][k]) for k, v in model.state_dict().items())
+print(history.interrupted, len(history), kept is not None, same, model._nbmodelpack_metrics.get("epochs") == kept + 1)
+"""
+
+
+def test_kernel_interrupt_during_fit_stops_cleanly_with_whole_weights(home: Path, tmp_path: Path) -> None:
+    """The real thing: the kernel gets SIGINT from its manager (the ■ button) in the middle of fit."""
+    from jupyter_client.manager import start_new_kernel
+
+    kernels.ensure_python3_kernelspec()
+    km, kc = start_new_kernel(kernel_name="python3", env=kernel_env(NBMODELPACK_HOME=str(home)), cwd=str(tmp_path))
+    try:
+        assert kc.execute_interactive(KERNEL_SETUP, timeout=120)["content"]["status"] == "ok"
+        msg_id = kc.execute("history = nbmodelpack.fit(model, loader, epochs=200)")
+        shown: list[dict] = []
+
+        def collect(timeout: float) -> str:
+            msg = kc.get_iopub_msg(timeout=timeout)
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] in ("display_data", "update_display_data", "error"):
+                shown.append(msg)
+            return json.dumps(msg["content"])
+
+        # Wait until the live table widget shows two finished epochs, then press ■.
+        deadline = time.monotonic() + 90
+        while "2 epochs in" not in collect(timeout=90):
+            assert time.monotonic() < deadline, "fit did not finish two epochs"
+        km.interrupt_kernel()
+        reply = kc.get_shell_msg(timeout=60)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = kc.get_shell_msg(timeout=60)
+        assert reply["content"]["status"] == "ok"  # fit returned: no KeyboardInterrupt traceback
+        with contextlib.suppress(queue.Empty):
+            while True:
+                collect(timeout=2)
+        assert not [m for m in shown if m["msg_type"] == "error"]
+        final = [m["content"]["data"].get("text/plain", "") for m in shown if m["msg_type"] == "update_display_data"]
+        assert any("interrupted in epoch" in text and "kept the weights of epoch" in text for text in final), final
+        outputs: list[dict] = []
+        check = kc.execute_interactive(KERNEL_CHECK, timeout=60, output_hook=outputs.append)
+        assert check["content"]["status"] == "ok", check["content"]
+        printed = "".join(m["content"]["text"] for m in outputs if m["msg_type"] == "stream")
+        interrupted, epochs, kept, same, metrics_match = printed.split()
+        assert (interrupted, kept, same, metrics_match) == ("True", "True", "True", "True") and 1 <= int(epochs) < 200
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
