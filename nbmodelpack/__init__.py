@@ -45,6 +45,9 @@ _LAZY: dict[str, str] = {
     "containerize": "serving.containerize",
     "compress": "compress",  # the module is callable: nbmodelpack.compress(ref, ...)
     "CompressionReport": "compress",
+    "fit": "pytorch.fit",
+    "track": "notebook.dashboard",
+    "History": "notebook.dashboard",
 }
 
 if TYPE_CHECKING:
@@ -66,6 +69,8 @@ if TYPE_CHECKING:
     )
     from .bundle.info import BundleInfo
     from .compress import CompressionReport, compress
+    from .notebook.dashboard import History, track  # noqa: F401
+    from .pytorch.fit import fit  # noqa: F401
     from .remote import list_remote, login, publish, pull
     from .serving import serve, servers, stop_server
     from .serving.containerize import containerize

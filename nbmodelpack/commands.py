@@ -264,6 +264,140 @@ def _import(a: argparse.Namespace, ctx: Context) -> BundleList:
 
 
 # ---- notebook verbs (issue 3) --------------------------------------------------------------
+def _module_var(ctx: Context, name: str, verb_name: str) -> Any:
+    """The notebook variable ``name``, which must hold a torch.nn.Module."""
+    import sys
+
+    value = ctx.lookup(name)
+    torch = sys.modules.get("torch")  # a Module instance means torch is already imported
+    if torch is None or not isinstance(value, torch.nn.Module):
+        raise UsageError(f"{name} is a {type(value).__name__}, not a torch.nn.Module", hint=f"{verb_name} VAR needs a variable holding a model")
+    return value
+
+
+def _metrics_arg(text: str, ctx: Context) -> dict[str, Any] | str:
+    if text == "auto":
+        return "auto"
+    value = _json_arg(text, "--metrics") if text.lstrip().startswith("{") else ctx.lookup(text)
+    if not isinstance(value, dict):
+        raise UsageError(f"--metrics {text}: expected 'auto', a JSON object or a dict variable, got {type(value).__name__}")
+    return value
+
+
+def default_var_name(ref: str) -> str:
+    """The variable ``load`` binds when not told: the bundle name as an identifier.
+
+    Example:
+        >>> default_var_name("mnist-mlp:3")
+        'mnist_mlp'
+    """
+    import keyword
+    import re
+
+    from .bundle.refs import parse
+
+    name = re.sub(r"\W", "_", parse(ref).name.rsplit("/", 1)[-1])
+    if not name or name[0].isdigit():
+        name = f"model_{name}"
+    return f"{name}_" if keyword.iskeyword(name) else name
+
+
+@dataclass
+class Loaded:
+    """What ``load`` bound, shown as the bundle card."""
+
+    var: str
+    info: BundleInfo
+
+    def __str__(self) -> str:
+        return f"loaded {self.info.ref} as `{self.var}`\n{self.info}"
+
+    def _repr_html_(self) -> str:
+        from .notebook.display import bundle_card_html
+
+        return bundle_card_html(self.info, heading=f"loaded into variable {self.var}")
+
+
+@verb(
+    "pack",
+    "pack a notebook model as the next version of a bundle",
+    arg("var", metavar="VAR", help="variable holding the torch.nn.Module"),
+    arg("--name", required=True, help="bundle name, e.g. mnist-mlp"),
+    arg("--example", metavar="VAR", help="variable holding an example input (records the I/O signature; lets torch.export capture a notebook class)"),
+    arg("--labels", metavar="VAR", help="variable holding the output labels"),
+    arg("--preprocess", metavar="VAR", help="variable holding a preprocess dict (see processing.json)"),
+    arg("--metrics", default="auto", help="'auto' (from the last nbmodelpack.fit), a JSON object, or a dict variable"),
+    arg("--description", help="one line for the card"),
+    arg("--tag", action="append", default=[], help="extra tag (repeatable)"),
+    arg("--trust-code", action="store_true", help="allow storing the class source as a last resort"),
+    notebook_only=True,
+)
+def _nb_pack(a: argparse.Namespace, ctx: Context) -> BundleInfo:
+    model = _module_var(ctx, a.var, "pack")
+    example = ctx.lookup(a.example) if a.example else None
+    labels = ctx.lookup(a.labels) if a.labels else None
+    preprocess = ctx.lookup(a.preprocess) if a.preprocess else None
+    if preprocess is not None and not isinstance(preprocess, dict):
+        raise UsageError(f"--preprocess {a.preprocess} is a {type(preprocess).__name__}, not a dict")
+    if labels is not None and (isinstance(labels, str | bytes) or not hasattr(labels, "__iter__")):
+        raise UsageError(f"--labels {a.labels} is a {type(labels).__name__}, not a list of labels")
+    return api.pack(
+        model, a.name, example=example, labels=labels, preprocess=preprocess, metrics=_metrics_arg(a.metrics, ctx),
+        description=a.description, tags=a.tag, trust_code=a.trust_code,
+    )
+
+
+@verb(
+    "load",
+    "load a bundle version into a notebook variable",
+    arg("ref"),
+    arg("as_kw", nargs="?", metavar="as"),
+    arg("var", nargs="?", metavar="VAR", help="variable to bind (default: the bundle name, e.g. mnist_mlp)"),
+    arg("--trust-code", action="store_true", help="allow running class source stored in the bundle"),
+    arg("--device", default="cpu"),
+    notebook_only=True,
+)
+def _nb_load(a: argparse.Namespace, ctx: Context) -> Loaded:
+    import keyword
+
+    if a.as_kw is not None and (a.as_kw != "as" or a.var is None):
+        raise UsageError(f"expected `load REF as VAR`, got {' '.join(x for x in (a.ref, a.as_kw, a.var) if x)!r}")
+    var = a.var or default_var_name(a.ref)
+    if not var.isidentifier() or keyword.iskeyword(var):
+        raise UsageError(f"{var!r} is not a valid variable name")
+    model = api.load(a.ref, trust_code=a.trust_code, device=a.device)
+    ctx.bind(var, model)
+    info: BundleInfo = model.bundle_info  # type: ignore[assignment]  # set by restore()
+    return Loaded(var, info)
+
+
+@verb(
+    "train",
+    "train a notebook model with the live dashboard (nbmodelpack.fit, Adam)",
+    arg("var", metavar="VAR", help="variable holding the torch.nn.Module"),
+    arg("--data", required=True, metavar="VAR", help="variable holding the training DataLoader"),
+    arg("--val", metavar="VAR", help="variable holding the validation DataLoader"),
+    arg("--epochs", type=int, default=1),
+    arg("--lr", type=float, default=1e-3, help="Adam learning rate"),
+    arg("--device", default="cpu"),
+    notebook_only=True,
+)
+def _nb_train(a: argparse.Namespace, ctx: Context) -> Text:
+    model = _module_var(ctx, a.var, "train")
+    data = ctx.lookup(a.data)
+    val = ctx.lookup(a.val) if a.val else None
+    if a.epochs < 1:
+        raise UsageError(f"--epochs {a.epochs}: train at least one epoch")
+    if not a.lr > 0:
+        raise UsageError(f"--lr {a.lr}: the learning rate must be positive")
+    import torch
+
+    from .pytorch.fit import fit
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=a.lr)
+    history = fit(model, data, epochs=a.epochs, optimizer=optimizer, val_loader=val, device=a.device)
+    return Text(history.summary_line() + f"; the next `%modelpack pack {a.var}` records these metrics")
+
 
 
 # ---- compression verbs (issue 4) -----------------------------------------------------------

@@ -6,15 +6,19 @@ Each issue adds its step; every step prints one line of what it did.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
 import nbmodelpack
 from nbmodelpack.pytorch.data import MNIST_PREPROCESS, accuracy, mnist_loaders
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class DemoMLP(nn.Module):
@@ -51,6 +55,8 @@ def publish_and_pull(info: nbmodelpack.BundleInfo, acc: float) -> None:
     print(f"pulled {pulled.ref} ({pulled.digest[:19]}…, same digest: {pulled.digest == info.digest}); accuracy {again:.2f}%")
     if pulled.digest != info.digest or abs(again - acc) > 1e-9:
         sys.exit("demo failed: the pulled bundle differs")
+
+
 def serve_step(ref: str) -> None:
     """Serve the bundle, send one real MNIST test image as a PNG to /predict, stop."""
     import urllib.request
@@ -78,27 +84,43 @@ def step_compress_int8(ref: str, test: torch.utils.data.DataLoader) -> None:
     print(f"int8: {c.ref} is {report.ratio:.2f}x smaller ({p.bundle_bytes:,} -> {c.bundle_bytes:,} bytes), accuracy {p.metric:.2f}% -> {c.metric:.2f}%")
 
 
+def run_tutorial_notebook() -> None:
+    """Execute notebooks/01-train-and-pack.ipynb on a headless kernel (nbclient) and report it."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = ROOT / "notebooks" / "01-train-and-pack.ipynb"
+    step(f"tutorial {path.relative_to(ROOT)} on a headless kernel (nbclient)")
+    nb = nbformat.read(path, as_version=4)
+    started = time.time()
+    env = {**os.environ, "NBMODELPACK_NO_PROGRESS": "1"}
+    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}, extra_arguments=["--IPKernelApp.log_level=ERROR"])
+    client.execute(env=env)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    errors = [f"{o.get('ename')}: {o.get('evalue')}" for o in outputs if o.get("output_type") == "error"]
+    out = ROOT / ".demo" / "01-train-and-pack.executed.ipynb"
+    out.parent.mkdir(exist_ok=True)
+    nbformat.write(nb, out)
+    code_cells = sum(c.cell_type == "code" for c in nb.cells)
+    last = next((o["text"].strip() for o in reversed(outputs) if o.get("output_type") == "stream"), "")
+    print(f"{code_cells} code cells ran in {time.time() - started:.0f} s, {len(errors)} errors; last line: {last!r}; saved {out.relative_to(ROOT)}")
+    if errors:
+        sys.exit(f"demo failed: the tutorial raised {errors[0]}")
+
+
 def main() -> None:
     torch.manual_seed(0)
     t0 = time.time()
     train, test = mnist_loaders(n_train=8000)
     model = DemoMLP()
 
-    step("train (MNIST, 8,000 train / 2,000 held-out images)")
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for epoch in range(3):
-        model.train()
-        for x, y in train:
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-        model.eval()
-        print(f"epoch {epoch + 1}: held-out accuracy {accuracy(model, test):.2f}%")
+    step("train (MNIST, 8,000 train / 2,000 held-out images) with nbmodelpack.fit")
+    nbmodelpack.fit(model, train, val_loader=test, epochs=3)
     acc = accuracy(model, test)
 
-    step("pack")
+    step("pack (the card gets fit's metrics by itself)")
     example = next(iter(test))[0][:1]
-    info = nbmodelpack.pack(model, "mnist-mlp", example=example, labels=range(10), preprocess=MNIST_PREPROCESS, metrics={"accuracy": acc}, description="MLP on MNIST (make demo)")
+    info = nbmodelpack.pack(model, "mnist-mlp", example=example, labels=range(10), preprocess=MNIST_PREPROCESS, description="MLP on MNIST (make demo)")
     print(info)
 
     step("ls")
@@ -119,6 +141,7 @@ def main() -> None:
     publish_and_pull(info, acc)
     serve_step(info.ref)
     step_compress_int8(info.ref, test)
+    run_tutorial_notebook()
 
     print(f"\ndemo done in {time.time() - t0:.0f} s; store: {nbmodelpack.get_store().root}")
 

@@ -1,0 +1,1 @@
+"""The notebook door: the ``%modelpack`` magic, the training dashboard and HTML displays."""

@@ -1,0 +1,340 @@
+"""`%modelpack` driven through a real IPython InteractiveShell: every verb, good and bad input."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+from models import MLP
+
+import nbmodelpack
+from nbmodelpack.bundle.info import BundleInfo
+from nbmodelpack.notebook.display import bundle_card_html, bundle_table_html
+
+
+@pytest.fixture(scope="module")
+def shell() -> InteractiveShell:
+    sh = InteractiveShell.instance()
+    sh.run_line_magic("load_ext", "nbmodelpack")
+    return sh
+
+
+class Run:
+    def __init__(self, ok: bool, out: str, err: str) -> None:
+        self.ok, self.out, self.err = ok, out, err
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+
+@pytest.fixture
+def run(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]):
+    """Run one cell; return whether it succeeded and what it printed."""
+    names = set(shell.user_ns)
+
+    def go(cell: str) -> Run:
+        capsys.readouterr()
+        result = shell.run_cell(cell)
+        captured = capsys.readouterr()
+        return Run(result.success, captured.out, captured.err)
+
+    yield go
+    for name in set(shell.user_ns) - names:
+        shell.user_ns.pop(name, None)
+
+
+def one_line_error(r: Run, starts: str) -> str:
+    """The cell failed with exactly one line (no traceback) that starts with ``starts``."""
+    assert not r.ok
+    assert "Traceback" not in r.text
+    lines = [ln for ln in r.text.splitlines() if ln.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(starts), lines[0]
+    return lines[0]
+
+
+def _loaders(n: int = 256):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 1, 28, 28, generator=g)
+    y = (x.flatten(1)[:, :10].argmax(1)).long()  # learnable: the index of the largest of 10 pixels
+    ds = torch.utils.data.TensorDataset(x, y)
+    return torch.utils.data.DataLoader(ds, batch_size=64), torch.utils.data.DataLoader(ds, batch_size=128)
+
+
+# ---- loading ------------------------------------------------------------------------------------
+def test_loading_the_extension_imports_neither_torch_nor_widgets(run_py) -> None:
+    out = run_py(
+        "import sys\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "sh = InteractiveShell.instance()\n"
+        "sh.run_line_magic('load_ext', 'nbmodelpack')\n"
+        "print('after load:', sorted(m for m in ('torch', 'ipywidgets', 'matplotlib', 'nbmodelpack.store') if m in sys.modules))\n"
+        "sh.run_cell('%modelpack ls')\n"
+        "sh.run_cell('%modelpack help pack')\n"
+        "print('heavy:', sorted(m for m in ('torch', 'ipywidgets', 'matplotlib') if m in sys.modules))\n"
+    ).stdout
+    assert "after load: []" in out  # the verbs and the store load on first use
+    assert "heavy: []" in out
+    assert "no bundles" in out and "usage: %modelpack pack" in out
+
+
+# ---- help and parse errors ----------------------------------------------------------------------
+def test_help_and_question_mark_show_usage_from_the_parser(run) -> None:
+    r = run("%modelpack?")
+    assert "usage: %modelpack" in r.out and "load" in r.out and "train" in r.out
+    r = run("%modelpack help load")
+    assert r.ok and "usage: %modelpack load" in r.out and "[as] [VAR]" in r.out
+    r = run("%modelpack pack -h")
+    assert r.ok and "--example VAR" in r.out
+    r = run("%modelpack")
+    assert r.ok and "usage: %modelpack [-h] VERB" in r.out
+
+
+def test_unknown_verb_is_one_usage_line(run) -> None:
+    line = one_line_error(run("%modelpack bogus"), "UsageError: unknown verb 'bogus'")
+    assert "pack" in line and "load" in line  # the hint lists the verbs
+
+
+def test_unknown_help_topic_is_one_line(run) -> None:
+    one_line_error(run("%modelpack help nope"), "UsageError: unknown verb 'nope'")
+
+
+def test_parse_error_shows_the_usage_line_not_a_traceback(run) -> None:
+    for cell, first, verb in [
+        ("model = 1\n%modelpack pack model", "UsageError: the following arguments are required: --name", "pack"),
+        ("%modelpack train m --data d --epochs many", "UsageError: argument --epochs: invalid int value: 'many'", "train"),
+    ]:
+        r = run(cell)
+        assert not r.ok and "Traceback" not in r.text and r.out == ""
+        lines = r.err.strip().splitlines()
+        assert lines[0] == first  # one line that says what is wrong, then the verb's usage
+        assert lines[1].startswith(f"usage: %modelpack {verb}") and all(ln.startswith(" ") for ln in lines[2:])
+    one_line_error(run('%modelpack show "unclosed'), "UsageError: cannot split the line")
+
+
+# ---- pack ---------------------------------------------------------------------------------------
+def test_pack_42_is_one_line_and_writes_nothing(run, home: Path) -> None:
+    one_line_error(run("%modelpack pack 42 --name x"), "UsageError: '42' is not a variable name")
+    one_line_error(run("n = 42\n%modelpack pack n --name x"), "UsageError: n is a int, not a torch.nn.Module")
+    assert nbmodelpack.ls() == []
+    assert [p for p in home.rglob("*") if p.is_file() and "blobs" in p.parts] == []
+
+
+def test_missing_variables_are_one_line(run) -> None:
+    one_line_error(run("%modelpack pack nomodel --name x"), "UsageError: no variable 'nomodel' in this notebook")
+    r = run("from models import MLP\nm = MLP(hidden=8)\n%modelpack pack m --name x --example nothing")
+    one_line_error(r, "UsageError: no variable 'nothing'")
+    one_line_error(run("%modelpack pack m --name x --labels 5"), "UsageError: '5' is not a variable name")
+    one_line_error(run("bad = 'abc'\n%modelpack pack m --name x --labels bad"), "UsageError: --labels bad is a str")
+    one_line_error(run("%modelpack pack m --name Bad_Name"), "error: bad reference: 'Bad_Name'")
+    assert nbmodelpack.ls() == []
+
+
+def test_pack_ls_show_tag_rm_gc_fsck_through_the_magic(run, shell: InteractiveShell, tmp_path: Path) -> None:
+    shell.user_ns.update(model=MLP(hidden=8), example=torch.zeros(1, 1, 28, 28), digits=list(range(10)))
+    r = run('%modelpack pack model --name tiny --example example --labels digits --metrics \'{"accuracy": 97.5}\' --description "a <tiny> net" --tag best')
+    assert r.ok, r.text
+    assert r.out.startswith("tiny:1") and "accuracy=97.5" in r.out
+    info = nbmodelpack.show("tiny:1")
+    assert info.metrics == {"accuracy": 97.5} and "best" in info.tags and info.description == "a <tiny> net"
+
+    r = run("%modelpack ls")
+    assert r.ok and "tiny:1" in r.out and "REF" in r.out
+    r = run("%modelpack ls tiny --json")
+    assert r.ok and json.loads(r.out)[0]["ref"] == "tiny:1"
+    r = run("%modelpack show tiny:best")
+    assert r.ok and "digest      sha256:" in r.out
+    r = run("%modelpack show tiny:1 --card")
+    assert r.ok and "accuracy" in r.out
+    r = run("%modelpack tag tiny:1 prod")
+    assert r.ok and "prod" in nbmodelpack.show("tiny:prod").tags
+    r = run(f"%modelpack export tiny:1 -o {tmp_path / 'tiny.tar'}")
+    assert r.ok and (tmp_path / "tiny.tar").is_file()
+    r = run("%modelpack fsck")
+    assert r.ok and r.out.startswith("ok")
+    r = run("%modelpack rm tiny:1")
+    assert r.ok and "removed" in r.out and nbmodelpack.ls() == []
+    r = run("%modelpack gc --grace 0")
+    assert r.ok and r.out.startswith("removed")
+    r = run(f"%modelpack import {tmp_path / 'tiny.tar'}")
+    assert r.ok and "tiny:1" in r.out
+    one_line_error(run("%modelpack show tiny:9"), "error: bundle not found: tiny:9")
+    one_line_error(run("%modelpack export tiny:1"), "UsageError: give exactly one of -o FILE.tar or --dir DIR")
+
+
+def test_import_pth_through_the_magic(run, tmp_path: Path) -> None:
+    pth = tmp_path / "old.pth"
+    torch.save(MLP(hidden=8).state_dict(), pth)
+    r = run(f"%modelpack import-pth {pth} --name legacy --arch models:MLP --arch-kwargs '{{\"hidden\": 8}}'")
+    assert r.ok, r.text
+    assert nbmodelpack.show("legacy:1").architecture["class"] == "models:MLP"
+    one_line_error(run(f"%modelpack import-pth {tmp_path / 'none.pth'} --name legacy --arch models:MLP"), "UsageError: no such file")
+
+
+# ---- load ---------------------------------------------------------------------------------------
+def test_load_binds_the_default_or_the_named_variable(run, shell: InteractiveShell) -> None:
+    model = MLP(hidden=8)
+    nbmodelpack.pack(model, "mnist-mlp", example=torch.zeros(1, 1, 28, 28))
+    r = run("%modelpack load mnist-mlp:1")
+    assert r.ok and r.out.startswith("loaded mnist-mlp:1 as `mnist_mlp`")
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.equal(shell.user_ns["mnist_mlp"](x), model.eval()(x))
+    r = run("%modelpack load mnist-mlp:latest as net")
+    assert r.ok and isinstance(shell.user_ns["net"], torch.nn.Module)
+
+
+def test_bad_load_lines_bind_nothing(run, shell: InteractiveShell) -> None:
+    nbmodelpack.pack(MLP(hidden=8), "mnist-mlp")
+    one_line_error(run("%modelpack load mnist-mlp:1 net"), "UsageError: expected `load REF as VAR`")
+    one_line_error(run("%modelpack load mnist-mlp:1 as class"), "UsageError: 'class' is not a valid variable name")
+    one_line_error(run("%modelpack load nothing:3 as gone"), "error: bundle not found: nothing:3")
+    assert "gone" not in shell.user_ns and "net" not in shell.user_ns
+
+
+def test_terminal_only_context_refuses_notebook_verbs(cli) -> None:
+    proc = cli("pack", "model", "--name", "x")
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: `pack` works on notebook variables (use %modelpack in a notebook, or the Python API)"
+
+
+# ---- train --------------------------------------------------------------------------------------
+def test_train_verb_trains_and_its_metrics_reach_the_next_pack(run, shell: InteractiveShell) -> None:
+    torch.manual_seed(0)
+    train, val = _loaders()
+    shell.user_ns.update(model=MLP(hidden=16), train=train, val=val)
+    r = run("%modelpack train model --data train --val val --epochs 2 --lr 0.01")
+    assert r.ok, r.text
+    assert "fit MLP: epoch 2" in r.out and "kept epoch 2" in r.out
+    r = run("%modelpack pack model --name trained")
+    assert r.ok, r.text
+    metrics = nbmodelpack.show("trained:1").metrics
+    assert metrics["epochs"] == 2 and set(metrics) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+
+
+def test_train_bad_arguments_are_one_line(run, shell: InteractiveShell) -> None:
+    train, _ = _loaders()
+    shell.user_ns.update(model=MLP(hidden=8), train=train, n=3)
+    one_line_error(run("%modelpack train model --data train --epochs 0"), "UsageError: --epochs 0: train at least one epoch")
+    one_line_error(run("%modelpack train model --data train --lr -1"), "UsageError: --lr -1.0")
+    one_line_error(run("%modelpack train model --data n"), "UsageError: train_loader is a int, not an iterable")
+    one_line_error(run("%modelpack train n --data train"), "UsageError: n is a int, not a torch.nn.Module")
+    one_line_error(run("%modelpack train model --data nope"), "UsageError: no variable 'nope'")
+
+
+class _InterruptingLoader:
+    """A real SIGINT (what a kernel interrupt sends) in the middle of epoch ``at_epoch``."""
+
+    def __init__(self, loader, model: torch.nn.Module, at_epoch: int, at_batch: int = 2) -> None:
+        self.loader, self.model, self.at_epoch, self.at_batch = loader, model, at_epoch, at_batch
+        self.epoch = 0
+        self.state_at_start: dict[str, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        self.epoch += 1
+        if self.epoch == self.at_epoch:
+            self.state_at_start = {k: v.clone() for k, v in self.model.state_dict().items()}
+        for i, batch in enumerate(self.loader):
+            if self.epoch == self.at_epoch and i == self.at_batch:
+                signal.raise_signal(signal.SIGINT)
+            yield batch
+
+
+def test_interrupted_training_is_one_line_and_keeps_whole_weights(run, shell: InteractiveShell) -> None:
+    torch.manual_seed(0)
+    train, val = _loaders()
+    model = MLP(hidden=16)
+    loader = _InterruptingLoader(train, model, at_epoch=2)
+    shell.user_ns.update(model=model, train=loader, val=val)
+    r = run("%modelpack train model --data train --val val --epochs 3")
+    assert r.ok, r.text
+    notes = [ln for ln in r.out.splitlines() if "interrupted" in ln and "epoch 2:" in ln]
+    assert notes == ["interrupted in epoch 2: kept the weights of epoch 1 " + notes[0].split("epoch 1 ", 1)[1]]
+    # the weights are exactly those at the end of epoch 1, not half of epoch 2
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loader.state_at_start[key]), key
+    assert model._nbmodelpack_metrics["epochs"] == 1
+    assert nbmodelpack.ls() == []
+
+
+def test_interrupted_pack_is_one_line_and_writes_no_bundle(run, shell: InteractiveShell) -> None:
+    class Stubborn(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C while pack runs the example
+            return self.lin(x)
+
+    shell.user_ns.update(stubborn=Stubborn(), ex=torch.zeros(1, 4))
+    one_line_error(run("%modelpack pack stubborn --name stubborn --example ex"), "error: interrupted; nothing half-written was kept")
+    assert nbmodelpack.ls() == []
+
+
+# ---- rich display -------------------------------------------------------------------------------
+def _info(**kw) -> BundleInfo:
+    base = dict(name="mnist-mlp", version=3, digest="sha256:" + "ab" * 32, tags=["3", "latest"], size=431_000, parameters=101_770, precision="float32", created="2026-11-29T00:44:04Z")
+    base.update(kw)
+    return BundleInfo(**base)
+
+
+def test_card_html_escapes_text_and_shows_badges_metrics_and_lineage() -> None:
+    info = _info(
+        description="<script>alert(1)</script>",
+        metrics={"val_accuracy": 93.55, "<b>": 1},
+        recipe={"op": "encrypt", "parent": "sha256:" + "cd" * 32, "params": {"recipients": 1}, "lineage": [{"op": "pack"}, {"op": "compress", "params": {"scheme": "int8"}}]},
+        compressed=True, encrypted=True, signed=True, published=["ghcr.example/team"],
+        architecture={"class": "__main__:DigitMLP", "strategy": "export"},
+    )
+    html = bundle_card_html(info)
+    assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;b&gt;" in html and "93.55" in html
+    for badge in ("compressed", "encrypted", "signed", "published"):
+        assert f'class="nbmp-badge {badge}"' in html
+    assert "pack → compress" in html and "scheme=int8" in html and "encrypt" in html
+    assert "%modelpack load mnist-mlp:3" in html and "var(--jp-" in html
+    assert info._repr_html_() == html
+
+
+def test_table_html_is_sortable_with_a_load_hint_per_row_and_text_stays_plain() -> None:
+    from nbmodelpack.commands import BundleList
+
+    rows = BundleList([_info(), _info(version=2, tags=["2"], name="a<b")])
+    html = bundle_table_html(rows)
+    assert html.count('<span class="nbmp-hint">%modelpack load ') == 2
+    assert "a&lt;b:2" in html and "a<b:2" not in html
+    assert 'data-sort="431000"' in html and "<script>" in html
+    text = str(rows)
+    assert "<" not in text.replace("a<b", "") and "mnist-mlp:3" in text
+    assert "no bundles" in bundle_table_html([])
+
+
+def test_magic_output_has_html_and_plain_text(shell: InteractiveShell) -> None:
+    nbmodelpack.pack(MLP(hidden=8), "shown")
+    with capture_output() as captured:
+        assert shell.run_cell("%modelpack ls").success
+        assert shell.run_cell("%modelpack show shown:1").success
+    published = [o.data for o in captured.outputs]
+    assert [sorted(d) for d in published] == [["text/html", "text/plain"]] * 2
+    assert "nbmp-list" in published[0]["text/html"] and published[0]["text/plain"].startswith("REF")
+    assert "nbmp-card" in published[1]["text/html"] and published[1]["text/plain"].startswith("shown:1")
+
+
+def test_notebook_context_looks_up_and_binds_in_the_user_namespace(shell: InteractiveShell) -> None:
+    from nbmodelpack.errors import UsageError
+    from nbmodelpack.notebook.magics import NotebookContext
+
+    ctx = NotebookContext(shell)
+    ctx.bind("bound_here", 5)
+    assert shell.user_ns["bound_here"] == 5 and ctx.lookup("bound_here") == 5
+    with pytest.raises(UsageError, match="not a valid variable name"):
+        ctx.bind("2x", 1)
+    del shell.user_ns["bound_here"]
