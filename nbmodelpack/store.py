@@ -21,7 +21,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +51,8 @@ _CHUNK = 8 << 20
 NAME_KEY = "dev.nbmodelpack.name"
 _VERSIONS_KEY = "dev.nbmodelpack.versions"
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+# A commit hook (signing): gets a new version's layers, returns one more layer.
+Seal = Callable[[list[Descriptor]], Descriptor]
 
 
 @dataclass(frozen=True)
@@ -325,10 +327,18 @@ class Store:
         return sorted({nt[0] for e in self._entries() if (nt := self._entry_ref(e))})
 
     # ---- writing versions -----------------------------------------------------------------
-    def commit(self, draft: Draft, *, tags: Iterable[str] = ()) -> BundleInfo:
+    def commit(
+        self,
+        draft: Draft,
+        *,
+        tags: Iterable[str] = (),
+        seal: Seal | None = None,
+    ) -> BundleInfo:
         """Number a draft (``:N`` and ``latest``), write its card, config and manifest, index it.
 
         All layer blobs must already be in the store. Only this step holds the lock.
+        ``seal`` (signing) gets every layer of the new version, card included, and
+        returns one more layer to add (it runs under the lock: the card names the version).
         """
         validate_name(draft.name)
         extra_tags = [validate_tag(t) for t in tags]
@@ -342,7 +352,7 @@ class Store:
             high = json.loads(annotations.get(_VERSIONS_KEY, "{}"))
             numbers = [int(t) for e in entries if (nt := self._entry_ref(e)) and nt[0] == draft.name and nt[1].isdigit() for t in [nt[1]]]
             version = max([int(high.get(draft.name, 0)), *numbers]) + 1
-            manifest_raw = self._write_version(draft, version)
+            manifest_raw = self._write_version(draft, version, seal)
             digest = sha256_digest(manifest_raw)
             moved = {"latest", *extra_tags}
             entries = [e for e in entries if self._entry_ref(e) not in {(draft.name, t) for t in moved}]
@@ -353,7 +363,9 @@ class Store:
             self._write_index(entries, annotations)
         return self.info(f"{draft.name}@{digest}")
 
-    def _write_version(self, draft: Draft, version: int) -> bytes:
+    def _write_version(
+        self, draft: Draft, version: int, seal: Seal | None = None
+    ) -> bytes:
         created = now_iso()
         layers = [d for d in draft.layers if d.filepath != "README.md"]
         arch = draft.architecture
@@ -378,6 +390,8 @@ class Store:
         front = {k: v for k, v in front.items() if v is not None}
         card_text = Card(front, draft.card_body or default_body(front)).render()
         layers.append(self.put_layer("README.md", mt.DOC, card_text.encode()))
+        if seal is not None:
+            layers.append(seal(list(layers)))
         config_raw = build_config(
             name=draft.name,
             version=str(version),
@@ -563,7 +577,8 @@ class StoredBundle:
         desc = self.descriptor(filepath)
         data = self.read(filepath)
         media_type = desc.media_type
-        if media_type.endswith(mt.AGE_SUFFIX):
+        sealed = media_type.endswith(mt.AGE_SUFFIX)
+        if sealed:
             from .crypto import decrypt_layer  # only bundles that are encrypted need pyrage
 
             data = decrypt_layer(data, identity=identity, filepath=filepath)
@@ -575,6 +590,10 @@ class StoredBundle:
                 data = zstandard.ZstdDecompressor().decompress(data)
             except zstandard.ZstdError as exc:
                 raise IntegrityError(f"{filepath} is not valid zstd data") from exc
+        if sealed:
+            from .crypto import check_binding
+
+            check_binding(self.manifest, desc, data)
         return data
 
     def read_json(self, filepath: str, *, identity: Any = None) -> Any:
