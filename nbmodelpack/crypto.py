@@ -144,7 +144,7 @@ def _identity_arg(value: Any) -> list[Any]:
         return [value]
     if isinstance(value, list | tuple):
         return [i for v in value for i in _identity_arg(v)]
-    if isinstance(value, str) and value.strip().startswith("AGE-SECRET-KEY-"):
+    if isinstance(value, str) and ("AGE-SECRET-KEY-" in value or "PRIVATE KEY-----" in value):
         return _identities_from_text(value, "the identity string")
     if isinstance(value, str | os.PathLike):
         path = Path(value).expanduser()
@@ -234,7 +234,7 @@ def decrypt_layer(data: bytes, *, identity: Any = None, filepath: str) -> bytes:
             raise CryptoError(f"{filepath} is passphrase-encrypted", hint="pass identity=nbmodelpack.Passphrase(...) or --passphrase")
         try:
             return bytes(pyrage.passphrase.decrypt(data, chosen[0].reveal()))
-        except pyrage.DecryptError as exc:
+        except (pyrage.DecryptError, OSError) as exc:
             if "Decryption failed" in str(exc) or "No matching keys" in str(exc):
                 raise CryptoError(f"{filepath}: wrong passphrase", hint="nothing was decrypted") from exc
             raise _damaged(filepath, exc) from exc
@@ -246,7 +246,7 @@ def decrypt_layer(data: bytes, *, identity: Any = None, filepath: str) -> bytes:
     out = io.BytesIO()
     try:
         pyrage.decrypt_io(io.BytesIO(data), out, identities)
-    except pyrage.DecryptError as exc:
+    except (pyrage.DecryptError, OSError) as exc:  # decrypt_io reports a failed chunk as OSError
         if "No matching keys" in str(exc):
             raise CryptoError(f"{filepath}: none of the given identities can open it", hint="it was encrypted for other recipients; pass the right identity") from exc
         raise _damaged(filepath, exc) from exc
