@@ -334,32 +334,25 @@ def decrypt(ref: str, *, identity: Any = None, tags: Iterable[str] = (), store: 
 
 def _open_checked(bundle: Any, desc: Any, identity: Any) -> bytes:
     """A layer decrypted (still compressed if it was) after checking it belongs to ``bundle``."""
-    inner = decrypt_layer(bundle.read(desc.filepath), identity=identity, filepath=desc.filepath)
-    full = inner
-    if desc.media_type[: -len(mt.AGE_SUFFIX)].endswith(mt.ZSTD_SUFFIX):
-        import zstandard
-
-        try:
-            full = zstandard.ZstdDecompressor().decompress(inner)
-        except zstandard.ZstdError as exc:
-            raise IntegrityError(f"{desc.filepath} is not valid zstd data") from exc
-    check_binding(bundle.manifest, desc, full)
-    return inner
+    check_binding(bundle.manifest, desc)
+    return decrypt_layer(bundle.read(desc.filepath), identity=identity, filepath=desc.filepath)
 
 
-def check_binding(manifest: Any, desc: Any, plaintext: bytes) -> None:
-    """Refuse a decrypted layer whose content is not the one this bundle recorded (a swapped-in layer).
+def check_binding(manifest: Any, desc: Any) -> None:
+    """Refuse an encrypted layer that this bundle's ``encrypt`` did not record (swapped in from another bundle).
 
-    ``encrypt`` records each layer's plaintext digest in the manifest summary
-    (the ModelPack diffId), keyed by the ciphertext digest. age itself binds no
-    context to a file, so a layer from another bundle encrypted for the same key
-    would otherwise decrypt fine.
+    age binds no context to a file, so a layer from another bundle encrypted for
+    the same key decrypts fine. ``encrypt`` records every ciphertext it makes in
+    the manifest summary (ciphertext digest → plaintext digest, the ModelPack
+    diffId), so a descriptor swapped into the layer list is caught before any
+    decryption. (Re-hashing the plaintext would add nothing: age's AEAD already
+    guarantees it is what was encrypted, and whoever can rewrite the summary can
+    rewrite the plaintext digest too; the signature covers that case.)
     """
-    expected = dict(manifest.summary.get("diff_ids", {})).get(desc.digest)
-    if expected is None or sha256_digest(plaintext) != expected:
+    if desc.digest not in dict(manifest.summary.get("diff_ids", {})):
         raise IntegrityError(
-            f"{desc.filepath}: decrypted content does not belong to this bundle",
-            hint="a layer was swapped in from another bundle; nothing was loaded",
+            f"{desc.filepath}: the encrypted layer does not belong to this bundle",
+            hint="a layer was swapped in from another bundle; nothing was decrypted",
         )
 
 

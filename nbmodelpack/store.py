@@ -577,10 +577,11 @@ class StoredBundle:
         desc = self.descriptor(filepath)
         data = self.read(filepath)
         media_type = desc.media_type
-        sealed = media_type.endswith(mt.AGE_SUFFIX)
-        if sealed:
-            from .crypto import decrypt_layer  # only bundles that are encrypted need pyrage
+        if media_type.endswith(mt.AGE_SUFFIX):
+            # Only bundles that are encrypted need pyrage.
+            from .crypto import check_binding, decrypt_layer
 
+            check_binding(self.manifest, desc)
             data = decrypt_layer(data, identity=identity, filepath=filepath)
             media_type = media_type[: -len(mt.AGE_SUFFIX)]
         if media_type.endswith(mt.ZSTD_SUFFIX):
@@ -590,10 +591,6 @@ class StoredBundle:
                 data = zstandard.ZstdDecompressor().decompress(data)
             except zstandard.ZstdError as exc:
                 raise IntegrityError(f"{filepath} is not valid zstd data") from exc
-        if sealed:
-            from .crypto import check_binding
-
-            check_binding(self.manifest, desc, data)
         return data
 
     def read_json(self, filepath: str, *, identity: Any = None) -> Any:

@@ -43,8 +43,8 @@ def files_containing(roots: list[Path], marker: bytes) -> list[Path]:
 def add_variant(ref: str, *, replace: dict[str, Any] | None = None, drop: str | None = None, add: tuple[str, str, bytes] | None = None, tag: str = "tampered") -> str:
     """A new index entry for ``ref``'s manifest with layers changed (what a hostile registry could serve).
 
-    ``replace`` maps filepath → new bytes (same media type) or a descriptor dict
-    from another manifest; ``drop`` removes a layer; ``add`` appends
+    ``replace`` maps filepath → new bytes (same media type; the summary's record
+    of encrypted layers follows) or a descriptor dict from another manifest (not recorded); ``drop`` removes a layer; ``add`` appends
     ``(filepath, media type, bytes)``. Digests are consistent, so only the
     crypto/signature checks can catch it.
     """
@@ -59,6 +59,11 @@ def add_variant(ref: str, *, replace: dict[str, Any] | None = None, drop: str | 
         new = (replace or {}).get(path)
         if isinstance(new, bytes):
             desc = store.put_layer(path, layer["mediaType"], new)
+            # Keep the summary's record of encrypted layers consistent, as a careful forger would.
+            summary = json.loads(doc["annotations"]["dev.nbmodelpack.summary"])
+            if layer["digest"] in summary.get("diff_ids", {}):
+                summary["diff_ids"][desc.digest] = summary["diff_ids"].pop(layer["digest"])
+                doc["annotations"]["dev.nbmodelpack.summary"] = json.dumps(summary, sort_keys=True)
             layer = {**layer, "digest": desc.digest, "size": desc.size}
         elif isinstance(new, dict):
             layer = new

@@ -175,7 +175,7 @@ def test_bad_keys_and_damaged_or_swapped_layers_are_refused_naming_the_file_with
         (sealed, wrong): "CryptoError: decryption: model.safetensors: none of the given identities can open it",
         (truncated, key): "CryptoError: decryption: model.safetensors: the ciphertext is damaged or truncated",
         (flipped, key): "CryptoError: decryption: model.safetensors: the ciphertext is damaged or truncated",
-        (swapped, key): "IntegrityError: integrity check failed: model.safetensors: decrypted content does not belong to this bundle",
+        (swapped, key): "IntegrityError: integrity check failed: model.safetensors: the encrypted layer does not belong to this bundle",
     }
     # Every case through load and decrypt (but a good decrypt, which writes a version by design).
     attempts = [(kind, ref, str(identity)) for (ref, identity), want in cases.items() for kind in ("load", "decrypt") if not (kind == "decrypt" and want == "OK")]
