@@ -7,8 +7,8 @@ Baselines, run on the same bytes in the same run:
 - ``openssl enc -chacha20`` and ``-aes-256-cbc``: raw cipher throughput. ``openssl enc``
   does not do AEAD modes (no ``-aes-256-gcm``), so these are the closest it offers
   and they skip authentication that age does.
-- ``sha256sum`` of the files a signature covers: the floor for any verification,
-  since model_signing must hash every byte.
+- ``sha256sum`` (and Python's OpenSSL ``hashlib``, faster here: SHA-NI) of the files a
+  signature covers: the floor for any verification, since model_signing hashes every byte.
 
 Goals (issue 5): encrypt+decrypt ≥ 0.8× the age CLI; verify within 1.5× of hashing.
 """
@@ -83,7 +83,7 @@ def run(gib: float, work: Path) -> None:
     ours_dec = timed(lambda: sealed.plaintext("model.safetensors", identity=identity))
     ciphertext = sealed.read("model.safetensors")
     core_dec = timed(lambda: crypto.decrypt_layer(ciphertext, identity=identity, filepath="model.safetensors"))
-    del data, ciphertext
+    data = ciphertext = b""  # free 2 GiB before the next step
     # ---- openssl enc class ---------------------------------------------------------------------
     hexkey, iv = "00" * 32, "00" * 16
     chacha = timed(lambda: sh("openssl", "enc", "-chacha20", "-K", hexkey, "-iv", iv, "-in", str(plain), "-out", "/dev/null"))
@@ -97,6 +97,7 @@ def run(gib: float, work: Path) -> None:
     assert nbmodelpack.verify(signed[-1], key=pub).ok
     blobs = [str(store.blob_path(d.digest)) for d in store.open(signed[-1]).manifest.layers]
     hash_t = timed(lambda: sh("sha256sum", *blobs))
+    hashlib_t = timed(lambda: [_hash_file(b) for b in blobs])
 
     def row(name: str, secs: float, base: float | None = None) -> str:
         ratio = f"{base / secs:5.2f}x" if base else ""
@@ -117,10 +118,19 @@ def run(gib: float, work: Path) -> None:
     print(row("openssl enc -chacha20", chacha))
     print(row("openssl enc -aes-256-cbc", aes))
     print("sign / verify (ratio = sha256sum time / ours; goal: verify within 1.5x of hashing)")
-    print(row("sha256sum of the signed files", hash_t))
-    print(row("nbmodelpack.sign (model_signing, new version)", sign_t, hash_t))
-    print(row("nbmodelpack.verify (model_signing)", verify_t, hash_t))
-    print(f"  verify / hashing = {verify_t / hash_t:.2f} ({'goal met' if verify_t / hash_t <= 1.5 else 'goal MISSED'})")
+    floor = min(hash_t, hashlib_t)
+    print(row("sha256sum of the signed files (coreutils)", hash_t))
+    print(row("hashlib.sha256 of the same files (OpenSSL)", hashlib_t))
+    print(row("nbmodelpack.sign (model_signing, new version)", sign_t, floor))
+    print(row("nbmodelpack.verify (model_signing)", verify_t, floor))
+    print(f"  verify / fastest hashing = {verify_t / floor:.2f} ({'goal met' if verify_t / floor <= 1.5 else 'goal MISSED'})")
+
+
+def _hash_file(path: str) -> str:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 if __name__ == "__main__":
