@@ -228,3 +228,10 @@ def test_cli_encrypt_with_passphrase_from_env_then_decrypt(packed, model, cli) -
         os.environ.pop("NBMODELPACK_PASSPHRASE")
     x = torch.randn(2, 1, 28, 28)
     assert torch.equal(nbmodelpack.load("secret-mlp:3")(x), model(x))
+
+
+def test_a_passphrase_passed_as_a_plain_string_is_not_echoed(packed) -> None:
+    ref = nbmodelpack.encrypt(packed, passphrase="hunter2 is my secret").ref
+    with pytest.raises(CryptoError) as info:
+        nbmodelpack.load(ref, identity="hunter2 is my secret")
+    assert "hunter2" not in str(info.value) and "Passphrase" in str(info.value)
