@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 
-def timed(fn, repeat: int = 2) -> float:  # type: ignore[no-untyped-def]
+def timed(fn, repeat: int = int(os.environ.get("BENCH_REPEAT", "2"))) -> float:  # type: ignore[no-untyped-def]
     """Best wall time of ``repeat`` runs (the page cache is warm after the first)."""
     best = float("inf")
     for _ in range(repeat):

@@ -127,6 +127,8 @@ _ATTEMPTS = r"""
 import json, sys, nbmodelpack
 from nbmodelpack.errors import ModelPackError
 for kind, ref, identity in json.loads(sys.argv[1]):
+    if identity.startswith("passphrase:"):
+        identity = nbmodelpack.Passphrase(identity.split(":", 1)[1])
     try:
         if kind == "load":
             nbmodelpack.load(ref, identity=identity)
@@ -149,6 +151,7 @@ def test_bad_keys_and_damaged_or_swapped_layers_are_refused_naming_the_file_with
     assert files_containing([store_root], marker), "the marker must be findable in a plaintext blob"
 
     sealed = nbmodelpack.encrypt(packed, recipients=[recipient]).ref
+    by_passphrase = nbmodelpack.encrypt(packed, passphrase="right one").ref
     with torch.no_grad():
         swapped_model = marked_mlp()
         swapped_model.net[3].bias += 1.0
@@ -175,6 +178,7 @@ def test_bad_keys_and_damaged_or_swapped_layers_are_refused_naming_the_file_with
         (sealed, wrong): "CryptoError: decryption: model.safetensors: none of the given identities can open it",
         (truncated, key): "CryptoError: decryption: model.safetensors: the ciphertext is damaged or truncated",
         (flipped, key): "CryptoError: decryption: model.safetensors: the ciphertext is damaged or truncated",
+        (by_passphrase, Path("passphrase:wrong one")): "CryptoError: decryption: model.safetensors: wrong passphrase",
         (swapped, key): "IntegrityError: integrity check failed: model.safetensors: the encrypted layer does not belong to this bundle",
     }
     # Every case through load and decrypt (but a good decrypt, which writes a version by design).
