@@ -356,11 +356,16 @@ def trust_policy() -> dict[str, Any]:
 
 
 def trusted_keys() -> list[str]:
-    """Public keys (paths or PEM text) the trust policy lists."""
+    """Public keys (paths or PEM text) the trust policy lists; relative paths are under ``$NBMODELPACK_HOME``."""
     keys = trust_policy().get("keys", [])
     if isinstance(keys, str):
         keys = [keys]
-    return [str(k) for k in keys]
+    out = []
+    for k in map(str, keys):
+        if "-----BEGIN" not in k and not Path(k).expanduser().is_absolute():
+            k = str(paths.home() / k)
+        out.append(k)
+    return out
 
 
 def enforce_trust_policy(bundle: Any) -> VerifyResult | None:

@@ -13,6 +13,7 @@ import torch
 from crypto_helpers import add_variant, flip_byte, layer_json, marked_mlp
 
 import nbmodelpack
+from nbmodelpack import paths
 from nbmodelpack.config import edit_config
 from nbmodelpack.errors import IntegrityError, SignatureError
 
@@ -36,7 +37,7 @@ def signed(model, keys) -> str:
     return nbmodelpack.sign(packed.ref, key=keys[0]).ref
 
 
-def _trust(*keys: Path) -> None:
+def _trust(*keys: Path | str) -> None:
     with edit_config() as cfg:
         cfg["trust"] = {"require_signature": True, "keys": [str(k) for k in keys]}
 
@@ -158,6 +159,12 @@ def test_trust_policy_refuses_unsigned_and_untrusted_bundles(model, keys, tmp_pa
     with pytest.raises(SignatureError, match="plain-mlp:2 fails verification: signed with a different key"):
         nbmodelpack.load(signed.ref)
     _trust(stranger, keys[1])
+    nbmodelpack.load(signed.ref)
+    paths.keys_dir().mkdir(parents=True, exist_ok=True)
+    shutil.copy(keys[1], paths.keys_dir() / "team.pub")
+    _trust(Path("keys/team.pub"))  # relative to $NBMODELPACK_HOME
+    nbmodelpack.load(signed.ref)
+    _trust(keys[1].read_text())  # inline PEM text works too
     nbmodelpack.load(signed.ref)
     with edit_config() as cfg:
         cfg["trust"]["keys"] = []
