@@ -44,12 +44,32 @@ _LAZY: dict[str, str] = {
     "Store": "store",
     "BundleInfo": "bundle.info",
     "errors": "errors",
+    "publish": "remote",
+    "pull": "remote",
+    "login": "remote",
+    "list_remote": "remote",
+    "remote": "remote",
 }
 
 if TYPE_CHECKING:
-    from . import errors
-    from .api import card, export, fsck, gc, get_store, import_, import_pth, load, ls, pack, rm, show, tag
+    from . import errors, remote
+    from .api import (
+        card,
+        export,
+        fsck,
+        gc,
+        get_store,
+        import_,
+        import_pth,
+        load,
+        ls,
+        pack,
+        rm,
+        show,
+        tag,
+    )
     from .bundle.info import BundleInfo
+    from .remote import list_remote, login, publish, pull
     from .store import Store
 
 

@@ -182,8 +182,12 @@ def _help(a: argparse.Namespace, ctx: Context) -> Help:
     return Help(parser.format_help())
 
 
-@verb("ls", "list local bundle versions", arg("name", nargs="?"), arg("--json", action="store_true"))
+@verb("ls", "list local bundle versions (or a remote's with --remote)", arg("name", nargs="?"), arg("--json", action="store_true"), arg("--remote", metavar="REMOTE", help="list what a remote holds (issue 6)"))
 def _ls(a: argparse.Namespace, ctx: Context) -> BundleList:
+    if a.remote:
+        from .remote import list_remote
+
+        return BundleList(i for i in list_remote(a.remote) if a.name is None or i.name == a.name)
     return BundleList(api.ls(a.name))
 
 
@@ -369,6 +373,79 @@ def _verify(a: argparse.Namespace, ctx: Context) -> Any:
 
 
 # ---- remote verbs (issue 6) ----------------------------------------------------------------
+@verb(
+    "remote",
+    "manage remotes: remote add NAME URL [--insecure] | remote ls | remote rm NAME",
+    arg("action", choices=["add", "ls", "rm"]),
+    arg("name", nargs="?"),
+    arg("url", nargs="?", help="oci://HOST[:PORT]/NAMESPACE or file:///path"),
+    arg("--insecure", action="store_true", help="plain HTTP (a registry on this machine or a test network)"),
+    arg("--default", action="store_true", help="make it the remote publish uses without --to"),
+    arg("--json", action="store_true"),
+)
+def _remote(a: argparse.Namespace, ctx: Context) -> Any:
+    from . import remote
+
+    if a.action == "ls":
+        return remote.list_remotes()
+    if not a.name:
+        raise UsageError(f"remote {a.action} needs a NAME")
+    if a.action == "rm":
+        gone = remote.remove_remote(a.name)
+        return Text(f"removed remote {gone.name} ({gone.url})")
+    if not a.url:
+        raise UsageError("remote add needs NAME and URL", hint="e.g. remote add team oci://127.0.0.1:5000/team --insecure")
+    added = remote.add_remote(a.name, a.url, insecure=a.insecure, default=a.default)
+    return Text(f"added remote {added}")
+
+
+@verb(
+    "login",
+    "log in to a registry remote (saved in ~/.docker/config.json or $DOCKER_CONFIG)",
+    arg("remote"),
+    arg("-u", "--username"),
+    arg("--password-stdin", action="store_true", help="read the password (or token) from standard input"),
+    arg("--token", action="store_true", help="the secret is a bearer token, not a password"),
+)
+def _login(a: argparse.Namespace, ctx: Context) -> Text:
+    from . import remote
+
+    if not a.token and not a.username:
+        raise UsageError("login needs --username (or --token)")
+    what = "token" if a.token else "password"
+    if a.password_stdin:
+        import sys
+
+        secret = sys.stdin.readline().rstrip("\r\n")
+    else:
+        secret = ctx.getpass(f"{what} for {a.remote}: ")
+    if not secret:
+        raise UsageError(f"empty {what}")
+    if a.token:
+        return Text(remote.login(a.remote, token=secret))
+    return Text(remote.login(a.remote, a.username, secret))
+
+
+@verb(
+    "publish",
+    "publish a version to a remote (tags: its version, latest, and --tag)",
+    arg("ref"),
+    arg("--to", metavar="REMOTE", help="remote name (default: the default remote)"),
+    arg("--tag", help="an extra tag"),
+    arg("--json", action="store_true"),
+)
+def _publish(a: argparse.Namespace, ctx: Context) -> Any:
+    from . import remote
+
+    return remote.publish(a.ref, a.to, tag=a.tag)
+
+
+@verb("pull", "pull REMOTE/NAME:TAG into the local store (every blob re-hashed)", arg("ref"), arg("--as", dest="as_name", metavar="NAME", help="local name"), arg("--json", action="store_true"))
+def _pull(a: argparse.Namespace, ctx: Context) -> BundleInfo:
+    from . import remote
+
+    return remote.pull(a.ref, as_name=a.as_name)
+
 
 
 # ---- serving verbs (issue 7) ---------------------------------------------------------------

@@ -13,6 +13,7 @@ The same class serves a ``file://`` remote: it is the same layout.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import hashlib
@@ -53,6 +54,10 @@ _VERSIONS_KEY = "dev.nbmodelpack.versions"
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 # A commit hook (signing): gets a new version's layers, returns one more layer.
 Seal = Callable[[list[Descriptor]], Descriptor]
+# Like git, blobs are not fsynced by default (a killed process still leaves no half
+# bundle: the rename and the index update come after the write). index.json always is.
+# NBMODELPACK_FSYNC=1 also syncs blobs, for power-loss safety at the cost of disk speed.
+_FSYNC_BLOBS = os.environ.get("NBMODELPACK_FSYNC", "") not in ("", "0")
 
 
 @dataclass(frozen=True)
@@ -103,8 +108,18 @@ def _split(data: bytes | memoryview) -> Iterator[memoryview]:
         yield view[start : start + step]
 
 
+def _corrupted(name: str, digest: str) -> IntegrityError:
+    return IntegrityError(
+        f"{name} is corrupted (content does not match {digest[:19]}…)",
+        hint="re-pull or re-pack it; `modelpack fsck` lists every damaged blob",
+    )
+
+
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_Places = dict[str, list[str]]  # module level: inside Store, `list` is the method
 
 
 class Store:
@@ -183,8 +198,9 @@ class Store:
             try:
                 with open(tmp, "wb") as f:
                     digest, size = _hash_and_write(chunks, f)
-                    f.flush()
-                    os.fsync(f.fileno())
+                    if _FSYNC_BLOBS:
+                        f.flush()
+                        os.fsync(f.fileno())
             except OSError as exc:
                 raise _store_error(exc, what) from exc
             if expected is not None and digest != expected:
@@ -211,11 +227,38 @@ class Store:
         except OSError as exc:
             raise StoreError(f"cannot read {name}: {exc.strerror}") from exc
         if sha256_digest(data) != digest:
-            raise IntegrityError(
-                f"{name} is corrupted (content does not match {digest[:19]}…)",
-                hint="re-pull or re-pack it; `modelpack fsck` lists every damaged blob",
-            )
+            raise _corrupted(name, digest)
         return data
+
+    def verify_in_background(self, digest: str, *, what: str = "") -> Callable[[], None]:
+        """Start hashing a blob file on a second thread; the returned ``check()`` waits and raises on a mismatch.
+
+        Lets a caller map and parse a large blob while it is verified (hashlib
+        releases the GIL); nothing may be handed to the user before ``check()``.
+        """
+        result: list[str | BaseException] = []
+
+        def work() -> None:
+            try:
+                h = hashlib.sha256()
+                with open(self.blob_path(digest), "rb") as f:
+                    while block := f.read(_CHUNK):
+                        h.update(block)
+                result.append("sha256:" + h.hexdigest())
+            except OSError as exc:
+                result.append(exc)
+
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+
+        def check() -> None:
+            worker.join()
+            if isinstance(result[0], BaseException):
+                raise IntegrityError(f"{what or digest} cannot be read: {result[0]}", hint="run `modelpack fsck`")
+            if result[0] != digest:
+                raise _corrupted(what or digest, digest)
+
+        return check
 
     def iter_blob(self, digest: str, chunk: int = _CHUNK) -> Iterator[bytes]:
         """Yield a blob's raw bytes (unverified: callers that stream verify as they go)."""
@@ -313,17 +356,20 @@ class Store:
             if nt is None or (name is not None and nt[0] != name):
                 continue
             groups.setdefault((nt[0], str(entry["digest"])), []).append(nt[1])
+        published = self.published()
         out = []
         for (bundle_name, digest), tags in groups.items():
             try:
                 manifest = self.manifest(digest)
             except ModelPackError:
                 continue  # fsck reports it; a listing shows what can be read
-            out.append(BundleInfo.from_manifest(manifest, name=bundle_name, tags=tags))
+            info = BundleInfo.from_manifest(manifest, name=bundle_name, tags=tags)
+            info.published = published.get(digest, [])
+            out.append(info)
         out.sort(key=lambda i: (i.name, -(i.version or 0), i.digest))
         return out
 
-    def names(self) -> list[str]:
+    def names(self) -> builtins.list[str]:
         return sorted({nt[0] for e in self._entries() if (nt := self._entry_ref(e))})
 
     # ---- writing versions -----------------------------------------------------------------
@@ -466,7 +512,7 @@ class Store:
             self._write_index(entries, dict(doc.get("annotations") or {}))
         return self.info(f"{name}@{digest}")
 
-    def remove(self, ref: str) -> list[str]:
+    def remove(self, ref: str) -> builtins.list[str]:
         """Remove a version: every tag of ``name`` that points at it. Blobs go at the next ``gc``.
 
         ``NAME`` alone (no tag) removes only the ``latest`` tag's version; to drop
@@ -480,6 +526,28 @@ class Store:
             kept = [e for e in entries if e not in gone]
             self._write_index(kept, dict(doc.get("annotations") or {}))
         return [f"{name}:{nt[1]}" for e in gone if (nt := self._entry_ref(e))]
+
+    # ---- where versions were published (issue 6) ----------------------------------------
+    # A side file, not an index annotation: the manifest (and so the digest) never changes.
+    def published(self) -> _Places:
+        """``{manifest digest: ["REMOTE/NAME:VERSION", ...]}`` for every published version."""
+        try:
+            doc = json.loads((self.root / "published.json").read_bytes())
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return {}
+        return {str(k): [str(x) for x in v] for k, v in doc.items() if isinstance(v, list)} if isinstance(doc, dict) else {}
+
+    def record_published(self, digest: str, where: str) -> None:
+        """Remember that the version ``digest`` is at ``where`` (a pullable reference)."""
+        with self.lock():
+            doc = self.published()
+            places = doc.setdefault(digest, [])
+            if where not in places:
+                places.append(where)
+                try:
+                    self._atomic_write(self.root / "published.json", json.dumps(doc, indent=1, sort_keys=True).encode())
+                except OSError as exc:
+                    raise _store_error(exc, "published.json") from exc
 
     # ---- maintenance ----------------------------------------------------------------------
     def _referenced(self) -> set[str]:
@@ -516,7 +584,7 @@ class Store:
                 freed += stat.st_size
         return count, freed
 
-    def fsck(self) -> list[FsckProblem]:
+    def fsck(self) -> builtins.list[FsckProblem]:
         """Re-hash every referenced blob; return the problems (empty when healthy)."""
         problems: list[FsckProblem] = []
         for digest in sorted({str(e["digest"]) for e in self._entries()}):
@@ -555,9 +623,11 @@ class StoredBundle:
 
     @property
     def info(self) -> BundleInfo:
-        return BundleInfo.from_manifest(
+        info = BundleInfo.from_manifest(
             self.manifest, name=self.name, tags=self.store.tags_of(self.name, self.digest)
         )
+        info.published = self.store.published().get(self.digest, [])
+        return info
 
     def descriptor(self, filepath: str) -> Descriptor:
         desc = self.manifest.layer(filepath)
@@ -575,7 +645,7 @@ class StoredBundle:
     def plaintext(self, filepath: str, *, identity: Any = None) -> bytes:
         """A layer's content with its wrappers removed: age-decrypted (in memory), then zstd-inflated."""
         desc = self.descriptor(filepath)
-        data = self.read(filepath)
+        data = self.read(filepath)  # ciphertext and compressed bytes are verified before decoding
         media_type = desc.media_type
         if media_type.endswith(mt.AGE_SUFFIX):
             # Only bundles that are encrypted need pyrage.

@@ -69,6 +69,27 @@ def encrypt_sign_load(info: nbmodelpack.BundleInfo, acc: float) -> None:
         sys.exit("demo failed: accuracy changed across encrypt/sign/load")
 
 
+def publish_and_pull(info: nbmodelpack.BundleInfo, acc: float) -> None:
+    """Publish to the configured remote (a file:// one under the demo's home if none), pull into a fresh store."""
+    import tempfile
+
+    from nbmodelpack import paths, remote
+
+    step("publish → pull into a fresh store")
+    if not remote.list_remotes():
+        remote.add_remote("demo-share", (paths.home() / "demo-share").as_uri())
+    result = nbmodelpack.publish(info.ref)
+    print(result)
+    print(nbmodelpack.commands.BundleList(nbmodelpack.list_remote(result.remote)[:3]))
+    with tempfile.TemporaryDirectory(prefix="demo-pulled-") as fresh:
+        pulled = nbmodelpack.pull(f"{result.remote}/{info.name}:{info.version}", store=fresh)
+        _, test = mnist_loaders(n_train=8000)
+        again = accuracy(nbmodelpack.load(pulled.ref, store=fresh), test)
+    print(f"pulled {pulled.ref} ({pulled.digest[:19]}…, same digest: {pulled.digest == info.digest}); accuracy {again:.2f}%")
+    if pulled.digest != info.digest or abs(again - acc) > 1e-9:
+        sys.exit("demo failed: the pulled bundle differs")
+
+
 def main() -> None:
     torch.manual_seed(0)
     t0 = time.time()
@@ -108,6 +129,7 @@ def main() -> None:
         sys.exit("demo failed: accuracy changed across pack/load")
 
     encrypt_sign_load(info, acc)
+    publish_and_pull(info, acc)
 
     print(f"\ndemo done in {time.time() - t0:.0f} s; store: {nbmodelpack.get_store().root}")
 

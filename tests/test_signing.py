@@ -185,3 +185,24 @@ def test_cli_sign_and_verify_with_default_keys(model, cli, home: Path, tmp_path:
     assert bad.returncode == 1 and bad.stdout.startswith("FAILED: cli-mlp:2: signed with a different key")
     unsigned = cli("verify", packed.ref, "--json")
     assert unsigned.returncode == 1 and '"signed": false' in unsigned.stdout
+
+
+def test_pull_under_the_trust_policy_refuses_unsigned_bundles_and_writes_nothing(model, keys, tmp_path: Path) -> None:
+    from nbmodelpack import remote
+    from nbmodelpack.store import Store
+
+    remote.add_remote("share", f"file://{tmp_path / 'share'}")
+    plain = nbmodelpack.pack(model, "shared-mlp", example=EXAMPLE)
+    signed = nbmodelpack.sign(plain.ref, key=keys[0])
+    remote.publish(plain.ref, "share")
+    remote.publish(signed.ref, "share")
+    _trust(keys[1])
+    fresh = Store(tmp_path / "fresh")
+    before = sorted(str(p.relative_to(fresh.root)) for p in fresh.root.rglob("*"))
+    with pytest.raises(SignatureError, match="shared-mlp:1 is not signed"):
+        remote.pull("share/shared-mlp:1", store=fresh)
+    assert sorted(str(p.relative_to(fresh.root)) for p in fresh.root.rglob("*")) == before
+    # The signed version pulls (its signature checked while staged) and loads under the policy.
+    assert remote.pull("share/shared-mlp:2", store=fresh).badges == ["signed"]
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(nbmodelpack.load("shared-mlp:2", store=fresh)(x), model(x))

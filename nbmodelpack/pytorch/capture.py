@@ -180,7 +180,7 @@ def capture_architecture(
     if trust_code and kwargs_guess is not None:
         src = _source(cls)
         return (
-            {"strategy": "source", "class": f"model_src:{cls.__qualname__}", "kwargs": kwargs_guess, "file": "model_src.py"},
+            {"strategy": "source", "class": f"model_src:{cls.__name__}", "kwargs": kwargs_guess, "file": "model_src.py"},
             [("model_src.py", mt.CODE, src.encode())],
         )
     raise ArchitectureError(

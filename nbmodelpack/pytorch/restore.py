@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import sys
 import types
@@ -10,6 +11,7 @@ from typing import Any
 import safetensors.torch
 import torch
 
+from ..bundle import mediatypes as mt
 from ..errors import ArchitectureError, BundleFormatError, ModelPackError
 from ..store import StoredBundle
 from ._tensors import join_aliases
@@ -17,10 +19,20 @@ from .capture import _resolve
 
 
 def load_state(bundle: StoredBundle, *, identity: Any = None) -> dict[str, torch.Tensor]:
-    """The tensors of ``model.safetensors``, decrypted/decompressed in memory."""
-    data = bundle.plaintext("model.safetensors", identity=identity)
+    """The tensors of ``model.safetensors``, decrypted/decompressed in memory, verified."""
+    desc = bundle.descriptor("model.safetensors")
     try:
-        return safetensors.torch.load(data)
+        if desc.media_type == mt.base_media_type(desc.media_type):
+            # Plain layer: safetensors maps the blob file while a second thread hashes it.
+            check = bundle.store.verify_in_background(desc.digest, what="model.safetensors")
+            try:
+                state = safetensors.torch.load_file(bundle.store.blob_path(desc.digest))
+            finally:
+                check()  # a damaged blob is an integrity error before anything else
+            return state
+        return safetensors.torch.load(bundle.plaintext("model.safetensors", identity=identity))
+    except ModelPackError:
+        raise
     except Exception as exc:  # safetensors raises its own SafetensorError and others
         raise BundleFormatError(f"model.safetensors cannot be read: {str(exc)[:120]}", hint="the file is truncated or not safetensors") from exc
 
@@ -43,10 +55,21 @@ def _put_weights(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> tor
     missing = sorted(expected - state.keys())
     if missing:
         raise BundleFormatError(f"model.safetensors lacks {len(missing)} tensors (e.g. {missing[0]})")
+    # assign=True replaces each parameter one by one, which would untie tied weights:
+    # remember which names share one tensor and tie them again afterwards.
+    groups: dict[int, list[str]] = {}
+    for name, tensor in [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]:
+        groups.setdefault(id(tensor), []).append(name)
     try:
         module.load_state_dict({k: state[k] for k in expected}, strict=True, assign=True)
     except RuntimeError as exc:
         raise BundleFormatError(f"weights do not fit the architecture: {str(exc).splitlines()[0][:160]}") from exc
+    for names in groups.values():
+        if len(names) > 1:
+            keep = module.get_parameter(names[0]) if names[0] in dict(module.named_parameters(remove_duplicate=False)) else module.get_buffer(names[0])
+            for other in names[1:]:
+                owner, _, attr = other.rpartition(".")
+                setattr(module.get_submodule(owner) if owner else module, attr, keep)
     leftover = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
     if leftover:
         raise ArchitectureError(f"{leftover[0]} has no weights after loading")
@@ -107,9 +130,7 @@ def restore(
     except Exception as exc:
         raise ArchitectureError(f"cannot rebuild {bundle.name}: {str(exc).splitlines()[0][:200]}") from exc
     module = module.to(device)
-    try:
-        module.eval()
-    except NotImplementedError:
-        pass  # exported graphs were traced in eval mode and refuse .eval()
-    module.bundle_info = bundle.info
+    with contextlib.suppress(NotImplementedError):
+        module.eval()  # exported graphs were traced in eval mode and refuse .eval()
+    module.bundle_info = bundle.info  # type: ignore[assignment]  # plain attribute, not a submodule
     return module

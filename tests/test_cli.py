@@ -1,0 +1,113 @@
+"""The `modelpack` command: every foundation verb, good and bad input, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+import torch
+from models import MLP
+
+import nbmodelpack
+
+
+@pytest.fixture
+def packed(home):
+    torch.manual_seed(0)
+    return nbmodelpack.pack(MLP(hidden=8), "mnist-mlp", example=torch.randn(1, 1, 28, 28), metrics={"accuracy": 91.0})
+
+
+def _one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in proc.stderr
+    assert lines and lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_ls_lists_versions_as_table_and_json(cli, packed):
+    proc = cli("ls", check=True)
+    assert "mnist-mlp:1" in proc.stdout and "REF" in proc.stdout
+    rows = json.loads(cli("ls", "--json", check=True).stdout)
+    assert rows[0]["ref"] == "mnist-mlp:1" and rows[0]["metrics"] == {"accuracy": 91.0}
+
+
+def test_show_prints_info_json_and_card(cli, packed):
+    assert json.loads(cli("show", "mnist-mlp:1", "--json", check=True).stdout)["digest"] == packed.digest
+    assert cli("show", "mnist-mlp", "--card", check=True).stdout.startswith("---\nname: mnist-mlp")
+
+
+def test_tag_rm_and_gc(cli, packed):
+    cli("tag", "mnist-mlp:1", "prod", check=True)
+    assert "prod" in nbmodelpack.show("mnist-mlp:prod").tags
+    assert "removed mnist-mlp:1" in cli("rm", "mnist-mlp:prod", check=True).stdout
+    assert nbmodelpack.ls() == []
+    assert "removed 6 blobs" in cli("gc", "--grace", "0", check=True).stdout  # manifest, config, card, weights, architecture, signature
+
+
+def test_fsck_reports_damage_with_exit_code_1(cli, packed):
+    assert cli("fsck", check=True).stdout.startswith("ok")
+    weights = next(layer["digest"] for layer in packed.layers if layer["filepath"] == "model.safetensors")
+    path = nbmodelpack.get_store().blob_path(weights)
+    path.write_bytes(path.read_bytes()[:-1] + b"\x00")
+    proc = cli("fsck")
+    assert proc.returncode == 1 and "damaged: model.safetensors" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["frobnicate"], "error: unknown verb 'frobnicate'"),
+        (["show"], "error: the following arguments are required: ref"),
+        (["show", "Bad Ref"], "error: bad reference"),
+        (["show", "missing:3"], "error: bundle not found: missing:3"),
+        (["import-pth", "/nonexistent.pth", "--name", "x", "--arch", "models:MLP"], "error: no such file"),
+        (["import-pth", "/dev/null", "--name", "x", "--arch", "models:MLP", "--arch-kwargs", "{bad"], "error: --arch-kwargs is not valid JSON"),
+        (["export", "mnist-mlp:1"], "error: give exactly one of -o FILE.tar or --dir DIR"),
+        (["import", "/nonexistent.tar"], "error: no such file"),
+    ],
+)
+def test_bad_input_gives_one_error_line_and_no_traceback(cli, packed, args, message):
+    proc = cli(*args)
+    assert proc.returncode in (1, 2)
+    assert _one_error_line(proc).startswith(message)
+
+
+def test_help_shows_usage_per_verb(cli):
+    assert "usage: modelpack" in cli("help", check=True).stdout
+    assert "usage: modelpack tag" in cli("tag", "-h", check=True).stdout
+
+
+def test_export_tar_is_an_oci_layout_that_skopeo_reads_and_import_restores(cli, packed, tmp_path):
+    tar = tmp_path / "mnist.tar"
+    cli("export", "mnist-mlp:1", "-o", str(tar), check=True)
+    raw = subprocess.run(["skopeo", "inspect", "--raw", f"oci-archive:{tar}:mnist-mlp:1"], capture_output=True, text=True, check=True).stdout
+    assert json.loads(raw)["artifactType"] == "application/vnd.cncf.model.manifest.v1+json"
+    nbmodelpack.rm("mnist-mlp:1")
+    nbmodelpack.gc(grace_seconds=0)
+    cli("import", str(tar), check=True)
+    info = nbmodelpack.show("mnist-mlp:1")
+    assert info.digest == packed.digest
+    x = torch.randn(2, 1, 28, 28)
+    assert nbmodelpack.load("mnist-mlp:1")(x).shape == (2, 10)
+
+
+def test_store_is_an_oci_layout_skopeo_inspects(packed, home):
+    raw = subprocess.run(["skopeo", "inspect", "--raw", f"oci:{home / 'store'}:mnist-mlp:1"], capture_output=True, text=True, check=True).stdout
+    assert json.loads(raw)["config"]["mediaType"] == "application/vnd.cncf.model.config.v1+json"
+
+
+def test_skopeo_copies_an_exported_layout(cli, packed, tmp_path):
+    cli("export", "mnist-mlp:1", "--dir", str(tmp_path / "layout"), check=True)
+    subprocess.run(["skopeo", "copy", "-q", f"oci:{tmp_path / 'layout'}:mnist-mlp:1", f"oci:{tmp_path / 'copy'}:mnist-mlp:1"], check=True, capture_output=True)
+    nbmodelpack.rm("mnist-mlp:1")
+    infos = nbmodelpack.import_(tmp_path / "copy")
+    assert [i.digest for i in infos] == [packed.digest]
+    assert shutil.which("skopeo")
+
+
+def test_import_pth_via_cli(cli, tmp_path):
+    torch.save(MLP(hidden=8).state_dict(), tmp_path / "w.pth")
+    proc = cli("import-pth", str(tmp_path / "w.pth"), "--name", "legacy", "--arch", "models:MLP", "--arch-kwargs", '{"hidden": 8}', check=True)
+    assert "legacy:1" in proc.stdout
