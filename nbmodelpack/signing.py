@@ -289,7 +289,10 @@ def verify(ref: str, *, key: str | os.PathLike[str] | Sequence[str] | None = Non
     return verify_bundle(bundle, keys)
 
 
-_MISMATCH = re.compile(r"Hash mismatch for '([^']+)'")
+# model_signing reports a mismatch as the repr of a list of strings, so quotes may come escaped.
+_Q = r"\\?['\"]"
+_MISMATCH = re.compile(r"Hash mismatch for " + _Q + r"([^'\"\\]+)" + _Q)
+_FILES = re.compile(r"(Extra files found|Missing files) in model " + _Q + r"[^'\"\\]*" + _Q + r": ([^'\"\]\\]+)")
 
 
 def _problem(exc: Exception) -> str:
@@ -298,10 +301,8 @@ def _problem(exc: Exception) -> str:
         return "signed with a different key"
     if text.startswith("Signature mismatch"):
         parts = [f"{m} changed" for m in _MISMATCH.findall(text)]
-        for kind, what in (("Extra files found", "files added"), ("Missing files", "files removed")):
-            m = re.search(kind + r" in model '[^']*': ([^\"\]]+)", text)
-            if m:
-                parts.append(f"{what}: {m.group(1)}")
+        for kind, names in _FILES.findall(text):
+            parts.append(f"{'files added' if kind.startswith('Extra') else 'files removed'}: {names.strip()}")
         return "files do not match the signature: " + "; ".join(parts or [text[:200]])
     return f"{SIGNATURE_FILE} does not verify ({text.splitlines()[0][:200] if text else type(exc).__name__})"
 

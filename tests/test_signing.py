@@ -206,3 +206,18 @@ def test_pull_under_the_trust_policy_refuses_unsigned_bundles_and_writes_nothing
     assert remote.pull("share/shared-mlp:2", store=fresh).badges == ["signed"]
     x = torch.randn(2, 1, 28, 28)
     assert torch.equal(nbmodelpack.load("shared-mlp:2", store=fresh)(x), model(x))
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("""Signature mismatch: ["Hash mismatch for 'README.md': Expected 'Digest(a)', Actual 'Digest(b)'"]""", "README.md changed"),
+        ("""Signature mismatch: ['Hash mismatch for \\'README.md\\': Expected \\'Digest(b"\\'x)\\''"]""", "README.md changed"),
+        ("""Signature mismatch: ["Extra files found in model 'm': extra.py"]""", "files added: extra.py"),
+        ("""Signature mismatch: ["Missing files in model 'm': processing.json"]""", "files removed: processing.json"),
+    ],
+)
+def test_model_signing_mismatches_become_one_readable_line_whatever_the_quoting(message: str, expected: str) -> None:
+    from nbmodelpack.signing import _problem
+
+    assert _problem(ValueError(message)) == f"files do not match the signature: {expected}"
