@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := docker-registry chromium age skopeo apache2-utils
+APT_PACKAGES := docker-registry chromium age skopeo apache2-utils openssl
 export NBMODELPACK_NO_PROGRESS ?=
 
 .PHONY: demo test lab venv system-deps lint typecheck bench clean

@@ -100,13 +100,18 @@ def load(
 
     Compressed bundles load like any other; ``dequantize=True`` runs int8 weights
     as plain float instead of the int8 kernel.
+    Encrypted layers are decrypted in memory with ``identity`` (an age identity
+    file or string, or ``nbmodelpack.Passphrase``; default: the keys directory).
+    Under a trust policy the bundle's signature is verified first.
 
     Example:
         >>> model = nbmodelpack.load("mnist-mlp:1")  # doctest: +SKIP
     """
     from .pytorch.restore import restore
+    from .signing import enforce_trust_policy
 
     bundle = get_store(store).open(ref)
+    enforce_trust_policy(bundle)  # a no-op unless config.toml sets [trust] require_signature
     return restore(bundle, trust_code=trust_code, identity=identity, device=device, dequantize=dequantize)
 
 

@@ -250,8 +250,14 @@ def _import_pth(a: argparse.Namespace, ctx: Context) -> BundleInfo:
     return api.import_pth(a.file, a.name, arch=a.arch, arch_kwargs=kwargs)
 
 
-@verb("export", "write a version as an OCI layout (tar file or --dir)", arg("ref"), arg("-o", "--output", help="FILE.tar"), arg("--dir", help="directory"))
+@verb("export", "write a version as an OCI layout (tar file or --dir), or as plain files (--files)", arg("ref"), arg("-o", "--output", help="FILE.tar"), arg("--dir", help="directory"), arg("--files", help="directory to write the bundle's files into, by filepath (as stored)"))
 def _export(a: argparse.Namespace, ctx: Context) -> Text:
+    if a.files:
+        if a.output or a.dir:
+            raise UsageError("give exactly one of -o FILE.tar, --dir DIR or --files DIR")
+        from .signing import export_files
+
+        return Text(f"exported the files of {a.ref} to {export_files(a.ref, a.files)}")
     if bool(a.output) == bool(a.dir):
         raise UsageError("give exactly one of -o FILE.tar or --dir DIR")
     out = api.export(a.ref, a.output or (a.dir.rstrip("/") + "/"))
@@ -427,6 +433,100 @@ def _compress(a: argparse.Namespace, ctx: Context) -> Any:
 
 
 # ---- encryption and signing verbs (issue 5) ------------------------------------------------
+def _ask_passphrase(ctx: Context, *, confirm: bool) -> Any:
+    """$NBMODELPACK_PASSPHRASE, else asked without echo (never stored, never in history)."""
+    import os
+
+    from .crypto import PASSPHRASE_ENV, Passphrase
+
+    if os.environ.get(PASSPHRASE_ENV):
+        return Passphrase(os.environ[PASSPHRASE_ENV])
+    first = ctx.getpass("passphrase: ")
+    if confirm and first != ctx.getpass("passphrase (again): "):
+        raise UsageError("the passphrases differ; nothing was encrypted")
+    return Passphrase(first)
+
+
+@verb(
+    "keygen",
+    "make an age identity (--age) or an ECDSA P-256 signing key pair (--signing)",
+    arg("--age", nargs="?", const="", metavar="OUT", help="identity file (default: keys/age-identity.txt)"),
+    arg("--signing", nargs="?", const="", metavar="OUT", help="private key PEM; public key goes to OUT.pub (default: keys/signing.pem)"),
+    arg("--force", action="store_true", help="overwrite existing key files"),
+)
+def _keygen(a: argparse.Namespace, ctx: Context) -> Text:
+    if (a.age is None) == (a.signing is None):
+        raise UsageError("give exactly one of --age [OUT] or --signing [OUT]")
+    if a.age is not None:
+        from .crypto import keygen_age
+
+        path, recipient = keygen_age(a.age or None, force=a.force)
+        return Text(f"age identity written to {path} (mode 0600)\nrecipient: {recipient}")
+    from .signing import fingerprint, keygen_signing
+
+    private, public = keygen_signing(a.signing or None, force=a.force)
+    return Text(f"signing key written to {private} (mode 0600)\npublic key: {public} ({fingerprint(public.read_bytes())[:23]}…)")
+
+
+@verb(
+    "encrypt",
+    "encrypt weights and code with age: a new version",
+    arg("ref"),
+    arg("--to", action="append", default=[], metavar="RECIPIENT", help="age1… recipient or a file of them (repeatable)"),
+    arg("--passphrase", action="store_true", help="encrypt with a passphrase (asked, or $NBMODELPACK_PASSPHRASE)"),
+    arg("--tag", action="append", default=[], help="extra tag for the new version"),
+    arg("--json", action="store_true"),
+)
+def _encrypt(a: argparse.Namespace, ctx: Context) -> BundleInfo:
+    from .crypto import encrypt
+
+    if bool(a.to) == a.passphrase:
+        raise UsageError("give --to age1… (repeatable) or --passphrase")
+    secret = _ask_passphrase(ctx, confirm=True) if a.passphrase else None
+    return encrypt(a.ref, recipients=a.to or None, passphrase=secret, tags=a.tag)
+
+
+@verb(
+    "decrypt",
+    "make a plaintext version of an encrypted bundle (explicit: writes the weights in clear)",
+    arg("ref"),
+    arg("--identity", metavar="FILE", help="age identity file (default: $NBMODELPACK_AGE_IDENTITY, keys/)"),
+    arg("--passphrase", action="store_true", help="the bundle was encrypted with a passphrase"),
+    arg("--tag", action="append", default=[], help="extra tag for the new version"),
+    arg("--json", action="store_true"),
+)
+def _decrypt(a: argparse.Namespace, ctx: Context) -> BundleInfo:
+    from .crypto import decrypt
+
+    identity = _ask_passphrase(ctx, confirm=False) if a.passphrase else a.identity
+    return decrypt(a.ref, identity=identity, tags=a.tag)
+
+
+@verb(
+    "sign",
+    "sign a version's files (as stored) with OpenSSF model_signing: a new version",
+    arg("ref"),
+    arg("--key", metavar="PEM", help="ECDSA private key (default: $NBMODELPACK_SIGNING_KEY, keys/signing.pem)"),
+    arg("--tag", action="append", default=[], help="extra tag for the new version"),
+    arg("--json", action="store_true"),
+)
+def _sign(a: argparse.Namespace, ctx: Context) -> BundleInfo:
+    from .signing import sign
+
+    return sign(a.ref, key=a.key, tags=a.tag)
+
+
+@verb(
+    "verify",
+    "check a version's signature (exit status 1 when it fails)",
+    arg("ref"),
+    arg("--key", action="append", metavar="PUB", help="public key (repeatable; default: trust policy keys, else your own)"),
+    arg("--json", action="store_true"),
+)
+def _verify(a: argparse.Namespace, ctx: Context) -> Any:
+    from .signing import verify
+
+    return verify(a.ref, key=a.key)
 
 
 # ---- remote verbs (issue 6) ----------------------------------------------------------------

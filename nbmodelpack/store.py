@@ -52,6 +52,8 @@ _CHUNK = 8 << 20
 NAME_KEY = "dev.nbmodelpack.name"
 _VERSIONS_KEY = "dev.nbmodelpack.versions"
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+# A commit hook (signing): gets a new version's layers, returns one more layer.
+Seal = Callable[[list[Descriptor]], Descriptor]
 # Like git, blobs are not fsynced by default (a killed process still leaves no half
 # bundle: the rename and the index update come after the write). index.json always is.
 # NBMODELPACK_FSYNC=1 also syncs blobs, for power-loss safety at the cost of disk speed.
@@ -371,10 +373,18 @@ class Store:
         return sorted({nt[0] for e in self._entries() if (nt := self._entry_ref(e))})
 
     # ---- writing versions -----------------------------------------------------------------
-    def commit(self, draft: Draft, *, tags: Iterable[str] = ()) -> BundleInfo:
+    def commit(
+        self,
+        draft: Draft,
+        *,
+        tags: Iterable[str] = (),
+        seal: Seal | None = None,
+    ) -> BundleInfo:
         """Number a draft (``:N`` and ``latest``), write its card, config and manifest, index it.
 
         All layer blobs must already be in the store. Only this step holds the lock.
+        ``seal`` (signing) gets every layer of the new version, card included, and
+        returns one more layer to add (it runs under the lock: the card names the version).
         """
         validate_name(draft.name)
         extra_tags = [validate_tag(t) for t in tags]
@@ -388,7 +398,7 @@ class Store:
             high = json.loads(annotations.get(_VERSIONS_KEY, "{}"))
             numbers = [int(t) for e in entries if (nt := self._entry_ref(e)) and nt[0] == draft.name and nt[1].isdigit() for t in [nt[1]]]
             version = max([int(high.get(draft.name, 0)), *numbers]) + 1
-            manifest_raw = self._write_version(draft, version)
+            manifest_raw = self._write_version(draft, version, seal)
             digest = sha256_digest(manifest_raw)
             moved = {"latest", *extra_tags}
             entries = [e for e in entries if self._entry_ref(e) not in {(draft.name, t) for t in moved}]
@@ -399,7 +409,9 @@ class Store:
             self._write_index(entries, annotations)
         return self.info(f"{draft.name}@{digest}")
 
-    def _write_version(self, draft: Draft, version: int) -> bytes:
+    def _write_version(
+        self, draft: Draft, version: int, seal: Seal | None = None
+    ) -> bytes:
         created = now_iso()
         layers = [d for d in draft.layers if d.filepath != "README.md"]
         arch = draft.architecture
@@ -424,6 +436,8 @@ class Store:
         front = {k: v for k, v in front.items() if v is not None}
         card_text = Card(front, draft.card_body or default_body(front)).render()
         layers.append(self.put_layer("README.md", mt.DOC, card_text.encode()))
+        if seal is not None:
+            layers.append(seal(list(layers)))
         config_raw = build_config(
             name=draft.name,
             version=str(version),
@@ -634,8 +648,10 @@ class StoredBundle:
         data = self.read(filepath)  # ciphertext and compressed bytes are verified before decoding
         media_type = desc.media_type
         if media_type.endswith(mt.AGE_SUFFIX):
-            from .crypto import decrypt_layer  # only bundles that are encrypted need pyrage
+            # Only bundles that are encrypted need pyrage.
+            from .crypto import check_binding, decrypt_layer
 
+            check_binding(self.manifest, desc)
             data = decrypt_layer(data, identity=identity, filepath=filepath)
             media_type = media_type[: -len(mt.AGE_SUFFIX)]
         if media_type.endswith(mt.ZSTD_SUFFIX):

@@ -36,6 +36,43 @@ def step(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
 
+def encrypt_sign_load(info: nbmodelpack.BundleInfo, acc: float) -> None:
+    """Issue 5: encrypt for my age key, sign with my ECDSA key, load in a fresh process under a trust policy."""
+    from nbmodelpack import crypto, paths
+    from nbmodelpack.config import edit_config
+
+    step("encrypt -> sign -> verified load (age + OpenSSF model_signing)")
+    keys = paths.keys_dir()
+    identity, signing_key = keys / crypto.DEFAULT_IDENTITY_FILE, keys / "signing.pem"
+    if not identity.exists():
+        nbmodelpack.keygen_age(identity)
+    if not signing_key.exists():
+        nbmodelpack.keygen_signing(signing_key)
+    sealed = nbmodelpack.encrypt(info.ref, recipients=[crypto.recipient_of(identity)])
+    signed = nbmodelpack.sign(sealed.ref, key=signing_key)
+    print(f"{sealed.ref} {sealed.badges}, {signed.ref} {signed.badges}")
+    print(nbmodelpack.verify(signed.ref, key=str(signing_key) + ".pub"))
+    with edit_config() as cfg:
+        saved = cfg.get("trust")
+        cfg["trust"] = {"require_signature": True, "keys": [str(signing_key) + ".pub"]}
+    try:
+        code = (
+            "import json, nbmodelpack; from nbmodelpack.pytorch.data import mnist_loaders, accuracy;"
+            f"m = nbmodelpack.load({signed.ref!r}); _, test = mnist_loaders(n_train=8000);"
+            "print(json.dumps({'accuracy': accuracy(m, test)}))"
+        )
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+        loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        with edit_config() as cfg:
+            cfg.pop("trust", None)
+            if saved is not None:
+                cfg["trust"] = saved
+    print(f"signature verified, weights decrypted in memory: accuracy {loaded['accuracy']:.2f}% (packed {acc:.2f}%)")
+    if abs(loaded["accuracy"] - acc) > 1e-9:
+        sys.exit("demo failed: accuracy changed across encrypt/sign/load")
+
+
 def publish_and_pull(info: nbmodelpack.BundleInfo, acc: float) -> None:
     """Publish to the configured remote (a file:// one under the demo's home if none), pull into a fresh store."""
     import tempfile
@@ -138,6 +175,7 @@ def main() -> None:
     if abs(loaded["accuracy"] - acc) > 1e-9:
         sys.exit("demo failed: accuracy changed across pack/load")
 
+    encrypt_sign_load(info, acc)
     publish_and_pull(info, acc)
     serve_step(info.ref)
     step_compress_int8(info.ref, test)

@@ -463,11 +463,26 @@ def _pull_into(
             with ThreadPoolExecutor(_WORKERS) as pool:
                 for _ in pool.map(one, sorted(todo, key=lambda d: -d.size)):
                     pass
+        _check_trust(local, staging, name, manifest, todo)
         for d in todo:
             os.replace(staging.blob_path(d.digest), local.blob_path(d.digest))
         return local.add_manifest(name, raw, tags)
     finally:
         shutil.rmtree(staging.root, ignore_errors=True)
+
+
+def _check_trust(local: Store, staging: Store, name: str, manifest: Manifest, todo: list[Descriptor]) -> None:
+    """Under a trust policy (issue 5), verify the signature while the blobs are still staged."""
+    from ..signing import enforce_trust_policy, trust_policy
+    from ..store import StoredBundle
+
+    if not trust_policy().get("require_signature"):
+        return
+    fetched = {d.digest for d in todo}
+    for d in manifest.layers:  # the staging layout sees blobs the store already had through links
+        if d.digest not in fetched and not staging.has_blob(d.digest):
+            os.link(local.blob_path(d.digest), staging.blob_path(d.digest))
+    enforce_trust_policy(StoredBundle(staging, name, manifest))
 
 
 def _local_tags(local: Store, name: str) -> dict[str, str]:
