@@ -175,10 +175,11 @@ def main() -> None:
     if abs(loaded["accuracy"] - acc) > 1e-9:
         sys.exit("demo failed: accuracy changed across pack/load")
 
+    # The pipeline of DESIGN.md: compress → encrypt → sign → publish → pull → serve.
+    step_compress_int8(info.ref, test)
     encrypt_sign_load(info, acc)
     publish_and_pull(info, acc)
     serve_step(info.ref)
-    step_compress_int8(info.ref, test)
     run_tutorial_notebook()
 
     print(f"\ndemo done in {time.time() - t0:.0f} s; store: {nbmodelpack.get_store().root}")
