@@ -18,7 +18,9 @@ import contextlib
 import errno
 import hashlib
 import json
+import mmap
 import os
+import re
 import threading
 import time
 import uuid
@@ -106,6 +108,16 @@ def _split(data: bytes | memoryview) -> Iterator[memoryview]:
     step = 64 << 20
     for start in range(0, len(view), step):
         yield view[start : start + step]
+
+
+def _hash_file(path: Path) -> str:
+    """sha256 of a file through a read-only map (no copy; hashlib drops the GIL)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size:
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                h.update(view)
+    return "sha256:" + h.hexdigest()
 
 
 def _corrupted(name: str, digest: str) -> IntegrityError:
@@ -205,10 +217,44 @@ class Store:
                 raise _store_error(exc, what) from exc
             if expected is not None and digest != expected:
                 raise IntegrityError(f"{what} has digest {digest[:19]}…, expected {expected[:19]}…")
-            os.replace(tmp, self.blob_path(digest))
+            self._settle(tmp, digest)
         finally:
             tmp.unlink(missing_ok=True)
         return digest, size
+
+    def _settle(self, tmp: Path, digest: str) -> None:
+        # Same content is already there: keep it (replacing a large file costs a truncate).
+        final = self.blob_path(digest)
+        if not final.exists():
+            os.replace(tmp, final)
+
+    def put_written(self, filepath: str, media_type: str, write: Callable[[Path], None]) -> Descriptor:
+        """Let ``write(path)`` produce a layer file in place (e.g. ``safetensors.save_file``), then hash it.
+
+        Saves building the whole file in memory first: for large weights this is
+        the fast path (one write, one hashing read from the page cache).
+        """
+        tmp = self._blobs / f".tmp-{uuid.uuid4().hex}"
+        try:
+            try:
+                write(tmp)
+                if _FSYNC_BLOBS:
+                    with open(tmp, "rb") as f:
+                        os.fsync(f.fileno())
+            except OSError as exc:
+                raise _store_error(exc, filepath) from exc
+            except Exception as exc:
+                # Writers in other languages (safetensors is Rust) report OS errors as text.
+                code = re.search(r"(?:os error|code:) (\d+)", str(exc))
+                if code and int(code.group(1)) in _DISK_ERRNOS:
+                    raise _store_error(OSError(int(code.group(1)), os.strerror(int(code.group(1)))), filepath) from exc
+                raise
+            size = tmp.stat().st_size
+            digest = _hash_file(tmp)
+            self._settle(tmp, digest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return layer(filepath, media_type, digest, size)
 
     def put_layer(self, filepath: str, media_type: str, data: bytes | memoryview) -> Descriptor:
         """Store bytes as a layer blob and return its descriptor."""
@@ -240,11 +286,7 @@ class Store:
 
         def work() -> None:
             try:
-                h = hashlib.sha256()
-                with open(self.blob_path(digest), "rb") as f:
-                    while block := f.read(_CHUNK):
-                        h.update(block)
-                result.append("sha256:" + h.hexdigest())
+                result.append(_hash_file(self.blob_path(digest)))
             except OSError as exc:
                 result.append(exc)
 
@@ -599,11 +641,7 @@ class Store:
                 if not path.exists():
                     problems.append(FsckProblem(desc.digest, what, "missing"))
                     continue
-                h = hashlib.sha256()
-                with open(path, "rb") as f:
-                    while block := f.read(_CHUNK):
-                        h.update(block)
-                if "sha256:" + h.hexdigest() != desc.digest:
+                if _hash_file(path) != desc.digest:
                     problems.append(FsckProblem(desc.digest, what, "corrupted (content does not match digest)"))
         unique = {(p.digest, p.filepath): p for p in problems}
         return list(unique.values())

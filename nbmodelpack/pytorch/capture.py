@@ -10,13 +10,15 @@ The architecture is captured in the first way that works:
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import inspect
 import io
 import json
 import textwrap
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import safetensors.torch
@@ -33,11 +35,15 @@ from ._tensors import V2_DATATYPES, dtype_name, split_aliases
 _JSON_SCALARS = (bool, int, float, str, type(None))
 
 
+# A captured file: its bytes, or a function that writes it to a path.
+FileContent = bytes | Callable[[Path], None]
+
+
 @dataclass
 class Captured:
     """The files of a bundle before they are stored, plus what the card shows."""
 
-    files: list[tuple[str, str, bytes]] = field(default_factory=list)  # (filepath, media type, bytes)
+    files: list[tuple[str, str, FileContent]] = field(default_factory=list)  # (filepath, media type, content)
     architecture: dict[str, Any] = field(default_factory=dict)
     parameters: int = 0
     precision: str = "float32"
@@ -244,13 +250,13 @@ def processing_doc(labels: Iterable[Any] | None, preprocess: dict[str, Any] | No
 
 
 # ---- the whole capture ----------------------------------------------------------------------
-def weights_bytes(model: torch.nn.Module) -> tuple[bytes, dict[str, str], int, str]:
-    """Safetensors bytes of the state dict, the alias map, parameter count and precision."""
+def weights_state(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str], int, str]:
+    """The tensors to store (one per shared storage), the alias map, parameter count and precision."""
     kept, aliases = split_aliases(model.state_dict())
     params = sum(p.numel() for p in model.parameters())
     dtypes = {t.dtype for t in kept.values() if t.is_floating_point()}
     precision = dtype_name(dtypes.pop()) if len(dtypes) == 1 else ("mixed" if dtypes else "none")
-    return safetensors.torch.save(kept, metadata={"format": "pt"}), aliases, params, precision
+    return kept, aliases, params, precision
 
 
 def capture(
@@ -275,10 +281,11 @@ def capture(
     finally:
         with contextlib.suppress(NotImplementedError):
             model.train(was_training)
-    weights, aliases, params, precision = weights_bytes(model)
+    kept, aliases, params, precision = weights_state(model)
     arch_doc["aliases"] = aliases
     arch_doc["torch"] = torch.__version__.split("+")[0]
-    files = [("model.safetensors", mt.WEIGHT, weights), ("architecture.json", mt.WEIGHT_CONFIG, json.dumps(arch_doc, indent=1).encode())]
+    # The weights are written by safetensors straight into the store (no 1 GiB bytes object).
+    files: list[tuple[str, str, FileContent]] = [("model.safetensors", mt.WEIGHT, functools.partial(safetensors.torch.save_file, kept, metadata={"format": "pt"})), ("architecture.json", mt.WEIGHT_CONFIG, json.dumps(arch_doc, indent=1).encode())]
     files += extra
     files.append(("signature.json", mt.WEIGHT_CONFIG, json.dumps(signature, indent=1).encode()))
     if labels is not None or preprocess:
@@ -286,9 +293,12 @@ def capture(
     return Captured(files=files, architecture={"strategy": arch_doc["strategy"], "class": arch_doc["class"]}, parameters=params, precision=precision)
 
 
-def store_files(store: Store, files: list[tuple[str, str, bytes]]) -> list[Descriptor]:
+def store_files(store: Store, files: list[tuple[str, str, FileContent]]) -> list[Descriptor]:
     """Write captured files as blobs (outside the index lock)."""
-    return [store.put_layer(path, media_type, data) for path, media_type, data in files]
+    return [
+        store.put_layer(path, media_type, data) if isinstance(data, bytes) else store.put_written(path, media_type, data)
+        for path, media_type, data in files
+    ]
 
 
 def draft_from(
