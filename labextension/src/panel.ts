@@ -316,7 +316,7 @@ export class ModelPackPanel extends Widget {
     name.textContent = bundle.name;
     const count = document.createElement('span');
     count.className = 'jp-ModelPack-dim';
-    count.textContent = ` ${bundle.versions.length} version${bundle.versions.length === 1 ? '' : 's'}`;
+    count.textContent = `${bundle.versions.length} version${bundle.versions.length === 1 ? '' : 's'}`;
     head.append(name, count);
     if (bundle.description) {
       head.title = bundle.description;
@@ -337,6 +337,12 @@ export class ModelPackPanel extends Widget {
       }
     };
     node.appendChild(head);
+    if (bundle.description) {
+      const description = document.createElement('div');
+      description.className = 'jp-ModelPack-description';
+      description.textContent = bundle.description;
+      node.appendChild(description);
+    }
     if (open) {
       const versions = document.createElement('ul');
       versions.className = 'jp-ModelPack-versions';

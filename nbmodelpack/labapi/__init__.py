@@ -19,7 +19,10 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
-    from .handlers import setup_handlers
+    import threading
+
+    from .handlers import setup_handlers, warm_up
 
     setup_handlers(serverapp.web_app)
+    threading.Thread(target=warm_up, name="nbmodelpack-warm-up", daemon=True).start()
     serverapp.log.info("nbmodelpack: REST API at %snbmodelpack/api/", serverapp.base_url)

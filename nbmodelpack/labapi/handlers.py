@@ -16,6 +16,8 @@ nothing here runs a shell. User errors answer ``{"error": "one line"}``.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import threading
@@ -41,6 +43,7 @@ from ..errors import (
     RemoteError,
     UsageError,
 )
+from ..store import Store
 from .jobs import JobNotFound, Jobs
 
 AUTH_RESOURCE = "nbmodelpack:bundles"
@@ -115,6 +118,42 @@ def _servers() -> dict[str, str]:
     return {str(s["digest"]): str(s["url"]) for s in running()}
 
 
+# (store root, name, manifest digest) -> BundleInfo. A manifest never changes (its digest is
+# its name), so after the first listing only new versions are read; tags come from the index.
+_info_cache: dict[tuple[str, str, str], BundleInfo] = {}
+_INFO_CACHE_MAX = 50_000
+
+
+def _local_infos(store: Store) -> list[BundleInfo]:
+    """What ``api.ls()`` answers, reading only manifests this process has not seen yet."""
+    root = str(store.root)
+    out = []
+    for (name, digest), tags in store.refs().items():
+        key = (root, name, digest)
+        info = _info_cache.get(key)
+        if info is None:
+            try:
+                info = BundleInfo.from_manifest(store.manifest(digest), name=name)
+            except ModelPackError:
+                continue  # as `modelpack ls`: fsck reports it, the listing shows what can be read
+            if len(_info_cache) >= _INFO_CACHE_MAX:
+                _info_cache.clear()
+            _info_cache[key] = info
+        out.append(dataclasses.replace(info, tags=sorted(tags, key=_by_number_then_name)))
+    out.sort(key=lambda i: (i.name, -(i.version or 0), i.digest))
+    return out
+
+
+def _by_number_then_name(tag: str) -> tuple[bool, int, str]:
+    return (not tag.isdigit(), int(tag) if tag.isdigit() else 0, tag)
+
+
+def warm_up() -> None:
+    """Read the local listing once (server start), so the sidebar's first request is quick."""
+    with contextlib.suppress(ModelPackError):  # the sidebar's first request reports it
+        local_listing()
+
+
 def local_listing(since: str | None = None) -> tuple[str, dict[str, Any] | None]:
     """``(etag, payload)`` of ``GET bundles``; payload is None when ``since`` is still current.
 
@@ -142,7 +181,7 @@ def local_listing(since: str | None = None) -> tuple[str, dict[str, Any] | None]
         cached = _list_cache.get(key)
     if cached and cached[0] == etag:
         return etag, cached[1]
-    payload = {"etag": etag, "store": str(store.root), "bundles": group(api.ls(), serving)}
+    payload = {"etag": etag, "store": str(store.root), "bundles": group(_local_infos(store), serving)}
     with _cache_lock:
         _list_cache[key] = (etag, payload)
     return etag, payload

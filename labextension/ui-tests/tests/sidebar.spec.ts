@@ -1,0 +1,139 @@
+import { expect, test } from '@jupyterlab/galata';
+import type { Page } from '@playwright/test';
+
+/**
+ * The nbmodelpack sidebar in a real JupyterLab (started by
+ * tests/e2e/test_sidebar_browser.py), driven in Debian's Chromium.
+ */
+const artifacts = process.env.NBMODELPACK_ARTIFACTS ?? '../../test-artifacts';
+const remote = process.env.NBMODELPACK_E2E_REMOTE ?? '';
+const NAME = 'sidebar-demo';
+
+const PACK_CELL = [
+  'import torch, nbmodelpack',
+  'from models import MLP  # tests/models.py',
+  `info = nbmodelpack.pack(MLP(hidden=8), "${NAME}", example=torch.zeros(1, 1, 28, 28),`,
+  '                        description="packed by a notebook cell", labels=range(10))',
+  'print("packed", info.ref)'
+].join('\n');
+
+const sidebar = (page: Page) => page.locator('#nbmodelpack-sidebar');
+const localBundle = (page: Page) =>
+  sidebar(page).locator(`[data-section="local"] .jp-ModelPack-bundle[data-name="${NAME}"]`);
+const localVersion = (page: Page, ref: string) =>
+  sidebar(page).locator(`[data-section="local"] .jp-ModelPack-version[data-ref="${ref}"]`);
+
+async function expand(bundle: ReturnType<typeof localBundle>): Promise<void> {
+  const head = bundle.locator('.jp-ModelPack-bundleHead');
+  if ((await head.getAttribute('aria-expanded')) !== 'true') {
+    await head.click();
+  }
+}
+
+test.use({ autoGoto: true });
+test.describe.configure({ mode: 'serial' });
+
+test('sidebar lists a bundle packed by a cell, loads it into the notebook, publishes and pulls it', async ({
+  page
+}) => {
+  // The sidebar is there, with its sections, before anything is packed.
+  await page.sidebar.openTab('nbmodelpack-sidebar');
+  await expect(sidebar(page)).toBeVisible();
+  await expect(sidebar(page).locator('[data-section="local"]')).toContainText('Local');
+  await expect(sidebar(page).locator('[data-section="published"]')).toContainText('Published');
+  await expect(localBundle(page)).toHaveCount(0);
+
+  // A notebook cell packs a bundle; the sidebar shows it without a reload.
+  await page.notebook.createNew('pack.ipynb');
+  await page.notebook.setCell(0, 'code', PACK_CELL);
+  await page.notebook.runCell(0);
+  expect(await page.notebook.getCellTextOutput(0)).toEqual([`packed ${NAME}:1\n`]);
+  await page.sidebar.openTab('nbmodelpack-sidebar');
+  await expect(localBundle(page)).toBeVisible({ timeout: 15000 });
+  await expand(localBundle(page));
+  const v1 = localVersion(page, `${NAME}:1`);
+  await expect(v1).toContainText('latest');
+  await expect(v1.locator('[data-action="load"]')).toBeEnabled();
+
+  await page.screenshot({ path: `${artifacts}/sidebar-light.png` });
+
+  // Load into notebook: inserts `%modelpack load …` below, runs it, and shows the card.
+  await v1.locator('[data-action="load"]').click();
+  const cells = page.locator('.jp-NotebookPanel:visible .jp-Notebook .jp-Cell');
+  await expect(cells).toHaveCount(2, { timeout: 15000 });
+  const loadCell = cells.nth(1);
+  await expect(loadCell.locator('.jp-InputArea-editor')).toContainText(
+    `%modelpack load ${NAME}:1 as sidebar_demo`
+  );
+  await expect(loadCell.locator('.jp-InputPrompt')).toHaveText(/\[\d+\]/, { timeout: 90000 });
+  // No error output (a traceback would quote the source line), then the card, rendered as HTML.
+  await expect(
+    loadCell.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
+  ).toHaveCount(0);
+  await expect(
+    loadCell.locator('.jp-OutputArea-output[data-mime-type="text/html"]')
+  ).toContainText(`${NAME}:1`);
+  await page.notebook.save();
+
+  // The details view renders the model card with JupyterLab's Markdown renderer.
+  await v1.locator('[data-action="details"]').click();
+  const details = page.locator('.jp-ModelPack-details:visible');
+  await expect(details.locator('h2')).toHaveText(`${NAME}:1`);
+  await expect(details.locator('.jp-ModelPack-card')).toContainText('packed by a notebook cell');
+  await expect(details.locator('.jp-ModelPack-layers')).toContainText('model.safetensors');
+  await page.screenshot({ path: `${artifacts}/details-light.png` });
+  await page.activity.activateTab('pack.ipynb');
+
+  // Dark theme: same sidebar, JupyterLab's dark variables.
+  await page.theme.setDarkTheme();
+  await page.sidebar.openTab('nbmodelpack-sidebar');
+  await expect(localBundle(page)).toBeVisible();
+  await page.screenshot({ path: `${artifacts}/sidebar-dark.png` });
+  await page.theme.setLightTheme();
+
+  if (remote) {
+    // Publish… to the test remote, see it under Published.
+    await page.sidebar.openTab('nbmodelpack-sidebar');
+    await expand(localBundle(page));
+    await localVersion(page, `${NAME}:1`).locator('[data-action="publish"]').click();
+    const dialog = page.locator('.jp-Dialog');
+    await dialog.locator('select').selectOption(remote);
+    await dialog.getByRole('button', { name: 'Publish' }).click();
+    const published = sidebar(page).locator(
+      `.jp-ModelPack-remote[data-remote="${remote}"] .jp-ModelPack-bundle[data-name="${NAME}"]`
+    );
+    await expect(published).toBeVisible({ timeout: 60000 });
+    await expect(localVersion(page, `${NAME}:1`)).toContainText('published');
+
+    // Delete the local copy (confirm dialog), then pull it back from the remote.
+    await localVersion(page, `${NAME}:1`).locator('[data-action="delete"]').click();
+    await page.locator('.jp-Dialog').getByRole('button', { name: 'Delete' }).click();
+    await expect(localBundle(page)).toHaveCount(0, { timeout: 15000 });
+    await expand(published);
+    await published.locator('.jp-ModelPack-version').first().locator('[data-action="pull"]').click();
+    await expect(localBundle(page)).toBeVisible({ timeout: 60000 });
+    await expand(localBundle(page));
+    await expect(localVersion(page, `${NAME}:1`)).toBeVisible();
+    await page.screenshot({ path: `${artifacts}/sidebar-published.png` });
+  }
+
+  // With no notebook open, Load is disabled and the panel says why.
+  await page.notebook.close(true);
+  await page.sidebar.openTab('nbmodelpack-sidebar');
+  await expand(localBundle(page));
+  await expect(sidebar(page).locator('.jp-ModelPack-hint')).toHaveText(
+    'Open a notebook to load bundles into it.'
+  );
+  await expect(localVersion(page, `${NAME}:1`).locator('[data-action="load"]')).toBeDisabled();
+});
+
+test('commands are in the palette', async ({ page }) => {
+  await page.keyboard.press('Control+Shift+C');
+  const palette = page.locator('#command-palette');
+  await palette.locator('input').fill('Model Bundle');
+  await expect(palette.locator('.lm-CommandPalette-item')).toContainText([
+    'Load Model Bundle into Notebook…',
+    'Refresh Model Bundles',
+    'Show Model Bundles'
+  ]);
+});
