@@ -315,3 +315,29 @@ def test_every_handler_is_authenticated_and_authorized(jp_serverapp):
             assert method.__code__.co_filename.endswith("tornado/web.py"), f"{handler.__name__}.{verb} is not @authenticated"
             inner = method.__wrapped__
             assert inner.__code__.co_filename.endswith("jupyter_server/auth/decorator.py"), f"{handler.__name__}.{verb} is not @authorized"
+
+
+async def test_job_progress_follows_the_bars_the_work_opens(api):
+    import threading
+
+    from nbmodelpack.progress import progress
+
+    halfway, release = threading.Event(), threading.Event()
+
+    def work() -> str:
+        with progress(total=4, desc="push tiny", unit="step") as bar:
+            bar.update(2)
+            halfway.set()
+            release.wait(10)
+            bar.update(2)
+        return "pushed"
+
+    job = JOBS.submit("publish", "tiny:1", work)
+    assert await asyncio.to_thread(halfway.wait, 10)
+    status, body = await api("GET", f"jobs/{job.id}")
+    assert body["job"]["state"] == "running"
+    assert body["job"]["progress"] == {"step": "push tiny", "done": 2.0, "total": 4}
+    release.set()
+    await asyncio.to_thread(JOBS.wait, job.id)
+    status, body = await api("GET", f"jobs/{job.id}")
+    assert body["job"]["progress"]["done"] == 4.0 and body["job"]["result"] == "pushed"
