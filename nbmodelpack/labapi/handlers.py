@@ -65,7 +65,8 @@ def version_summary(info: BundleInfo, serving: dict[str, str]) -> dict[str, Any]
     if url:
         badges.append("serving")
     return {
-        "ref": info.ref,
+        # The ref as the store that holds it names it; `remote` says which remote that is.
+        "ref": dataclasses.replace(info, remote=None).ref,
         "name": info.name,
         "version": info.version,
         "digest": info.digest,
@@ -109,13 +110,26 @@ _list_cache: dict[str, tuple[str, dict[str, Any]]] = {}
 _cache_lock = threading.Lock()
 
 
-def _servers() -> dict[str, str]:
-    """Digest -> URL of every model server running on this machine."""
+def _servers(store: Store) -> dict[str, str]:
+    """Manifest digest -> URL of every model server running on this machine (any process)."""
     try:
-        from ..serving import running  # type: ignore[attr-defined]
-    except ImportError:
+        from .. import serving
+    except ImportError:  # serving is an optional part
         return {}
-    return {str(s["digest"]): str(s["url"]) for s in running()}
+    running = serving.servers()
+    if not running:
+        return {}
+    by_tag = {(name, tag): digest for (name, digest), tags in store.refs().items() for tag in tags}
+    out = {}
+    for entry in running:
+        try:
+            ref = parse(entry.ref)
+        except ModelPackError:
+            continue
+        digest = ref.digest or by_tag.get((ref.name, ref.tag or "latest"))
+        if digest and ref.is_local:
+            out[digest] = entry.url
+    return out
 
 
 # (store root, name, manifest digest) -> BundleInfo. A manifest never changes (its digest is
@@ -172,7 +186,7 @@ def local_listing(since: str | None = None) -> tuple[str, dict[str, Any] | None]
         stamp = f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
     except FileNotFoundError:
         stamp = "none"
-    serving = _servers()
+    serving = _servers(store)
     etag = hashlib.sha1(f"{store.root}|{stamp}|{sorted(serving.items())}".encode()).hexdigest()[:20]
     if since == etag:
         return etag, None
@@ -193,7 +207,7 @@ def bundle_detail(name: str, ref: str | None) -> dict[str, Any]:
     infos = api.ls(name)
     if not infos:
         raise BundleNotFound(name, hint="run `modelpack ls` to see what exists")
-    serving = _servers()
+    serving = _servers(api.get_store())
     target = _local_ref(f"{name}:{ref}" if ref else infos[0].ref)
     if target.name != name:
         raise UsageError(f"{target} is not a version of {name}")
@@ -283,14 +297,26 @@ def _pull(body: dict[str, Any]) -> tuple[str, Callable[[], Any]]:
 
 def _serve(body: dict[str, Any]) -> tuple[str, Callable[[], Any]]:
     ref = str(_local_ref(body.get("ref")))
+    api.show(ref)  # a missing bundle is a 404 now, not a failed job later
     from .. import serving
-    return ref, lambda: _jsonable(serving.serve(ref))  # type: ignore[attr-defined]
+
+    # port 0: a free port; the server stops when this Jupyter server exits.
+    return ref, lambda: _jsonable(serving.serve(ref, port=0))
 
 
 def _stop(body: dict[str, Any]) -> Any:
     ref = str(_local_ref(body.get("ref")))
+    store = api.get_store()
+    _, digest = store.resolve(ref)
     from .. import serving
-    return _jsonable(serving.stop(ref))  # type: ignore[attr-defined]
+
+    # Servers are registered under the ref they were started with (maybe `NAME:latest`):
+    # stop every server of this version, whatever ref named it.
+    urls = [url for d, url in _servers(store).items() if d == digest]
+    if not urls:
+        raise UsageError(f"no running server serves {ref}")
+    stopped = [s for url in urls for s in serving.stop_server(url)]
+    return {"stopped": [s.to_json() for s in stopped]}
 
 
 def _tag(body: dict[str, Any]) -> Any:
