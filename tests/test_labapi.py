@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from typing import Any
@@ -341,3 +342,42 @@ async def test_job_progress_follows_the_bars_the_work_opens(api):
     await asyncio.to_thread(JOBS.wait, job.id)
     status, body = await api("GET", f"jobs/{job.id}")
     assert body["job"]["progress"]["done"] == 4.0 and body["job"]["result"] == "pushed"
+
+
+def _missing_serving_module() -> bool:
+    try:
+        import nbmodelpack.serving  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
+@pytest.mark.skipif(_missing_serving_module(), reason="needs nbmodelpack.serving (issue 7)")
+async def test_serve_shows_a_serving_badge_and_stop_removes_it(api):
+    _pack()
+    status, body = await api("POST", "actions/serve", {"ref": "tiny:latest"})
+    assert status == 202
+    job = await asyncio.to_thread(JOBS.wait, body["job"]["id"], 120)
+    assert job.state == "done", job.error
+    url = job.result["url"]
+    try:
+        status, body = await api("GET", "bundles")
+        version = body["bundles"][0]["versions"][0]
+        assert version["serving"] == url and "serving" in version["badges"]
+        # Started as tiny:latest, stopped as tiny:1: the same version.
+        status, body = await api("POST", "actions/stop", {"ref": "tiny:1"})
+        assert status == 200 and [s["url"] for s in body["result"]["stopped"]] == [url]
+        status, body = await api("GET", "bundles")
+        assert body["bundles"][0]["versions"][0]["serving"] is None
+        status, body = await api("POST", "actions/stop", {"ref": "tiny:1"})
+        assert status == 400 and body["error"] == "no running server serves tiny:1"
+    finally:
+        import nbmodelpack.serving
+
+        with contextlib.suppress(nbmodelpack.errors.ModelPackError):
+            nbmodelpack.serving.stop_server("all")
+
+
+async def test_serving_a_missing_bundle_is_404_at_once(api):
+    status, body = await api("POST", "actions/serve", {"ref": "nothing:1"})
+    assert status == 404 and body["error"].startswith("bundle not found: nothing:1")

@@ -203,7 +203,7 @@ async function openDetails(
   content.node.appendChild(card.node);
 
   const lineageTitle = document.createElement('h3');
-  lineageTitle.textContent = 'Lineage';
+  lineageTitle.textContent = 'Recipe';
   const lineage = document.createElement('ol');
   lineage.className = 'jp-ModelPack-lineage';
   for (const step of d.lineage) {

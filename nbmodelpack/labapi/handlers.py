@@ -141,6 +141,7 @@ _INFO_CACHE_MAX = 50_000
 def _local_infos(store: Store) -> list[BundleInfo]:
     """What ``api.ls()`` answers, reading only manifests this process has not seen yet."""
     root = str(store.root)
+    published = store.published() if hasattr(store, "published") else {}  # TODO(rebase): issue 6 adds it
     out = []
     for (name, digest), tags in store.refs().items():
         key = (root, name, digest)
@@ -153,7 +154,7 @@ def _local_infos(store: Store) -> list[BundleInfo]:
             if len(_info_cache) >= _INFO_CACHE_MAX:
                 _info_cache.clear()
             _info_cache[key] = info
-        out.append(dataclasses.replace(info, tags=sorted(tags, key=_by_number_then_name)))
+        out.append(dataclasses.replace(info, tags=sorted(tags, key=_by_number_then_name), published=published.get(digest, [])))
     out.sort(key=lambda i: (i.name, -(i.version or 0), i.digest))
     return out
 
@@ -171,8 +172,9 @@ def warm_up() -> None:
 def local_listing(since: str | None = None) -> tuple[str, dict[str, Any] | None]:
     """``(etag, payload)`` of ``GET bundles``; payload is None when ``since`` is still current.
 
-    The etag is derived from ``index.json``'s identity (every write replaces the
-    file) and the running servers, so an unchanged store costs one ``stat``.
+    The etag is derived from the identity of ``index.json`` and ``published.json``
+    (every write replaces them) and the running servers, so an unchanged store
+    costs two ``stat`` calls.
 
     Example:
         >>> etag, payload = local_listing()
@@ -180,12 +182,13 @@ def local_listing(since: str | None = None) -> tuple[str, dict[str, Any] | None]
         True
     """
     store = api.get_store()
-    index = store.root / "index.json"
-    try:
-        st = index.stat()
-        stamp = f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
-    except FileNotFoundError:
-        stamp = "none"
+    stamp = ""
+    for file in ("index.json", "published.json"):  # both are replaced, never edited in place
+        try:
+            st = (store.root / file).stat()
+            stamp += f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}|"
+        except FileNotFoundError:
+            stamp += "-|"
     serving = _servers(store)
     etag = hashlib.sha1(f"{store.root}|{stamp}|{sorted(serving.items())}".encode()).hexdigest()[:20]
     if since == etag:
@@ -232,7 +235,7 @@ def remotes() -> list[dict[str, Any]]:
     table = config.load_config().get("remotes", {})
     if not isinstance(table, dict):
         raise UsageError(f"{paths.config_file()}: [remotes] is not a table")
-    return [{"name": n, "url": str(v.get("url", "")) if isinstance(v, dict) else ""} for n, v in sorted(table.items())]
+    return [{"name": n, "url": str(v["url"])} for n, v in sorted(table.items()) if isinstance(v, dict) and v.get("url")]
 
 
 def remote_listing(remote: str) -> dict[str, Any]:

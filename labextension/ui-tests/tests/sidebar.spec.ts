@@ -78,7 +78,7 @@ test('sidebar lists a bundle packed by a cell, loads it into the notebook, publi
   // The details view renders the model card with JupyterLab's Markdown renderer.
   await v1.locator('[data-action="details"]').click();
   const details = page.locator('.jp-ModelPack-details:visible');
-  await expect(details.locator('h2')).toHaveText(`${NAME}:1`);
+  await expect(details.locator('.jp-ModelPack-detailsHead h2')).toHaveText(`${NAME}:1`);
   await expect(details.locator('.jp-ModelPack-card')).toContainText('packed by a notebook cell');
   await expect(details.locator('.jp-ModelPack-layers')).toContainText('model.safetensors');
   await page.screenshot({ path: `${artifacts}/details-light.png` });
@@ -86,8 +86,16 @@ test('sidebar lists a bundle packed by a cell, loads it into the notebook, publi
 
   // Dark theme: same sidebar, JupyterLab's dark variables.
   await page.theme.setDarkTheme();
+  await expect(page.locator('body')).toHaveAttribute('data-jp-theme-light', 'false');
   await page.sidebar.openTab('nbmodelpack-sidebar');
   await expect(localBundle(page)).toBeVisible();
+  // The panel follows the theme: once the dark CSS is in, its background is dark.
+  const brightness = () =>
+    sidebar(page).evaluate(node => {
+      const rgb = getComputedStyle(node).backgroundColor.match(/\d+/g) ?? ['255', '255', '255', '0'];
+      return rgb.length > 3 && rgb[3] === '0' ? 765 : Number(rgb[0]) + Number(rgb[1]) + Number(rgb[2]);
+    });
+  await expect.poll(brightness, { timeout: 15000 }).toBeLessThan(200);
   await page.screenshot({ path: `${artifacts}/sidebar-dark.png` });
   await page.theme.setLightTheme();
 
@@ -131,7 +139,9 @@ test('commands are in the palette', async ({ page }) => {
   await page.keyboard.press('Control+Shift+C');
   const palette = page.locator('#command-palette');
   await palette.locator('input').fill('Model Bundle');
-  await expect(palette.locator('.lm-CommandPalette-item')).toContainText([
+  const labels = palette.locator('.lm-CommandPalette-itemLabel');
+  await expect(labels).toHaveCount(3);
+  expect((await labels.allTextContents()).sort()).toEqual([
     'Load Model Bundle into Notebook…',
     'Refresh Model Bundles',
     'Show Model Bundles'
