@@ -141,7 +141,7 @@ _INFO_CACHE_MAX = 50_000
 def _local_infos(store: Store) -> list[BundleInfo]:
     """What ``api.ls()`` answers, reading only manifests this process has not seen yet."""
     root = str(store.root)
-    published = store.published() if hasattr(store, "published") else {}  # TODO(rebase): issue 6 adds it
+    published = store.published()
     out = []
     for (name, digest), tags in store.refs().items():
         key = (root, name, digest)

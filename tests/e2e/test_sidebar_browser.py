@@ -35,16 +35,23 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _has_remote_module() -> bool:
-    try:
-        import nbmodelpack.remote  # noqa: F401
-    except ImportError:
-        return False
-    return True
+@pytest.fixture
+def team(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Remote ``team`` on a real registry (Debian's docker-registry, htpasswd auth), logged in."""
+    from nbmodelpack import remote
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from registry_server import running_registry
+
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))  # never the user's ~/.docker
+    with running_registry(tmp_path / "registry") as registry:
+        remote.add_remote("team", f"oci://{registry.host}/sidebar", insecure=True)
+        remote.login("team", registry.user, registry.password)
+        yield "team"
 
 
 @pytest.fixture
-def lab(tmp_path: Path, home: Path) -> Iterator[dict[str, str]]:
+def lab(tmp_path: Path, home: Path, team: str) -> Iterator[dict[str, str]]:
     """A running JupyterLab with nbmodelpack; yields its URL, token and remote name."""
     for needed, how in [
         (BUILT / "package.json", "make labext"),
@@ -82,13 +89,6 @@ def lab(tmp_path: Path, home: Path) -> Iterator[dict[str, str]]:
             ]
         )
     )
-    remote = ""
-    if _has_remote_module():
-        from nbmodelpack.config import edit_config
-
-        remote = "share"
-        with edit_config() as cfg:
-            cfg.setdefault("remotes", {})[remote] = {"url": (tmp_path / "share").as_uri()}
     env = dict(os.environ)
     env.update(
         PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
@@ -115,7 +115,7 @@ def lab(tmp_path: Path, home: Path) -> Iterator[dict[str, str]]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError("jupyter lab did not start:\n" + (tmp_path / "jupyter-lab.log").read_text()[-3000:])
             time.sleep(0.3)
-        yield {"url": url, "token": token, "remote": remote, "log": str(tmp_path / "jupyter-lab.log")}
+        yield {"url": url, "token": token, "remote": team, "log": str(tmp_path / "jupyter-lab.log")}
     finally:
         proc.terminate()
         try:
@@ -127,7 +127,7 @@ def lab(tmp_path: Path, home: Path) -> Iterator[dict[str, str]]:
 
 
 def test_sidebar_in_jupyterlab_with_chromium(lab: dict[str, str]) -> None:
-    """Galata specs: see a packed bundle appear, load it into a notebook, (publish, pull), screenshots."""
+    """Galata specs: a packed bundle appears, loads into a notebook, publishes to the registry, pulls back."""
     ARTIFACTS.mkdir(exist_ok=True)
     for old in ARTIFACTS.glob("sidebar-*.png"):
         old.unlink()

@@ -6,7 +6,7 @@ import type { Page } from '@playwright/test';
  * tests/e2e/test_sidebar_browser.py), driven in Debian's Chromium.
  */
 const artifacts = process.env.NBMODELPACK_ARTIFACTS ?? '../../test-artifacts';
-const remote = process.env.NBMODELPACK_E2E_REMOTE ?? '';
+const remote = process.env.NBMODELPACK_E2E_REMOTE ?? 'team';
 const NAME = 'sidebar-demo';
 
 const PACK_CELL = [
@@ -99,31 +99,29 @@ test('sidebar lists a bundle packed by a cell, loads it into the notebook, publi
   await page.screenshot({ path: `${artifacts}/sidebar-dark.png` });
   await page.theme.setLightTheme();
 
-  if (remote) {
-    // Publish… to the test remote, see it under Published.
-    await page.sidebar.openTab('nbmodelpack-sidebar');
-    await expand(localBundle(page));
-    await localVersion(page, `${NAME}:1`).locator('[data-action="publish"]').click();
-    const dialog = page.locator('.jp-Dialog');
-    await dialog.locator('select').selectOption(remote);
-    await dialog.getByRole('button', { name: 'Publish' }).click();
-    const published = sidebar(page).locator(
-      `.jp-ModelPack-remote[data-remote="${remote}"] .jp-ModelPack-bundle[data-name="${NAME}"]`
-    );
-    await expect(published).toBeVisible({ timeout: 60000 });
-    await expect(localVersion(page, `${NAME}:1`)).toContainText('published');
+  // Publish… to the test remote, see it under Published.
+  await page.sidebar.openTab('nbmodelpack-sidebar');
+  await expand(localBundle(page));
+  await localVersion(page, `${NAME}:1`).locator('[data-action="publish"]').click();
+  const dialog = page.locator('.jp-Dialog');
+  await dialog.locator('select').selectOption(remote);
+  await dialog.getByRole('button', { name: 'Publish' }).click();
+  const published = sidebar(page).locator(
+    `.jp-ModelPack-remote[data-remote="${remote}"] .jp-ModelPack-bundle[data-name="${NAME}"]`
+  );
+  await expect(published).toBeVisible({ timeout: 60000 });
+  await expect(localVersion(page, `${NAME}:1`)).toContainText('published');
 
-    // Delete the local copy (confirm dialog), then pull it back from the remote.
-    await localVersion(page, `${NAME}:1`).locator('[data-action="delete"]').click();
-    await page.locator('.jp-Dialog').getByRole('button', { name: 'Delete' }).click();
-    await expect(localBundle(page)).toHaveCount(0, { timeout: 15000 });
-    await expand(published);
-    await published.locator('.jp-ModelPack-version').first().locator('[data-action="pull"]').click();
-    await expect(localBundle(page)).toBeVisible({ timeout: 60000 });
-    await expand(localBundle(page));
-    await expect(localVersion(page, `${NAME}:1`)).toBeVisible();
-    await page.screenshot({ path: `${artifacts}/sidebar-published.png` });
-  }
+  // Delete the local copy (confirm dialog), then pull it back from the remote.
+  await localVersion(page, `${NAME}:1`).locator('[data-action="delete"]').click();
+  await page.locator('.jp-Dialog').getByRole('button', { name: 'Delete' }).click();
+  await expect(localBundle(page)).toHaveCount(0, { timeout: 15000 });
+  await expand(published);
+  await published.locator('.jp-ModelPack-version').first().locator('[data-action="pull"]').click();
+  await expect(localBundle(page)).toBeVisible({ timeout: 60000 });
+  await expand(localBundle(page));
+  await expect(localVersion(page, `${NAME}:1`)).toBeVisible();
+  await page.screenshot({ path: `${artifacts}/sidebar-published.png` });
 
   // With no notebook open, Load is disabled and the panel says why.
   await page.notebook.close(true);
