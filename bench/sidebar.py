@@ -6,8 +6,9 @@ Runs a real Jupyter server with the extension and times (median of runs):
   * changed: the endpoint right after a cell packed one more version
   * warm:   the endpoint with the store unchanged (cached listing)
   * poll:   ``?since=ETAG`` with the store unchanged (304, what the sidebar sends every 2 s)
-and, when ``nbmodelpack.remote`` is there, ``GET remotes/R/bundles`` for a ``file://``
-remote holding one bundle under 200 tags. Target: cold ≤ 300 ms server time.
+and ``GET remotes/R/bundles`` for a remote holding one bundle under 200 tags: a
+``file://`` remote, and a real registry (Debian's docker-registry) when installed.
+Target: ≤ 300 ms server time for the local list.
 
     python bench/sidebar.py [--versions 1000] [--tags 200]
 """
@@ -99,20 +100,30 @@ def main() -> None:
     ref = _fill(args.versions, args.names)
     print(f"store: {len(api.ls())} versions of {args.names} bundles (filled in {time.perf_counter() - t0:.1f} s)")
 
-    remote = ""
+    remotes: list[str] = []
+    registry_cm = None
     try:
         from nbmodelpack import remote as remote_mod
-        from nbmodelpack.config import edit_config
-
-        remote = "bench"
-        with edit_config() as cfg:
-            cfg.setdefault("remotes", {})[remote] = {"url": (tmp / "share").as_uri()}
-        t0 = time.perf_counter()
-        for i in range(args.tags):
-            remote_mod.publish(ref, remote, tag=f"t{i}")
-        print(f"remote: {ref} published under {args.tags} tags to file:// (in {time.perf_counter() - t0:.1f} s)")
     except ImportError:
-        print("remote: skipped (nbmodelpack.remote is not installed)")
+        print("remotes: skipped (nbmodelpack.remote is not installed)")
+    else:
+        remote_mod.add_remote("share", (tmp / "share").as_uri())
+        remotes.append("share")
+        if shutil.which("docker-registry"):
+            sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+            from registry_server import running_registry
+
+            os.environ["DOCKER_CONFIG"] = str(tmp / "docker")
+            registry_cm = running_registry(tmp / "registry")
+            registry = registry_cm.__enter__()
+            remote_mod.add_remote("team", f"oci://{registry.host}/bench", insecure=True)
+            remote_mod.login("team", registry.user, registry.password)
+            remotes.append("team")
+        for name in remotes:
+            t0 = time.perf_counter()
+            for i in range(args.tags - 2):  # + the version number and latest = args.tags tags
+                remote_mod.publish(ref, name, tag=f"t{i}")
+            print(f"remote {name}: {ref} published under {args.tags} tags (in {time.perf_counter() - t0:.1f} s)")
 
     from nbmodelpack.labapi import handlers
 
@@ -172,17 +183,26 @@ def main() -> None:
         print(f"  warm (unchanged)      server time          : {med(warm):7.1f} ms")
         print(f"  poll ?since= (304)    client round trip    : {med(poll):7.1f} ms")
         print(f"  ratio baseline / changed server time       : {med(baseline) / med(cold):.2f}x")
-        if remote:
+        for name in remotes:
             times = []
             for _ in range(args.runs):
-                status, server_ms, _, body = _get(f"{base}/remotes/{remote}/bundles", token)
+                status, server_ms, _, body = _get(f"{base}/remotes/{name}/bundles", token)
                 assert status == 200, body
                 times.append(server_ms)
             tags = {t for b in json.loads(body)["bundles"] for v in b["versions"] for t in v["tags"]}
-            print(f"\nGET remotes/{remote}/bundles, file:// remote, {len(tags)} tags: server time median {med(times):.1f} ms")
+            direct = []
+            for _ in range(args.runs):
+                start = time.perf_counter()
+                remote_mod.list_remote(name)
+                direct.append((time.perf_counter() - start) * 1000)
+            kind = "registry" if name == "team" else "file://"
+            print(f"\nGET remotes/{name}/bundles ({kind} remote, {len(tags)} tags): server time median {med(times):.1f} ms;"
+                  f" baseline list_remote() in-process {med(direct):.1f} ms, ratio {med(direct) / med(times):.2f}x")
     finally:
         server.terminate()
         server.wait(timeout=20)
+        if registry_cm is not None:
+            registry_cm.__exit__(None, None, None)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

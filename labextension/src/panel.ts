@@ -58,7 +58,8 @@ export class ModelPackPanel extends Widget {
       factory: () => this._refreshLocal(),
       frequency: { interval: POLL_MS, backoff: true, max: 30 * 1000 },
       name: 'nbmodelpack:bundles',
-      standby: 'when-hidden'
+      // Nothing to poll while the panel is closed or the browser tab is hidden.
+      standby: () => !this.isVisible || 'when-hidden'
     });
     void this.refreshRemotes();
   }
@@ -87,6 +88,10 @@ export class ModelPackPanel extends Widget {
   /** Re-render (e.g. when the active notebook changes). */
   update(): void {
     this._render();
+  }
+
+  protected onAfterShow(): void {
+    void this._poll.refresh();
   }
 
   dispose(): void {

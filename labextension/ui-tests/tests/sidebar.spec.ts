@@ -43,12 +43,14 @@ test('sidebar lists a bundle packed by a cell, loads it into the notebook, publi
   await expect(sidebar(page).locator('[data-section="published"]')).toContainText('Published');
   await expect(localBundle(page)).toHaveCount(0);
 
-  // A notebook cell packs a bundle; the sidebar shows it without a reload.
+  // A notebook cell packs a bundle; the open sidebar shows it without a reload (its poll).
   await page.notebook.createNew('pack.ipynb');
+  await page.sidebar.openTab('nbmodelpack-sidebar');
+  await expect(localBundle(page)).toHaveCount(0);
   await page.notebook.setCell(0, 'code', PACK_CELL);
   await page.notebook.runCell(0);
   expect(await page.notebook.getCellTextOutput(0)).toEqual([`packed ${NAME}:1\n`]);
-  await page.sidebar.openTab('nbmodelpack-sidebar');
+  expect(await page.sidebar.isTabOpen('nbmodelpack-sidebar')).toBe(true);
   await expect(localBundle(page)).toBeVisible({ timeout: 15000 });
   await expand(localBundle(page));
   const v1 = localVersion(page, `${NAME}:1`);
