@@ -101,9 +101,19 @@ test('sidebar lists a bundle packed by a cell, loads it into the notebook, publi
   await page.screenshot({ path: `${artifacts}/sidebar-dark.png` });
   await page.theme.setLightTheme();
 
-  // Publish… to the test remote, see it under Published.
+  // Serve: a model server starts and the version shows a serving badge; Stop ends it.
   await page.sidebar.openTab('nbmodelpack-sidebar');
   await expand(localBundle(page));
+  await localVersion(page, `${NAME}:1`).locator('[data-action="serve"]').click();
+  await expect(localVersion(page, `${NAME}:1`).locator('.jp-ModelPack-badge-serving')).toBeVisible({
+    timeout: 90000
+  });
+  await localVersion(page, `${NAME}:1`).locator('[data-action="stop"]').click();
+  await expect(localVersion(page, `${NAME}:1`).locator('.jp-ModelPack-badge-serving')).toHaveCount(0, {
+    timeout: 15000
+  });
+
+  // Publish… to the test remote, see it under Published.
   await localVersion(page, `${NAME}:1`).locator('[data-action="publish"]').click();
   const dialog = page.locator('.jp-Dialog');
   await dialog.locator('select').selectOption(remote);
