@@ -40,6 +40,9 @@ export function variableFor(name: string): string {
   return ident || 'model';
 }
 
+/** A background job that failed; its notification already says why. */
+class JobFailed extends APIError {}
+
 function message(error: unknown): string {
   return error instanceof APIError || error instanceof Error ? error.message : String(error);
 }
@@ -104,7 +107,7 @@ async function followJob(job: IJob, label: string): Promise<IJob> {
       current = (await requestAPI<{ job: IJob }>(`jobs/${current.id}`))!.job;
     } catch (error) {
       Notification.update({ id, message: `${label}: ${message(error)}`, type: 'error', autoClose: 8000 });
-      throw error;
+      throw new JobFailed(message(error), 0);
     }
     const p = current.progress;
     if (current.state === 'running' && p.total) {
@@ -114,7 +117,7 @@ async function followJob(job: IJob, label: string): Promise<IJob> {
   }
   if (current.state === 'error') {
     Notification.update({ id, message: `${label} failed: ${current.error}`, type: 'error', autoClose: 10000 });
-    throw new APIError(current.error ?? 'failed', 0);
+    throw new JobFailed(current.error ?? 'failed', 0);
   }
   Notification.update({ id, message: `${label}: done`, type: 'success', autoClose: 4000 });
   return current;
@@ -267,7 +270,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       try {
         await work();
       } catch (error) {
-        if (!(error instanceof APIError && error.status === 0 && label.startsWith('job'))) {
+        if (!(error instanceof JobFailed)) {
           Notification.error(`${label}: ${message(error)}`, { autoClose: 8000 });
         }
       }
