@@ -211,7 +211,8 @@ async function openDetails(
   lineage.className = 'jp-ModelPack-lineage';
   for (const step of d.lineage) {
     const li = document.createElement('li');
-    const params = step['params'] ? ` ${JSON.stringify(step['params'])}` : '';
+    const p = step['params'] as Record<string, unknown> | undefined;
+    const params = p && Object.keys(p).length ? ` ${JSON.stringify(p)}` : '';
     const parent = step['parent'] ? ` ← ${String(step['parent']).slice(0, 19)}…` : '';
     li.textContent = `${String(step['op'] ?? 'pack')}${params}${parent}`;
     lineage.appendChild(li);
