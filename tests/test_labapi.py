@@ -381,3 +381,18 @@ async def test_serve_shows_a_serving_badge_and_stop_removes_it(api):
 async def test_serving_a_missing_bundle_is_404_at_once(api):
     status, body = await api("POST", "actions/serve", {"ref": "nothing:1"})
     assert status == 404 and body["error"].startswith("bundle not found: nothing:1")
+
+
+async def test_a_compressed_version_has_its_badge_and_its_lineage_names_the_parent(api):
+    import torch
+
+    parent = _pack()
+    nbmodelpack.compress("tiny:1", quantize="fp16", example=torch.zeros(1, 1, 28, 28))
+    status, body = await api("GET", "bundles")
+    v2, v1 = body["bundles"][0]["versions"]
+    assert v2["ref"] == "tiny:2" and "compressed" in v2["badges"] and "compressed" not in v1["badges"]
+    assert v2["op"] == "compress" and v2["parent"] == parent.digest
+    status, body = await api("GET", "bundles/tiny", params={"ref": "2"})
+    lineage = body["detail"]["lineage"]
+    assert [step["op"] for step in lineage] == ["pack", "compress"]
+    assert lineage[-1]["parent"] == parent.digest and lineage[-1]["params"]["quantize"] == "fp16"
