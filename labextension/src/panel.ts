@@ -139,6 +139,12 @@ export class ModelPackPanel extends Widget {
         this._local = listing.bundles;
         this._localError = '';
         this._render();
+        // Published from a notebook or terminal: the remotes' listings are stale too.
+        const published = JSON.stringify(this.localVersions.map(v => v.published));
+        if (this._publishedSeen !== null && published !== this._publishedSeen) {
+          void this.refreshRemotes();
+        }
+        this._publishedSeen = published;
       }
     } catch (error) {
       const message = String((error as Error).message);
@@ -458,6 +464,7 @@ export class ModelPackPanel extends Widget {
   private _etag = '';
   private _local: IBundle[] = [];
   private _localError = '';
+  private _publishedSeen: string | null = null;
   private _remotes: IRemote[] = [];
   private _published = new Map<string, IBundle[]>();
   private _remoteErrors = new Map<string, string>();
