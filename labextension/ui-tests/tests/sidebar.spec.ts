@@ -105,9 +105,9 @@ test('sidebar lists a bundle packed by a cell, loads it into the notebook, publi
   await page.sidebar.openTab('nbmodelpack-sidebar');
   await expand(localBundle(page));
   await localVersion(page, `${NAME}:1`).locator('[data-action="serve"]').click();
-  await expect(localVersion(page, `${NAME}:1`).locator('.jp-ModelPack-badge-serving')).toBeVisible({
-    timeout: 90000
-  });
+  // Ready (not just started): the job's result names the URL.
+  await expect(page.getByText(`${NAME}:1 is served at http://127.0.0.1:`)).toBeVisible({ timeout: 90000 });
+  await expect(localVersion(page, `${NAME}:1`).locator('.jp-ModelPack-badge-serving')).toBeVisible();
   await localVersion(page, `${NAME}:1`).locator('[data-action="stop"]').click();
   await expect(localVersion(page, `${NAME}:1`).locator('.jp-ModelPack-badge-serving')).toHaveCount(0, {
     timeout: 15000
@@ -133,6 +133,9 @@ test('sidebar lists a bundle packed by a cell, loads it into the notebook, publi
   await expect(localBundle(page)).toBeVisible({ timeout: 60000 });
   await expand(localBundle(page));
   await expect(localVersion(page, `${NAME}:1`)).toBeVisible();
+  // Every action ended well: no error was shown, and the success toasts close by themselves.
+  await expect(page.locator('.Toastify__toast--error')).toHaveCount(0);
+  await expect(page.locator('.Toastify__toast')).toHaveCount(0, { timeout: 20000 });
   await page.screenshot({ path: `${artifacts}/sidebar-published.png` });
 
   // With no notebook open, Load is disabled and the panel says why.
