@@ -396,3 +396,17 @@ async def test_a_compressed_version_has_its_badge_and_its_lineage_names_the_pare
     lineage = body["detail"]["lineage"]
     assert [step["op"] for step in lineage] == ["pack", "compress"]
     assert lineage[-1]["parent"] == parent.digest and lineage[-1]["params"]["quantize"] == "fp16"
+
+
+async def test_encrypted_and_signed_versions_carry_their_badges_and_a_readable_card(api):
+    _pack(description="secret weights")
+    _, recipient = nbmodelpack.keygen_age()
+    nbmodelpack.keygen_signing()
+    nbmodelpack.encrypt("tiny:1", recipients=[recipient])
+    nbmodelpack.sign("tiny:2")
+    status, body = await api("GET", "bundles")
+    badges = {v["ref"]: v["badges"] for v in body["bundles"][0]["versions"]}
+    assert badges == {"tiny:3": ["encrypted", "signed"], "tiny:2": ["encrypted"], "tiny:1": []}
+    status, body = await api("GET", "bundles/tiny", params={"ref": "3"})
+    assert status == 200 and "secret weights" in body["detail"]["card"]
+    assert [step["op"] for step in body["detail"]["lineage"]] == ["pack", "encrypt", "sign"]
