@@ -33,7 +33,7 @@ async function expand(bundle: ReturnType<typeof localBundle>): Promise<void> {
 test.use({ autoGoto: true });
 test.describe.configure({ mode: 'serial' });
 
-test('sidebar lists a bundle packed by a cell, loads it into the notebook, publishes and pulls it', async ({
+test('sidebar lists a bundle packed by a cell, loads it into the notebook, serves, publishes and pulls it', async ({
   page
 }) => {
   // The sidebar is there, with its sections, before anything is packed.
@@ -56,6 +56,15 @@ test('sidebar lists a bundle packed by a cell, loads it into the notebook, publi
   const v1 = localVersion(page, `${NAME}:1`);
   await expect(v1).toContainText('latest');
   await expect(v1.locator('[data-action="load"]')).toBeEnabled();
+
+  // The filter box narrows the list by name, description, tags and badges.
+  const search = sidebar(page).locator('.jp-ModelPack-search');
+  await search.fill('no-such-model');
+  await expect(localBundle(page)).toHaveCount(0);
+  await expect(sidebar(page)).toContainText('No bundle matches the filter.');
+  await search.fill('notebook cell');
+  await expect(localBundle(page)).toBeVisible();
+  await search.fill('');
 
   await page.screenshot({ path: `${artifacts}/sidebar-light.png` });
 
