@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := docker-registry chromium age skopeo apache2-utils openssl
 export NBMODELPACK_NO_PROGRESS ?=
 
-.PHONY: demo test lab venv system-deps lint typecheck bench clean
+.PHONY: demo test lab venv system-deps lint typecheck bench clean labext
 
 # System packages the tests drive for real (registry, browser, age CLI, skopeo).
 system-deps:
@@ -32,11 +32,29 @@ venv: $(VENV)/.stamp-install
 demo: venv
 	$(BIN)/python scripts/demo.py
 
-test: system-deps venv
+test: system-deps venv labext
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-lab: venv
-	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
+# The JupyterLab sidebar: TypeScript in labextension/, built with jlpm (from the venv's
+# jupyterlab) into nbmodelpack/labextension/ (shipped prebuilt in the wheel). The lock
+# file pins every npm package; Playwright never downloads a browser (Debian's chromium).
+LABEXT_SRC := $(wildcard labextension/src/*.ts labextension/style/*) labextension/package.json labextension/tsconfig.json
+labextension/node_modules/.yarn-state.yml: labextension/package.json labextension/yarn.lock | venv
+	cd labextension && PATH=$(abspath $(BIN)):$$PATH PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 jlpm install --immutable
+	touch $@
+
+nbmodelpack/labextension/package.json: $(LABEXT_SRC) labextension/node_modules/.yarn-state.yml
+	cd labextension && PATH=$(abspath $(BIN)):$$PATH jlpm build:prod
+	touch $@
+
+labext: nbmodelpack/labextension/package.json
+
+# JupyterLab with the sidebar as built here (wins over an installed copy) and the tutorials.
+lab: venv labext
+	@mkdir -p build/labextensions && ln -sfn ../../nbmodelpack/labextension build/labextensions/nbmodelpack
+	$(BIN)/jupyter lab --notebook-dir=notebooks \
+	  --LabServerApp.extra_labextensions_path=$(CURDIR)/build/labextensions \
+	  --ServerApp.jpserver_extensions="{'nbmodelpack.labapi': True}" $(LAB_ARGS)
 
 lint: venv
 	$(BIN)/ruff check nbmodelpack tests bench scripts
@@ -46,4 +64,4 @@ bench: venv
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .demo build dist test-artifacts
+	rm -rf $(VENV) .demo build dist test-artifacts labextension/node_modules labextension/lib nbmodelpack/labextension

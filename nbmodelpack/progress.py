@@ -5,8 +5,34 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any
+
+# Who else wants to know how far a bar got (the sidebar's background jobs); per thread/context.
+_observer: ContextVar[Callable[[str, float, float | None], None] | None] = ContextVar("nbmodelpack_progress", default=None)
+
+
+@contextlib.contextmanager
+def observe(callback: Callable[[str, float, float | None], None]) -> Iterator[None]:
+    """Call ``callback(desc, done, total)`` on every update of bars opened inside this block.
+
+    Example:
+        >>> seen = []
+        >>> with observe(lambda d, n, t: seen.append(n)):
+        ...     with progress(total=2, desc="demo", unit="step") as bar:
+        ...         _ = bar.update(2)
+        >>> seen
+        [2.0]
+    """
+    token = _observer.set(callback)
+    try:
+        yield
+    finally:
+        _observer.reset(token)
 
 
 def progress(total: int | float | None = None, *, desc: str = "", unit: str = "B", **kwargs: Any) -> Any:
@@ -21,6 +47,9 @@ def progress(total: int | float | None = None, *, desc: str = "", unit: str = "B
     """
     from tqdm.auto import tqdm
 
+    observer = _observer.get()
+    if observer is not None:
+        return _observed(observer, total=total, desc=desc, unit=unit, **kwargs)
     disable = os.environ.get("NBMODELPACK_NO_PROGRESS", "") not in ("", "0")
     scale = unit == "B"
     return tqdm(
@@ -34,3 +63,16 @@ def progress(total: int | float | None = None, *, desc: str = "", unit: str = "B
         leave=False,
         **kwargs,
     )
+
+
+def _observed(observer: Callable[[str, float, float | None], None], **kwargs: Any) -> Any:
+    from tqdm import tqdm
+
+    class _Observed(tqdm):  # type: ignore[misc]
+        def update(self, n: float | None = 1) -> bool | None:
+            shown = super().update(n)
+            observer(str(self.desc), float(self.n), self.total)
+            return shown
+
+    # A plain (non-widget) bar writing nowhere: the observer is the only reader.
+    return _Observed(file=io.StringIO(), leave=False, mininterval=0, **kwargs)

@@ -411,6 +411,21 @@ class Store:
         out.sort(key=lambda i: (i.name, -(i.version or 0), i.digest))
         return out
 
+    def refs(self) -> dict[tuple[str, str], builtins.list[str]]:
+        """``(name, manifest digest) -> tags``, from ``index.json`` alone (no manifest is read).
+
+        Example:
+            >>> import tempfile
+            >>> Store(tempfile.mkdtemp()).refs()
+            {}
+        """
+        out: dict[tuple[str, str], builtins.list[str]] = {}
+        for entry in self._entries():
+            nt = self._entry_ref(entry)
+            if nt is not None:
+                out.setdefault((nt[0], str(entry["digest"])), []).append(nt[1])
+        return out
+
     def names(self) -> builtins.list[str]:
         return sorted({nt[0] for e in self._entries() if (nt := self._entry_ref(e))})
 
