@@ -172,6 +172,15 @@ def test_trust_policy_refuses_unsigned_and_untrusted_bundles(model, keys, tmp_pa
         nbmodelpack.load(signed.ref)
 
 
+def test_serve_refuses_an_unsigned_bundle_under_the_trust_policy(model, keys, cli) -> None:
+    packed = nbmodelpack.pack(model, "unsigned-served", example=EXAMPLE)
+    _trust(keys[1])
+    proc = cli("serve", packed.ref, "--port", "0")
+    assert proc.returncode != 0
+    assert "unsigned-served:1 is not signed" in proc.stderr and "Traceback" not in proc.stderr
+    assert nbmodelpack.servers() == []
+
+
 def test_cli_sign_and_verify_with_default_keys(model, cli, home: Path, tmp_path: Path) -> None:
     packed = nbmodelpack.pack(model, "cli-mlp", example=EXAMPLE)
     assert cli("sign", packed.ref).returncode == 1  # no key yet: one error line
