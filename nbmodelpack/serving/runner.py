@@ -68,7 +68,10 @@ def check(options: ServeOptions) -> tuple[str, str]:
         raise UsageError(f"--port {options.port} is not a port number")
     from ..api import get_store
 
+    from ..signing import enforce_trust_policy
+
     bundle = get_store().open(options.ref)
+    enforce_trust_policy(bundle)  # refused here in one line, before any worker starts
     if not bundle.has("signature.json"):
         raise ServingError(f"{bundle.info.ref} has no signature.json", hint="pack it with example= so its inputs are known")
     sig = bundle.read_json("signature.json", identity=options.identity)
