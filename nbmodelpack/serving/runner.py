@@ -67,7 +67,6 @@ def check(options: ServeOptions) -> tuple[str, str]:
     if not 0 <= options.port <= 65535:
         raise UsageError(f"--port {options.port} is not a port number")
     from ..api import get_store
-
     from ..signing import enforce_trust_policy
 
     bundle = get_store().open(options.ref)
