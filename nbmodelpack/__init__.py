@@ -53,8 +53,9 @@ _LAZY: dict[str, str] = {
     "servers": "serving",
     "stop_server": "serving",
     "containerize": "serving.containerize",
-    "compress": "compress",  # the module is callable: nbmodelpack.compress(ref, ...)
-    "CompressionReport": "compress",
+    "compress": "compression",
+    "CompressionReport": "compression",
+    "compression": "compression",
     "fit": "pytorch.fit",
     "track": "notebook.dashboard",
     "History": "notebook.dashboard",
@@ -78,7 +79,7 @@ if TYPE_CHECKING:
         tag,
     )
     from .bundle.info import BundleInfo
-    from .compress import CompressionReport, compress
+    from .compression import CompressionReport, compress
     from .notebook.dashboard import History, track  # noqa: F401
     from .pytorch.fit import fit  # noqa: F401
     from .remote import list_remote, login, publish, pull

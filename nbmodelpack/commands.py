@@ -420,7 +420,7 @@ def _nb_train(a: argparse.Namespace, ctx: Context) -> Text:
     arg("--json", action="store_true"),
 )
 def _compress(a: argparse.Namespace, ctx: Context) -> Any:
-    from .compress import compress
+    from .compression import compress
 
     data = None
     if a.eval:

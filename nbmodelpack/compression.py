@@ -11,8 +11,8 @@ CPU latency per batch, and output drift. The metrics go on the child's card.
 The tensor math lives in :mod:`nbmodelpack.pytorch.quantize` and
 :mod:`nbmodelpack.pytorch.prune`; this module is the transform and the report.
 
-The module itself is callable (``nbmodelpack.compress(...)`` is :func:`compress`),
-since importing a submodule sets the package attribute of the same name.
+The module is ``compression`` (not ``compress``, as DESIGN.md §5 had it) so that
+importing it never shadows the public function ``nbmodelpack.compress``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import html
 import io
 import json
 import math
-import sys
 import time
 import types
 from collections.abc import Callable, Iterable
@@ -126,7 +125,7 @@ class Comparison:
     """Several compressions of one parent side by side (one table, one chart).
 
     Example:
-        >>> both = nbmodelpack.compress.compare([r_int8, r_int4])  # doctest: +SKIP
+        >>> both = nbmodelpack.compression.compare([r_int8, r_int4])  # doctest: +SKIP
     """
 
     reports: list[CompressionReport]
@@ -608,14 +607,5 @@ def compress(
     child_model.bundle_info = info
     return report
 
-
-class _CallableModule(types.ModuleType):
-    """``nbmodelpack.compress(...)`` works even after ``import nbmodelpack.compress``."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> CompressionReport:
-        return compress(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["SCHEMES", "Comparison", "CompressionReport", "Row", "compare", "compress"]
