@@ -519,27 +519,31 @@ def list_remote(name: str | None = None) -> list[BundleInfo]:
         places = [p for ps in get_store().published().values() for p in ps if p.startswith(f"{target.name}/")]
         repos = sorted({target.repository(p.split("/", 1)[1].rsplit(":", 1)[0]) for p in places})
 
-    def versions(repo: str) -> list[BundleInfo]:
-        by_digest: dict[str, tuple[bytes, list[str]]] = {}
-        for t in client.tags(repo):
-            try:
-                raw, digest = client.get_manifest(repo, t)
-            except (BundleNotFound, IntegrityError):
-                continue  # deleted meanwhile, or damaged: a listing shows what can be read
-            by_digest.setdefault(digest, (raw, []))[1].append(t)
-        out = []
-        for digest, (raw, tags) in by_digest.items():
-            try:
-                manifest = parse_manifest(raw, digest)
-            except BundleFormatError:
-                continue
-            if manifest.config.media_type != mt.CONFIG:
-                continue  # not a ModelPack bundle
-            out.append(BundleInfo.from_manifest(manifest, name=repo[len(prefix):], tags=tags, remote=target.name))
-        return out
+    def manifest_of(repo_tag: tuple[str, str]) -> tuple[str, str, bytes, str] | None:
+        repo, tag = repo_tag
+        try:
+            raw, digest = client.get_manifest(repo, tag)
+        except (BundleNotFound, IntegrityError):
+            return None  # deleted meanwhile, or damaged: a listing shows what can be read
+        return repo, tag, raw, digest
 
+    # One pool for every manifest GET, across repositories and their tags: a
+    # repository of 200 tags is 200 round trips, which only parallelism hides.
     with ThreadPoolExecutor(_WORKERS) as pool:
-        infos = [i for group in pool.map(versions, repos) for i in group]
+        pairs = [(repo, t) for repo, tags in zip(repos, pool.map(client.tags, repos), strict=True) for t in tags]
+        fetched = [m for m in pool.map(manifest_of, pairs) if m is not None]
+    by_digest: dict[tuple[str, str], tuple[bytes, list[str]]] = {}
+    for repo, tag, raw, digest in fetched:
+        by_digest.setdefault((repo, digest), (raw, []))[1].append(tag)
+    infos = []
+    for (repo, digest), (raw, tags) in by_digest.items():
+        try:
+            manifest = parse_manifest(raw, digest)
+        except BundleFormatError:
+            continue
+        if manifest.config.media_type != mt.CONFIG:
+            continue  # not a ModelPack bundle
+        infos.append(BundleInfo.from_manifest(manifest, name=repo[len(prefix):], tags=tags, remote=target.name))
     infos.sort(key=lambda i: (i.name, -(i.version or 0), i.digest))
     return infos
 
