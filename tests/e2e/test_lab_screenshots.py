@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +15,7 @@ import kernels
 import nbformat
 import pytest
 from kernels import ARTIFACTS, kernel_env
+from processes import free_port, running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -52,12 +49,6 @@ def _luminance(css_color: str) -> float:
     return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def lab(executed_tutorial, tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     """A JupyterLab server on a free port; its root holds the executed (and trusted) tutorial and live.ipynb."""
@@ -76,36 +67,16 @@ def lab(executed_tutorial, tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     nbformat.write(nb, root / "01-train-and-pack.ipynb")
     live = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(LIVE_CELL)], metadata={"kernelspec": nb.metadata["kernelspec"]})
     nbformat.write(live, root / "live.ipynb")
-    token, port = "e2e-" + os.urandom(8).hex(), _free_port()
+    token, port = "e2e-" + os.urandom(8).hex(), free_port()
     env = kernel_env(JUPYTER_DATA_DIR=str(data), JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
     cmd = [
         sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", f"--LabApp.user_settings_dir={settings}",
         f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     ]
-    log = (tmp_path / "lab.log").open("w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("JupyterLab did not start:\n" + (tmp_path / "lab.log").read_text()[-3000:])
-            time.sleep(0.5)
+    with running(cmd, env=env, log=tmp_path / "lab.log", ready_url=f"{base}/api/status?token={token}"):
         yield base, token, tmp_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def test_lab_shows_the_training_dashboard_and_the_bundle_card(lab) -> None:

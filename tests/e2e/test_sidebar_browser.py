@@ -10,15 +10,13 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from processes import free_port, running
 
 ROOT = Path(__file__).resolve().parents[2]
 LABEXT = ROOT / "labextension"
@@ -27,12 +25,6 @@ ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/lib/chromium/chromium"
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -62,7 +54,7 @@ def lab(tmp_path: Path, home: Path, team: str) -> Iterator[dict[str, str]]:
             pytest.fail(f"{needed} is missing (run: {how})")
     import jupyterlab
 
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     extensions = tmp_path / "labextensions"
     extensions.mkdir()
     (extensions / "nbmodelpack").symlink_to(BUILT)  # the freshly built sidebar wins over any installed copy
@@ -99,31 +91,10 @@ def lab(tmp_path: Path, home: Path, team: str) -> Iterator[dict[str, str]]:
         JUPYTER_DATA_DIR=str(tmp_path / "data"),
         IPYTHONDIR=str(tmp_path / "ipython"),
     )
-    log = open(tmp_path / "jupyter-lab.log", "wb")  # noqa: SIM115 - closed after the server stops
-    proc = subprocess.Popen([sys.executable, "-m", "jupyterlab"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root_dir)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                req = urllib.request.Request(f"{url}/nbmodelpack/api/bundles", headers={"Authorization": f"token {token}"})
-                with urllib.request.urlopen(req, timeout=5) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("jupyter lab did not start:\n" + (tmp_path / "jupyter-lab.log").read_text()[-3000:])
-            time.sleep(0.3)
+    ready = f"{url}/nbmodelpack/api/bundles"
+    with running([sys.executable, "-m", "jupyterlab"], env=env, log=tmp_path / "jupyter-lab.log", ready_url=ready, headers={"Authorization": f"token {token}"}, timeout=60, cwd=root_dir):
         yield {"url": url, "token": token, "remote": team, "log": str(tmp_path / "jupyter-lab.log")}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def test_sidebar_in_jupyterlab_with_chromium(lab: dict[str, str]) -> None:
