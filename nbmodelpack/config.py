@@ -14,9 +14,7 @@ Read with :mod:`tomllib`, written with ``tomli_w`` atomically under a lock.
 from __future__ import annotations
 
 import contextlib
-import os
 import tomllib
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +22,7 @@ import tomli_w
 from filelock import FileLock
 
 from . import paths
+from ._files import atomic_write
 from .errors import UsageError
 
 
@@ -57,12 +56,4 @@ def edit_config() -> Iterator[dict[str, Any]]:
     with FileLock(str(path) + ".lock", timeout=30):
         doc = load_config()
         yield doc
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-        try:
-            with open(tmp, "wb") as f:
-                tomli_w.dump(doc, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write(path, tomli_w.dumps(doc).encode())

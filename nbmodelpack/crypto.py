@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
+from ._files import atomic_write
 from .bundle import mediatypes as mt
 from .bundle.draft import Draft
 from .bundle.info import BundleInfo
@@ -72,17 +73,7 @@ def write_private(path: Path, data: bytes, *, force: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and not force:
         raise UsageError(f"{path} already exists", hint="pick another path or pass --force")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, data, mode=0o600)
 
 
 def keygen_age(out: str | os.PathLike[str] | None = None, *, force: bool = False) -> tuple[Path, str]:

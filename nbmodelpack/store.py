@@ -33,6 +33,7 @@ from typing import IO, Any
 from filelock import FileLock, Timeout
 
 from . import paths
+from ._files import atomic_write
 from .bundle import mediatypes as mt
 from .bundle.card import Card, default_body
 from .bundle.draft import Draft
@@ -177,16 +178,7 @@ class Store:
             ) from exc
 
     def _atomic_write(self, path: Path, data: bytes) -> None:
-        tmp = path.with_name(f".tmp-{uuid.uuid4().hex}")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        atomic_write(path, data)
 
     # ---- blobs ----------------------------------------------------------------------------
     def blob_path(self, digest: str) -> Path:

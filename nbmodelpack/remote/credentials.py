@@ -16,11 +16,11 @@ import json
 import os
 import shutil
 import subprocess
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._files import atomic_write
 from ..errors import UsageError
 
 
@@ -133,16 +133,7 @@ def save_credentials(host: str, creds: Credentials) -> Path:
     else:
         auths[host] = {"auth": base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".config.json.{uuid.uuid4().hex}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent="\t")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, json.dumps(doc, indent="\t").encode(), mode=0o600)
     return path
 
 
@@ -161,12 +152,5 @@ def remove_credentials(host: str) -> bool:
         return False
     for key in keys:
         del auths[key]
-    tmp = path.with_name(f".config.json.{uuid.uuid4().hex}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent="\t")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, json.dumps(doc, indent="\t").encode(), mode=0o600)
     return True

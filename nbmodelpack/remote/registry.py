@@ -26,7 +26,6 @@ import json
 import os
 import re
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from urllib.parse import urlencode, urljoin
 import requests
 
 from .. import __version__, paths
+from .._files import atomic_write
 from ..bundle import mediatypes as mt
 from ..errors import AuthError, BundleNotFound, IntegrityError, RemoteError, RemoteUnavailable
 from .credentials import Credentials
@@ -403,9 +403,9 @@ class _UploadState:
 
     def save(self, location: str, offset: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{uuid.uuid4().hex}.tmp")
-        tmp.write_text(json.dumps({"host": self.host, "repo": self.repo, "digest": self.digest, "location": location, "offset": offset}))
-        os.replace(tmp, self.path)
+        # Saved after every chunk: no fsync (a lost record only means the upload restarts).
+        state = {"host": self.host, "repo": self.repo, "digest": self.digest, "location": location, "offset": offset}
+        atomic_write(self.path, json.dumps(state).encode(), fsync=False)
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
