@@ -417,6 +417,27 @@ def test_file_remote_with_a_damaged_blob_is_refused_and_nothing_is_written(tmp_p
     assert store_files(fresh) == before
 
 
+def test_pull_onto_a_full_disk_says_so_in_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    share = tmp_path / "share"
+    remote.add_remote("share", f"file://{share}")
+    remote.publish(random_bundle(size=16 << 20), "share")
+    api.rm("blobby:1")
+    api.gc(grace_seconds=0)
+    before = store_files(api.get_store())
+    # RLIMIT_FSIZE makes writes past 4 MB fail (EFBIG), as a full disk would.
+    code = (
+        "import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN);"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20));"
+        "from nbmodelpack.cli import main; sys.exit(main(['pull', 'share/blobby:1']))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("error: store error: disk full while writing") and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert store_files(api.get_store()) == before
+    assert api.ls() == []
+
+
 def test_pull_refuses_to_overwrite_a_different_local_version(tmp_path: Path) -> None:
     remote.add_remote("share", f"file://{tmp_path / 'share'}")
     other = Store(tmp_path / "other")
