@@ -111,3 +111,13 @@ def test_import_pth_via_cli(cli, tmp_path):
     torch.save(MLP(hidden=8).state_dict(), tmp_path / "w.pth")
     proc = cli("import-pth", str(tmp_path / "w.pth"), "--name", "legacy", "--arch", "models:MLP", "--arch-kwargs", '{"hidden": 8}', check=True)
     assert "legacy:1" in proc.stdout
+
+
+def test_a_broken_config_toml_is_one_line_and_left_as_it_was(cli, home):
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text("[remotes.team\nurl = 'oci://x'\n")
+    for args in (["remote", "ls"], ["remote", "add", "other", "file:///tmp/other-share"]):
+        proc = cli(*args)
+        assert proc.returncode == 2
+        assert _one_error_line(proc).startswith("error: ") and "config.toml is not valid TOML" in proc.stderr
+    assert (home / "config.toml").read_text() == "[remotes.team\nurl = 'oci://x'\n"
