@@ -487,6 +487,7 @@ def _run_notebook(env: dict[str, str]) -> None:
         os.environ.update(old)
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "same digest: True" in text
+    assert "JSON:" in text and "PNG: " in text  # the serve half answered /predict both ways
 
 
 def test_publish_notebook_runs_top_to_bottom_against_the_registry(registry: Registry, namespace: str) -> None:
