@@ -20,6 +20,7 @@ passphrase-encrypted layers ``$NBMODELPACK_PASSPHRASE``.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from collections.abc import Iterable, Sequence
@@ -31,7 +32,6 @@ from ._files import atomic_write
 from .bundle import mediatypes as mt
 from .bundle.draft import Draft
 from .bundle.info import BundleInfo
-from .bundle.manifest import sha256_digest
 from .errors import CryptoError, IntegrityError, UsageError
 
 IDENTITY_ENV = "NBMODELPACK_AGE_IDENTITY"
@@ -211,6 +211,17 @@ def encrypt_bytes(data: bytes, *, recipients: Sequence[Any] = (), passphrase: Pa
     return out.getvalue()
 
 
+def encrypt_to_file(data: bytes, path: Path, *, recipients: Sequence[Any] = (), passphrase: Passphrase | None = None) -> None:
+    """Write ``data`` as an age file at ``path`` (what :func:`encrypt_bytes` returns, without the copy)."""
+    import pyrage
+
+    if passphrase is not None:
+        path.write_bytes(encrypt_bytes(data, passphrase=passphrase))
+        return
+    with open(path, "wb") as out:
+        pyrage.encrypt_io(io.BytesIO(data), out, list(recipients))
+
+
 def decrypt_layer(data: bytes, *, identity: Any = None, filepath: str) -> bytes:
     """Decrypt one age-encrypted layer in memory; wrong key or damaged data → :class:`CryptoError` naming ``filepath``.
 
@@ -291,10 +302,12 @@ def encrypt(
     draft.layers = [d for d in draft.layers if d.filepath != SIGNATURE_FILE]
     for desc in chosen:
         stored = parent.read(desc.filepath)
-        # The plaintext's digest (before any compression) binds the ciphertext to this bundle.
-        diff_id = draft.diff_ids.get(desc.digest) or sha256_digest(stored)
-        sealed = encrypt_bytes(stored, recipients=parsed, passphrase=secret)
-        draft.replace_layer(target.put_layer(desc.filepath, desc.media_type + mt.AGE_SUFFIX, sealed), diff_id=diff_id)
+        # The plaintext's digest (before any compression) binds the ciphertext to this bundle:
+        # a raw layer's own digest, or the diffId compression recorded for a zstd one.
+        diff_id = draft.diff_ids.get(desc.digest, desc.digest)
+        # age writes the ciphertext straight into the store (no second in-memory copy).
+        write = functools.partial(encrypt_to_file, stored, recipients=parsed, passphrase=secret)
+        draft.replace_layer(target.put_written(desc.filepath, desc.media_type + mt.AGE_SUFFIX, write), diff_id=diff_id)
     return target.commit(draft, tags=tags)
 
 
