@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,6 +31,17 @@ class DemoMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+def fresh_process_accuracy(ref: str) -> dict[str, Any]:
+    """Load ``ref`` in a new Python process and measure its held-out accuracy there."""
+    code = (
+        "import json, nbmodelpack; from nbmodelpack.pytorch.data import mnist_loaders, accuracy;"
+        f"m = nbmodelpack.load({ref!r}); _, test = mnist_loaders(n_train=8000);"
+        "print(json.dumps({'accuracy': accuracy(m, test), 'type': type(m).__name__}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def step(title: str) -> None:
@@ -56,13 +68,7 @@ def encrypt_sign_load(info: nbmodelpack.BundleInfo, acc: float) -> None:
         saved = cfg.get("trust")
         cfg["trust"] = {"require_signature": True, "keys": [str(signing_key) + ".pub"]}
     try:
-        code = (
-            "import json, nbmodelpack; from nbmodelpack.pytorch.data import mnist_loaders, accuracy;"
-            f"m = nbmodelpack.load({signed.ref!r}); _, test = mnist_loaders(n_train=8000);"
-            "print(json.dumps({'accuracy': accuracy(m, test)}))"
-        )
-        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-        loaded = json.loads(out.stdout.strip().splitlines()[-1])
+        loaded = fresh_process_accuracy(signed.ref)
     finally:
         with edit_config() as cfg:
             cfg.pop("trust", None)
@@ -164,13 +170,7 @@ def main() -> None:
     print(nbmodelpack.commands.BundleList(nbmodelpack.ls("mnist-mlp")[:5]))
 
     step("load in a fresh process (which never saw DemoMLP)")
-    code = (
-        "import json, nbmodelpack; from nbmodelpack.pytorch.data import mnist_loaders, accuracy;"
-        f"m = nbmodelpack.load({info.ref!r}); _, test = mnist_loaders(n_train=8000);"
-        "print(json.dumps({'accuracy': accuracy(m, test), 'type': type(m).__name__}))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    loaded = fresh_process_accuracy(info.ref)
     print(f"accuracy before pack {acc:.2f}%, after load {loaded['accuracy']:.2f}% ({loaded['type']})")
     if abs(loaded["accuracy"] - acc) > 1e-9:
         sys.exit("demo failed: accuracy changed across pack/load")
