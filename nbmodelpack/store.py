@@ -16,6 +16,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import functools
 import hashlib
 import json
 import mmap
@@ -130,9 +131,6 @@ def _corrupted(name: str, digest: str) -> IntegrityError:
 
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-_Places = dict[str, list[str]]  # module level: inside Store, `list` is the method
 
 
 class Store:
@@ -578,7 +576,7 @@ class Store:
 
     # ---- where versions were published (issue 6) ----------------------------------------
     # A side file, not an index annotation: the manifest (and so the digest) never changes.
-    def published(self) -> _Places:
+    def published(self) -> dict[str, builtins.list[str]]:
         """``{manifest digest: ["REMOTE/NAME:VERSION", ...]}`` for every published version."""
         try:
             doc = json.loads((self.root / "published.json").read_bytes())
@@ -666,8 +664,9 @@ class StoredBundle:
     def digest(self) -> str:
         return self.manifest.digest
 
-    @property
+    @functools.cached_property
     def info(self) -> BundleInfo:
+        """Name, tags and summary; read once per opened bundle (tags come from index.json)."""
         info = BundleInfo.from_manifest(
             self.manifest, name=self.name, tags=self.store.tags_of(self.name, self.digest)
         )

@@ -65,6 +65,12 @@ def _construct(factory: Any, kwargs: dict[str, Any]) -> torch.nn.Module:
     return module
 
 
+def _owner_and_attr(module: torch.nn.Module, name: str) -> tuple[torch.nn.Module, str]:
+    """``("a.b.weight")`` → (submodule ``a.b``, ``"weight"``): parameters and buffers alike."""
+    owner, _, attr = name.rpartition(".")
+    return (module.get_submodule(owner) if owner else module), attr
+
+
 def _put_weights(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> torch.nn.Module:
     expected = set(module.state_dict().keys())
     missing = sorted(expected - state.keys())
@@ -79,12 +85,10 @@ def _put_weights(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> tor
         module.load_state_dict({k: state[k] for k in expected}, strict=True, assign=True)
     except RuntimeError as exc:
         raise BundleFormatError(f"weights do not fit the architecture: {str(exc).splitlines()[0][:160]}") from exc
-    for names in groups.values():
-        if len(names) > 1:
-            keep = module.get_parameter(names[0]) if names[0] in dict(module.named_parameters(remove_duplicate=False)) else module.get_buffer(names[0])
-            for other in names[1:]:
-                owner, _, attr = other.rpartition(".")
-                setattr(module.get_submodule(owner) if owner else module, attr, keep)
+    for first, *others in (names for names in groups.values() if len(names) > 1):
+        keep = _owner_and_attr(module, first)
+        for other in others:
+            setattr(*_owner_and_attr(module, other), getattr(*keep))
     leftover = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
     if leftover:
         raise ArchitectureError(f"{leftover[0]} has no weights after loading")
