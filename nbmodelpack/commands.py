@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from . import api
 from .bundle.info import BundleInfo, human_bytes
-from .errors import UsageError
+from .errors import ModelPackError, UsageError
 
 
 class Context:
@@ -151,7 +151,13 @@ def run(argv: Sequence[str] | str, ctx: Context | None = None) -> Any:
     v = VERBS[ns.verb]
     if v.notebook_only and not ctx.interactive:
         raise UsageError(f"`{v.name}` works on notebook variables", hint="use %modelpack in a notebook, or the Python API")
-    return v.run(ns, ctx)
+    try:
+        return v.run(ns, ctx)
+    except OSError as exc:
+        # A path the user named that cannot be read or written (a file where a folder
+        # should be, no permission, a full disk): one line, as for every other error.
+        where = f": {exc.filename}" if exc.filename else ""
+        raise ModelPackError(f"{exc.strerror or exc}{where}", hint="check the path and try again") from exc
 
 
 def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser | None:

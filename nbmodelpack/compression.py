@@ -469,6 +469,9 @@ def compress(
 
     target = get_store(store)
     parent = target.open(ref)
+    if parent.info.encrypted:
+        # Its child would hold the weights in plaintext: keep the order explicit.
+        raise CompressionError(f"{parent.info.ref} is encrypted", hint="decrypt it, compress the plaintext version, then encrypt the result")
     child_name = validate_name(name) if name else parent.name
     params: dict[str, Any] = {"quantize": quantize, "prune": float(prune), "structured": bool(structured), "finetune": finetune is not None}
     if quantize == "int4":

@@ -57,3 +57,16 @@ def edit_config() -> Iterator[dict[str, Any]]:
         doc = load_config()
         yield doc
         atomic_write(path, tomli_w.dumps(doc).encode())
+
+
+def remotes_table() -> dict[str, dict[str, Any]]:
+    """``[remotes.NAME]`` entries that have a ``url`` (a malformed table is a one-line error).
+
+    Example:
+        >>> remotes_table()  # doctest: +SKIP
+        {'team': {'url': 'oci://127.0.0.1:5000/team', 'insecure': True}}
+    """
+    table = load_config().get("remotes", {})
+    if not isinstance(table, dict):
+        raise UsageError(f"{paths.config_file()}: [remotes] is not a table", hint="fix or delete the file")
+    return {str(n): v for n, v in sorted(table.items()) if isinstance(v, dict) and v.get("url")}

@@ -181,7 +181,10 @@ def parse_recipients(recipients: Iterable[str]) -> list[Any]:
     for item in recipients:
         text = str(item).strip()
         if not text.startswith(("age1", "ssh-")) and Path(text).expanduser().is_file():
-            lines = [ln.strip() for ln in Path(text).expanduser().read_text().splitlines()]
+            try:
+                lines = [ln.strip() for ln in Path(text).expanduser().read_text().splitlines()]
+            except UnicodeDecodeError as exc:
+                raise UsageError(f"{text} is not a recipients file (one age1… per line)") from exc
             out += parse_recipients([ln for ln in lines if ln and not ln.startswith("#")])
             continue
         try:

@@ -121,3 +121,10 @@ def test_a_broken_config_toml_is_one_line_and_left_as_it_was(cli, home):
         assert proc.returncode == 2
         assert _one_error_line(proc).startswith("error: ") and "config.toml is not valid TOML" in proc.stderr
     assert (home / "config.toml").read_text() == "[remotes.team\nurl = 'oci://x'\n"
+
+
+def test_a_remotes_entry_that_is_not_a_table_is_one_line(cli, home):
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text('remotes = "oops"\n')
+    proc = cli("remote", "ls")
+    assert proc.returncode == 2 and "[remotes] is not a table" in _one_error_line(proc)

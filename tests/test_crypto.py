@@ -239,3 +239,30 @@ def test_a_passphrase_passed_as_a_plain_string_is_not_echoed(packed) -> None:
     with pytest.raises(CryptoError) as info:
         nbmodelpack.load(ref, identity="hunter2 is my secret")
     assert "hunter2" not in str(info.value) and "Passphrase" in str(info.value)
+
+
+def test_compressing_an_encrypted_bundle_is_refused_so_no_plaintext_child_appears(packed, age_key) -> None:
+    from nbmodelpack.errors import CompressionError
+
+    sealed = nbmodelpack.encrypt(packed, recipients=[age_key[1]])
+    before = [i.ref for i in nbmodelpack.ls()]
+    with pytest.raises(CompressionError, match="is encrypted"):
+        nbmodelpack.compress(sealed.ref, quantize="int8")
+    assert [i.ref for i in nbmodelpack.ls()] == before
+
+
+def test_a_recipients_file_that_is_not_text_is_one_line(cli, packed, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(bytes(range(256)) * 4)
+    proc = cli("encrypt", packed, "--to", str(junk))
+    assert proc.returncode == 2 and "is not a recipients file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_paths_that_cannot_be_written_are_one_line(cli, packed, tmp_path: Path) -> None:
+    a_file = tmp_path / "plain.txt"
+    a_file.write_text("x")
+    for args in (["export", packed, "--files", str(a_file)], ["keygen", "--signing", str(a_file / "k.pem")]):
+        proc = cli(*args)
+        assert proc.returncode == 1, (args, proc.stderr)
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr, (args, proc.stderr)

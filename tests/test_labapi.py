@@ -201,6 +201,13 @@ async def test_delete_needs_an_explicit_version(api):
     assert [i.ref for i in nbmodelpack.ls()] == ["tiny:1"]
 
 
+async def test_delete_of_a_bare_name_containing_latest_still_needs_a_version(api):
+    _pack("latest-model")
+    status, body = await api("POST", "actions/delete", {"ref": "latest-model"})
+    assert status == 400 and "name the version" in body["error"]
+    assert [i.ref for i in nbmodelpack.ls()] == ["latest-model:1"]
+
+
 async def test_jobs_run_in_the_background_and_report_result_and_error(api):
     job = JOBS.submit("tag", "tiny:1", lambda: {"ok": 1})
     status, body = await api("GET", f"jobs/{job.id}")

@@ -32,7 +32,7 @@ from jupyter_server.utils import url_path_join
 from tornado.httputil import responses
 from tornado.ioloop import IOLoop
 
-from .. import api, config, paths
+from .. import api, config
 from ..bundle.info import BundleInfo
 from ..bundle.refs import NAME_RE, Reference, parse, validate_name, validate_tag
 from ..errors import (
@@ -232,10 +232,7 @@ def bundle_detail(name: str, ref: str | None) -> dict[str, Any]:
 
 def remotes() -> list[dict[str, Any]]:
     """The remotes named in ``config.toml`` (``[remotes.NAME] url = …``)."""
-    table = config.load_config().get("remotes", {})
-    if not isinstance(table, dict):
-        raise UsageError(f"{paths.config_file()}: [remotes] is not a table")
-    return [{"name": n, "url": str(v["url"])} for n, v in sorted(table.items()) if isinstance(v, dict) and v.get("url")]
+    return [{"name": n, "url": str(v["url"])} for n, v in config.remotes_table().items()]
 
 
 def remote_listing(remote: str) -> dict[str, Any]:
@@ -330,7 +327,7 @@ def _tag(body: dict[str, Any]) -> Any:
 
 def _delete(body: dict[str, Any]) -> Any:
     ref = _local_ref(body.get("ref"))
-    if ref.tag == "latest" and "latest" not in str(body.get("ref")):
+    if parse(str(body.get("ref")), default_tag=None).tag is None and ref.digest is None:
         raise UsageError("name the version to delete, e.g. mnist-mlp:2")
     return {"removed": api.rm(str(ref))}
 

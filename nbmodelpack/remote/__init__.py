@@ -36,7 +36,7 @@ from ..bundle import mediatypes as mt
 from ..bundle.info import BundleInfo, human_bytes
 from ..bundle.manifest import Descriptor, Manifest, parse_manifest, sha256_digest
 from ..bundle.refs import NAME_RE, REPO_RE, Reference, parse, validate_tag
-from ..config import edit_config, load_config
+from ..config import edit_config, load_config, remotes_table
 from ..errors import (
     BundleFormatError,
     BundleNotFound,
@@ -167,9 +167,8 @@ def list_remotes() -> RemoteList:
     cfg = load_config()
     default = cfg.get("default_remote")
     out = RemoteList()
-    for name, entry in sorted((cfg.get("remotes") or {}).items()):
-        if isinstance(entry, dict) and entry.get("url"):
-            out.append(Remote(name, str(entry["url"]), bool(entry.get("insecure", False)), name == default))
+    for name, entry in remotes_table().items():
+        out.append(Remote(name, str(entry["url"]), bool(entry.get("insecure", False)), name == default))
     return out
 
 

@@ -61,6 +61,17 @@ def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.strip().lower(), dict(_CHALLENGE_RE.findall(rest))
 
 
+
+def _json(resp: requests.Response, host: str) -> dict[str, Any]:
+    """A registry's JSON answer as a dict; a proxy's HTML page or garbage is a :class:`RemoteError`."""
+    try:
+        doc = resp.json()
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise RemoteError(f"{host} sent an answer that is not JSON (HTTP {resp.status_code})", hint="is the URL a registry, not a web page or proxy?")
+    return doc
+
 class RegistryClient:
     """One registry host. Thread-safe enough for parallel blob transfers.
 
@@ -125,7 +136,7 @@ class RegistryClient:
             raise AuthError(f"wrong username or password for {self.host}", hint=self._login_hint())
         if got.status_code != 200:
             raise AuthError(f"the token service of {self.host} answered HTTP {got.status_code}", hint=self._login_hint())
-        body = got.json()
+        body = _json(got, self.host)
         token = body.get("token") or body.get("access_token")
         if not token:
             raise AuthError(f"the token service of {self.host} sent no token")
@@ -158,6 +169,8 @@ class RegistryClient:
                 raise RemoteUnavailable(f"TLS handshake with {self.host} failed", hint="for a plain-HTTP registry add the remote with --insecure") from exc
             except (requests.ConnectionError, requests.Timeout) as exc:
                 raise RemoteUnavailable(f"cannot reach {self.host}", hint="is the registry running and the URL right? see `modelpack remote ls`") from exc
+            except requests.RequestException as exc:
+                raise RemoteError(f"{method} {full.split('?')[0]} on {self.host} failed: {type(exc).__name__}") from exc
             if resp.status_code == 401 and attempt == 0:
                 resp.close()
                 self._answer_challenge(resp, scope)
@@ -231,7 +244,7 @@ class RegistryClient:
             resp = self.request("GET", url, scope=f"repository:{repo}:pull", allow=(404,))
             if resp.status_code == 404:
                 return []
-            out += resp.json().get("tags") or []
+            out += _json(resp, self.host).get("tags") or []
             url = _next_link(resp, self.base)
         return out
 
@@ -246,7 +259,7 @@ class RegistryClient:
                 return None
             if resp.status_code in (404, 405):
                 return None
-            out += resp.json().get("repositories") or []
+            out += _json(resp, self.host).get("repositories") or []
             url = _next_link(resp, self.base)
         return out
 
