@@ -15,7 +15,7 @@ from .bundle.info import BundleInfo
 from .bundle.refs import parse, validate_name
 from .errors import ModelPackError, StoreError, UnsafeFileError, UsageError
 from .progress import progress
-from .store import FsckProblem, Store
+from .store import FsckProblem, Store, StoredBundle
 
 if TYPE_CHECKING:
     import torch
@@ -88,7 +88,7 @@ def pack(
 
 
 def load(
-    ref: str,
+    ref: str | StoredBundle,
     *,
     trust_code: bool = False,
     identity: Any = None,
@@ -102,7 +102,8 @@ def load(
     as plain float instead of the int8 kernel.
     Encrypted layers are decrypted in memory with ``identity`` (an age identity
     file or string, or ``nbmodelpack.Passphrase``; default: the keys directory).
-    Under a trust policy the bundle's signature is verified first.
+    Under a trust policy the bundle's signature is verified first. ``ref`` may
+    also be a bundle already opened with ``Store.open``.
 
     Example:
         >>> model = nbmodelpack.load("mnist-mlp:1")  # doctest: +SKIP
@@ -110,7 +111,7 @@ def load(
     from .pytorch.restore import restore
     from .signing import enforce_trust_policy
 
-    bundle = get_store(store).open(ref)
+    bundle = ref if isinstance(ref, StoredBundle) else get_store(store).open(ref)
     enforce_trust_policy(bundle)  # a no-op unless config.toml sets [trust] require_signature
     return restore(bundle, trust_code=trust_code, identity=identity, device=device, dequantize=dequantize)
 

@@ -280,7 +280,7 @@ def publish(
     else:
         _publish_to_registry(local, bundle.manifest, bundle.name, target, result)
     local.record_published(info.digest, f"{target.name}/{bundle.name}:{tags[0]}")
-    result.info = local.info(f"{bundle.name}@{info.digest}")
+    info.published = local.published().get(info.digest, [])
     return result
 
 
@@ -437,11 +437,12 @@ def _pull_into(
     manifest = parse_manifest(raw, digest)
     if manifest.config.media_type != mt.CONFIG:
         raise BundleFormatError(f"{origin} is not a ModelPack bundle (config type {manifest.config.media_type})")
-    version = manifest.summary.get("version")
-    tags: list[str] = [str(version)] if isinstance(version, int) or str(version or "").isdigit() else []
+    version = BundleInfo.from_manifest(manifest, name=name).version
+    tags: list[str] = [str(version)] if version is not None else []
     if tag and not tag.isdigit() and tag not in tags:
         tags.append(tag)
-    existing = {t: d for t, d in _local_tags(local, name).items()}
+    # Tag → digest of this name's local versions, from index.json alone.
+    existing = {t: d for (n, d), ts in local.refs().items() if n == name for t in ts}
     for t in tags:
         if t.isdigit() and existing.get(t, digest) != digest:
             raise RemoteError(f"local {name}:{t} is a different bundle than {origin}", hint="pull it under another name with --as NAME")
@@ -482,10 +483,6 @@ def _check_trust(local: Store, staging: Store, name: str, manifest: Manifest, to
         if d.digest not in fetched and not staging.has_blob(d.digest):
             os.link(local.blob_path(d.digest), staging.blob_path(d.digest))
     enforce_trust_policy(StoredBundle(staging, name, manifest))
-
-
-def _local_tags(local: Store, name: str) -> dict[str, str]:
-    return {t: i.digest for i in local.list(name) for t in i.tags}
 
 
 # ---- listing a remote ----------------------------------------------------------------------

@@ -129,7 +129,7 @@ class LoadedModel:
         self.preprocess: dict[str, Any] | None = processing.get("preprocess")
         self.labels: list[str] | None = processing.get("labels")
         self.softmax = bool((processing.get("postprocess") or {}).get("softmax"))
-        self.module = nbmodelpack.load(options.ref, identity=options.identity)
+        self.module = nbmodelpack.load(bundle, identity=options.identity)
         self._torch = torch
         self._bf16 = {s.name for s in self.inputs if s.datatype == "BF16"}
 

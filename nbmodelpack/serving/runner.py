@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import os
@@ -28,13 +29,14 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import paths
+from .._files import atomic_write
 from ..errors import ModelPackError, ServingError, UsageError
-from .app import ServeOptions
+from .app import IDENTITY_ENV, TOKEN_ENV, ServeOptions
 
 PARENT_ENV = "NBMODELPACK_SERVE_PARENT"
 _started_here: list[int] = []
@@ -55,8 +57,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check(options: ServeOptions) -> tuple[str, str]:
-    """Refuse unsafe or impossible options before anything starts; return ``(ref by digest, name)``."""
+def check(options: ServeOptions, *, probe: bool = True) -> tuple[str, str]:
+    """Refuse unsafe or impossible options before anything starts; return ``(ref by digest, name)``.
+
+    ``probe`` also applies the trust policy and tries the key on an encrypted
+    bundle (a full decrypt): done once, by whoever starts the server; workers
+    load through :func:`nbmodelpack.load`, which applies the policy again.
+    """
     if not is_loopback(options.host) and not options.token:
         raise ServingError(
             f"refusing to listen on {options.host} without a token",
@@ -70,13 +77,14 @@ def check(options: ServeOptions) -> tuple[str, str]:
     from ..signing import enforce_trust_policy
 
     bundle = get_store().open(options.ref)
-    enforce_trust_policy(bundle)  # refused here in one line, before any worker starts
+    if probe:
+        enforce_trust_policy(bundle)  # refused here in one line, before any worker starts
     if not bundle.has("signature.json"):
         raise ServingError(f"{bundle.info.ref} has no signature.json", hint="pack it with example= so its inputs are known")
     sig = bundle.read_json("signature.json", identity=options.identity)
     if not sig.get("inputs") or not sig.get("outputs"):
         raise ServingError(f"{bundle.info.ref} does not say its inputs and outputs", hint="re-pack it with example=")
-    if bundle.info.encrypted:
+    if probe and bundle.info.encrypted:
         bundle.plaintext("model.safetensors", identity=options.identity)  # a wrong key fails here, not in every worker
     return f"{bundle.name}@{bundle.digest}", bundle.info.ref
 
@@ -132,10 +140,9 @@ class ServerEntry:
     workers: int = 1
     started: float = 0.0
     token: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"pid": self.pid, "url": self.url, "ref": self.ref, "name": self.name, "workers": self.workers, "started": self.started, "token": self.token}
+        return dataclasses.asdict(self)
 
 
 def servers() -> list[ServerEntry]:
@@ -150,7 +157,7 @@ def servers() -> list[ServerEntry]:
     for file in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
             doc = json.loads(file.read_text())
-            entry = ServerEntry(**{k: doc[k] for k in ("pid", "url", "ref", "name", "workers", "started", "token")})
+            entry = ServerEntry(**{f.name: doc[f.name] for f in dataclasses.fields(ServerEntry)})
         except (OSError, ValueError, KeyError, TypeError):
             file.unlink(missing_ok=True)
             continue
@@ -165,9 +172,7 @@ def _register(entry: ServerEntry) -> Path:
     folder = _registry()
     folder.mkdir(parents=True, exist_ok=True)
     file = folder / f"{entry.pid}.json"
-    tmp = file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(entry.to_json()))
-    tmp.replace(file)
+    atomic_write(file, json.dumps(entry.to_json()).encode(), fsync=False)
     return file
 
 
@@ -205,7 +210,7 @@ def _reap(pid: int) -> None:
 
 
 # ---- foreground ----------------------------------------------------------------------------
-def serve(options: ServeOptions, *, announce: bool = True) -> None:
+def serve(options: ServeOptions) -> None:
     """Serve ``options.ref`` in this process until Ctrl-C / SIGTERM (or the launching parent exits).
 
     Example:
@@ -214,7 +219,7 @@ def serve(options: ServeOptions, *, announce: bool = True) -> None:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    pinned, shown_ref = check(options)
+    pinned, shown_ref = check(options, probe=PARENT_ENV not in os.environ)  # start() probed already
     sock = _bind(options.host, options.port)
     port = sock.getsockname()[1]
     url = url_of(options.host, port)
@@ -230,8 +235,7 @@ def serve(options: ServeOptions, *, announce: bool = True) -> None:
     )
     entry = ServerEntry(pid=os.getpid(), url=url, ref=shown_ref, name=shown_ref.rsplit(":", 1)[0], workers=options.workers, started=time.time(), token=bool(options.token))
     reg = _register(entry)
-    if announce:
-        print(f"serving {shown_ref} at {url} with {options.workers} worker(s); Ctrl-C stops", file=sys.stderr, flush=True)
+    print(f"serving {shown_ref} at {url} with {options.workers} worker(s); Ctrl-C stops", file=sys.stderr, flush=True)
     try:
         if options.workers > 1:
             supervisor = Multiprocess(config, sockets=[sock])
@@ -275,7 +279,7 @@ def _cli_args(options: ServeOptions) -> list[str]:
     return args
 
 
-def start(options: ServeOptions, *, timeout: float = 120.0, log_file: str | Path | None = None) -> ServerEntry:
+def start(options: ServeOptions, *, timeout: float = 120.0) -> ServerEntry:
     """Launch ``modelpack serve`` in the background; return its entry once it is ready.
 
     It stops when this process exits (atexit, and the server polls its parent).
@@ -289,13 +293,10 @@ def start(options: ServeOptions, *, timeout: float = 120.0, log_file: str | Path
     env = dict(os.environ)
     env[PARENT_ENV] = str(os.getpid())
     # Secrets travel in the environment, never on the command line (visible in ps).
-    env.pop("NBMODELPACK_SERVE_TOKEN", None)
-    env.pop("NBMODELPACK_SERVE_IDENTITY", None)
-    if options.token:
-        env["NBMODELPACK_SERVE_TOKEN"] = options.token
-    if options.identity:
-        env["NBMODELPACK_SERVE_IDENTITY"] = options.identity
-    log_path = Path(log_file) if log_file else paths.home() / "servers" / "logs" / f"serve-{int(time.time() * 1000)}.log"
+    for key in (TOKEN_ENV, IDENTITY_ENV):
+        env.pop(key, None)
+    env.update({k: v for k, v in options.to_env().items() if k in (TOKEN_ENV, IDENTITY_ENV)})
+    log_path = _registry() / "logs" / f"serve-{int(time.time() * 1000)}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "nbmodelpack", *_cli_args(options)], env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -307,7 +308,6 @@ def start(options: ServeOptions, *, timeout: float = 120.0, log_file: str | Path
             raise ServingError(f"the server exited: {_last_line(log_path)}")
         entry = next((s for s in servers() if s.pid == proc.pid), None)
         if entry is not None and _ready(entry.url):
-            entry.extra["log"] = str(log_path)
             return entry
         time.sleep(0.1)
     with contextlib.suppress(ModelPackError):
@@ -342,7 +342,7 @@ def _stop_started_here() -> None:
                 stop(str(pid), timeout=5)
 
 
-def curl_line(entry: ServerEntry, *, token: str | None = None) -> str:
-    """A ready-to-paste ``curl`` that sends one PNG to ``/predict``."""
-    auth = f" -H {shlex.quote('Authorization: Bearer ' + (token or '$TOKEN'))}" if entry.token else ""
+def curl_line(entry: ServerEntry) -> str:
+    """A ready-to-paste ``curl`` that sends one PNG to ``/predict`` (``$TOKEN`` stands for the token)."""
+    auth = f" -H {shlex.quote('Authorization: Bearer $TOKEN')}" if entry.token else ""
     return f"curl -s{auth} -H 'Content-Type: image/png' --data-binary @digit.png {entry.url}/predict"
