@@ -234,6 +234,7 @@ def export(ref: str, out: str | Path, *, store: Store | str | None = None) -> Pa
         for digest in digests:
             layout.put_chunks(source.iter_blob(digest), expected=digest)
         layout.add_manifest(bundle.name, bundle.manifest.raw, tags)
+        (layout.root / ".lock").unlink(missing_ok=True)  # an exported layout carries no lock file
 
     if as_dir:
         fill(Store(out_path))
@@ -243,7 +244,6 @@ def export(ref: str, out: str | Path, *, store: Store | str | None = None) -> Pa
     with tempfile.TemporaryDirectory(dir=out_path.parent if out_path.parent.exists() else None) as tmp:
         layout = Store(Path(tmp) / "layout")
         fill(layout)
-        (layout.root / ".lock").unlink(missing_ok=True)
         part = out_path.with_name(out_path.name + ".part")
         try:
             with tarfile.open(part, "w") as tar:
@@ -257,7 +257,7 @@ def export(ref: str, out: str | Path, *, store: Store | str | None = None) -> Pa
 
 
 def _no_temp(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-    return None if Path(info.name).name.startswith((".tmp-", ".lock")) else info
+    return None if Path(info.name).name.startswith(".tmp-") else info
 
 
 def import_(path: str | Path, *, name: str | None = None, store: Store | str | None = None) -> list[BundleInfo]:

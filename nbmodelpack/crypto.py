@@ -333,18 +333,12 @@ def decrypt(ref: str, *, identity: Any = None, tags: Iterable[str] = (), store: 
     params = {"layers": [d.filepath for d in sealed]}
     draft = Draft.from_parent(parent.manifest, name=parent.name, op="decrypt", params=params)
     draft.layers = [d for d in draft.layers if d.filepath != SIGNATURE_FILE]
-    opened = {d.filepath: _open_checked(parent, d, identity) for d in sealed}
+    opened = {d.filepath: parent.plaintext(d.filepath, identity=identity, inflate=False) for d in sealed}
     for desc in sealed:
         diff_id = draft.diff_ids.get(desc.digest)
         media_type = desc.media_type[: -len(mt.AGE_SUFFIX)]
         draft.replace_layer(target.put_layer(desc.filepath, media_type, opened[desc.filepath]), diff_id=diff_id)
     return target.commit(draft, tags=tags)
-
-
-def _open_checked(bundle: Any, desc: Any, identity: Any) -> bytes:
-    """A layer decrypted (still compressed if it was) after checking it belongs to ``bundle``."""
-    check_binding(bundle.manifest, desc)
-    return decrypt_layer(bundle.read(desc.filepath), identity=identity, filepath=desc.filepath)
 
 
 def check_binding(manifest: Any, desc: Any) -> None:

@@ -686,8 +686,11 @@ class StoredBundle:
         """The stored (possibly compressed or encrypted) bytes of a layer, verified."""
         return self.store.read_blob(self.descriptor(filepath).digest, what=filepath)
 
-    def plaintext(self, filepath: str, *, identity: Any = None) -> bytes:
-        """A layer's content with its wrappers removed: age-decrypted (in memory), then zstd-inflated."""
+    def plaintext(self, filepath: str, *, identity: Any = None, inflate: bool = True) -> bytes:
+        """A layer's content with its wrappers removed: age-decrypted (in memory), then zstd-inflated.
+
+        ``inflate=False`` stops after decryption (``decrypt`` keeps compressed layers compressed).
+        """
         desc = self.descriptor(filepath)
         data = self.read(filepath)  # ciphertext and compressed bytes are verified before decoding
         media_type = desc.media_type
@@ -698,7 +701,7 @@ class StoredBundle:
             check_binding(self.manifest, desc)
             data = decrypt_layer(data, identity=identity, filepath=filepath)
             media_type = media_type[: -len(mt.AGE_SUFFIX)]
-        if media_type.endswith(mt.ZSTD_SUFFIX):
+        if inflate and media_type.endswith(mt.ZSTD_SUFFIX):
             import zstandard
 
             try:

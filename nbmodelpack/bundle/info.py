@@ -67,7 +67,7 @@ class BundleInfo:
             name=name,
             version=int(version) if isinstance(version, int | str) and str(version).isdigit() else None,
             digest=manifest.digest,
-            tags=sorted(tags or [], key=_tag_order),
+            tags=sorted(tags or [], key=tag_order),
             created=manifest.annotations.get(mt.CREATED, ""),
             size=manifest.size,
             parameters=int(summary.get("parameters", 0)),
@@ -119,7 +119,8 @@ class BundleInfo:
         return bundle_card_html(self)
 
 
-def _tag_order(tag: str) -> tuple[int, int, str]:
+def tag_order(tag: str) -> tuple[int, int, str]:
+    """Sort key for tags: version numbers first (numerically), then names."""
     return (0, int(tag), "") if tag.isdigit() else (1, 0, tag)
 
 

@@ -33,7 +33,7 @@ from tornado.httputil import responses
 from tornado.ioloop import IOLoop
 
 from .. import api, config
-from ..bundle.info import BundleInfo
+from ..bundle.info import BundleInfo, tag_order
 from ..bundle.refs import NAME_RE, Reference, parse, validate_name, validate_tag
 from ..errors import (
     AuthError,
@@ -154,13 +154,9 @@ def _local_infos(store: Store) -> list[BundleInfo]:
             if len(_info_cache) >= _INFO_CACHE_MAX:
                 _info_cache.clear()
             _info_cache[key] = info
-        out.append(dataclasses.replace(info, tags=sorted(tags, key=_by_number_then_name), published=published.get(digest, [])))
+        out.append(dataclasses.replace(info, tags=sorted(tags, key=tag_order), published=published.get(digest, [])))
     out.sort(key=lambda i: (i.name, -(i.version or 0), i.digest))
     return out
-
-
-def _by_number_then_name(tag: str) -> tuple[bool, int, str]:
-    return (not tag.isdigit(), int(tag) if tag.isdigit() else 0, tag)
 
 
 def warm_up() -> None:
@@ -214,7 +210,8 @@ def bundle_detail(name: str, ref: str | None) -> dict[str, Any]:
     target = _local_ref(f"{name}:{ref}" if ref else infos[0].ref)
     if target.name != name:
         raise UsageError(f"{target} is not a version of {name}")
-    info = api.show(str(target))
+    opened = api.get_store().open(target)  # one read of the manifest for the info and the card
+    info = opened.info
     recipe = info.recipe or {}
     lineage = [*recipe.get("lineage", []), {k: v for k, v in recipe.items() if k != "lineage"}]
     return {
@@ -222,7 +219,7 @@ def bundle_detail(name: str, ref: str | None) -> dict[str, Any]:
         "versions": group(infos, serving)[0]["versions"],
         "detail": {
             **version_summary(info, serving),
-            "card": api.card(str(target)),
+            "card": opened.card().render(),
             "recipe": recipe,
             "lineage": [step for step in lineage if step],
             "layers": info.layers,

@@ -59,3 +59,9 @@ def join_aliases(tensors: dict[str, torch.Tensor], aliases: dict[str, str]) -> d
     for alias, target in aliases.items():
         full[alias] = tensors[target]
     return full
+
+
+def owner_and_attr(module: torch.nn.Module, name: str) -> tuple[torch.nn.Module, str]:
+    """``"a.b.weight"`` → (submodule ``a.b``, ``"weight"``): parameters and buffers alike."""
+    owner, _, attr = name.rpartition(".")
+    return (module.get_submodule(owner) if owner else module), attr

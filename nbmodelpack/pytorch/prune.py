@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.utils import prune as tprune
 
 from ..errors import CompressionError
+from ._tensors import owner_and_attr
 from .capture import export_program
 from .quantize import _CONV_OPS, _LINEAR_OPS, _op_name, matmul_weights
 
@@ -31,11 +32,6 @@ _PASSTHROUGH = (
     "max_pool2d_with_indices", "getitem",
 )  # fmt: skip
 _FLATTEN = ("flatten", "view", "reshape", "_unsafe_view")
-
-
-def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
-    owner_name, _, attr = name.rpartition(".")
-    return (model.get_submodule(owner_name) if owner_name else model), attr
 
 
 # ---- unstructured --------------------------------------------------------------------------
@@ -51,7 +47,7 @@ def prune_unstructured(model: nn.Module, amount: float) -> dict[str, torch.Tenso
     names = list(matmul_weights(model))
     if not names:
         raise CompressionError("the model has no Linear or Conv layers to prune")
-    params = [_owner(model, n) for n in names]
+    params = [owner_and_attr(model, n) for n in names]
     tprune.global_unstructured(params, pruning_method=tprune.L1Unstructured, amount=amount)
     masks = {}
     for n, (mod, attr) in zip(names, params, strict=True):
@@ -64,7 +60,7 @@ def keep_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> list[Any]:
     """Gradient hooks that keep pruned weights at zero while fine-tuning; remove them after."""
     handles = []
     for name, mask in masks.items():
-        mod, attr = _owner(model, name)
+        mod, attr = owner_and_attr(model, name)
         p = getattr(mod, attr)
         if isinstance(p, torch.Tensor) and p.requires_grad:
             handles.append(p.register_hook(lambda g, m=mask: g * m))
@@ -74,7 +70,7 @@ def keep_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> list[Any]:
 def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for name, mask in masks.items():
-            mod, attr = _owner(model, name)
+            mod, attr = owner_and_attr(model, name)
             getattr(mod, attr).mul_(mask)
 
 
@@ -199,7 +195,7 @@ def prune_structured(model: nn.Module, amount: float, example: Any) -> dict[str,
         new[g.consumer] = cons[:, cols].contiguous()
         changed[g.producer] = [channels, n_keep]
     for name, t in new.items():
-        mod, attr = _owner(model, name)
+        mod, attr = owner_and_attr(model, name)
         if attr in mod._parameters:
             old = mod._parameters[attr]
             mod._parameters[attr] = nn.Parameter(t.clone(), requires_grad=bool(old is not None and old.requires_grad))

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import BundleFormatError, CompressionError
+from ._tensors import owner_and_attr
 
 SCHEMES = ("int8", "int4", "fp16", "bf16")
 META_KEY = "nbmodelpack.quantization"
@@ -249,9 +250,7 @@ def use_int8_kernels(model: nn.Module, packed: dict[str, tuple[torch.Tensor, tor
         for prefix, mod in list(model.named_modules()):
             name = f"{prefix}.weight" if prefix else "weight"
             if isinstance(mod, nn.Linear) and name in packed and prefix:
-                parent_name, _, child = prefix.rpartition(".")
-                parent = model.get_submodule(parent_name) if parent_name else model
-                setattr(parent, child, Int8Linear(*packed[name], mod.bias))
+                setattr(*owner_and_attr(model, prefix), Int8Linear(*packed[name], mod.bias))
                 swapped += 1
         if isinstance(model, torch.fx.GraphModule):
             swapped += _rewrite_graph(model, packed)

@@ -15,7 +15,7 @@ from ..bundle import mediatypes as mt
 from ..errors import ArchitectureError, BundleFormatError, ModelPackError
 from ..store import StoredBundle
 from ._pt2 import check_no_pickles
-from ._tensors import join_aliases
+from ._tensors import join_aliases, owner_and_attr
 from .capture import _resolve
 from .quantize import dequantize_state, read_meta, use_int8_kernels
 
@@ -65,12 +65,6 @@ def _construct(factory: Any, kwargs: dict[str, Any]) -> torch.nn.Module:
     return module
 
 
-def _owner_and_attr(module: torch.nn.Module, name: str) -> tuple[torch.nn.Module, str]:
-    """``("a.b.weight")`` → (submodule ``a.b``, ``"weight"``): parameters and buffers alike."""
-    owner, _, attr = name.rpartition(".")
-    return (module.get_submodule(owner) if owner else module), attr
-
-
 def _put_weights(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> torch.nn.Module:
     expected = set(module.state_dict().keys())
     missing = sorted(expected - state.keys())
@@ -86,9 +80,9 @@ def _put_weights(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> tor
     except RuntimeError as exc:
         raise BundleFormatError(f"weights do not fit the architecture: {str(exc).splitlines()[0][:160]}") from exc
     for first, *others in (names for names in groups.values() if len(names) > 1):
-        keep = _owner_and_attr(module, first)
+        keep = owner_and_attr(module, first)
         for other in others:
-            setattr(*_owner_and_attr(module, other), getattr(*keep))
+            setattr(*owner_and_attr(module, other), getattr(*keep))
     leftover = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
     if leftover:
         raise ArchitectureError(f"{leftover[0]} has no weights after loading")

@@ -97,7 +97,7 @@ class Batcher:
             if timer is not None:
                 timer.cancel()
 
-    def _take(self) -> tuple[list[_Item], int]:
+    def _take(self) -> list[_Item]:
         """Pop the longest run of compatible queued items that fits in one batch."""
         first = self._pending.popleft()
         batch, rows = [first], first.rows
@@ -108,7 +108,7 @@ class Batcher:
             batch.append(self._pending.popleft())
             rows += nxt.rows
         self._queued_rows -= rows
-        return batch, rows
+        return batch
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -121,15 +121,13 @@ class Batcher:
                 await self._sleep(self.max_delay)
             else:
                 await asyncio.sleep(0)  # let requests already read off the sockets join this batch
-            batch, rows = self._take()
-            await self._run_batch(loop, batch, rows)
+            batch = self._take()
+            await self._run_batch(loop, batch)
 
-    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Item], rows: int) -> None:
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
         live = [i for i in batch if not i.future.done()]  # a client that went away cancels its future
         if not live:
             return
-        if self.on_batch is not None:
-            self.on_batch(rows)
         if len(live) == 1:
             inputs = live[0].inputs
         else:
@@ -137,11 +135,13 @@ class Batcher:
         try:
             # A model that answers in well under a millisecond costs less on the loop than a thread hop.
             outputs = self.run(inputs) if self.inline else await loop.run_in_executor(self._pool, self.run, inputs)
+            if self.on_batch is not None:
+                self.on_batch(sum(i.rows for i in live))  # rows that ran (a failed batch reruns one by one)
         except Exception as exc:
             if len(live) > 1:
                 # One bad request must not fail its neighbours: run each alone to find it.
                 for item in live:
-                    await self._run_batch(loop, [item], item.rows)
+                    await self._run_batch(loop, [item])
                 return
             if not live[0].future.done():
                 live[0].future.set_exception(exc)

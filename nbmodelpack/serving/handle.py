@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import html
 import io
 import json
@@ -132,17 +133,24 @@ def _png(image: Any) -> bytes:
     import numpy as np
     from PIL import Image
 
-    arr = np.asarray(image, dtype=np.uint8).reshape(np.asarray(image).shape[-2:])
+    arr = np.asarray(image, dtype=np.uint8)
+    arr = arr.reshape(arr.shape[-2:])
     buf = io.BytesIO()
     Image.fromarray(arr, mode="L").save(buf, format="PNG")
     return buf.getvalue()
 
 
+@functools.cache
+def _mnist() -> tuple[Any, Any]:
+    """The MNIST test split, read (MD5-checked, inflated) once per process."""
+    from ..pytorch.data import mnist
+
+    return mnist()
+
+
 def _mnist_samples() -> tuple[Any, Any] | None:
     try:
-        from ..pytorch.data import mnist
-
-        return mnist()
+        return _mnist()
     except Exception:  # no MNIST files, or no torch: the widget offers upload only
         return None
 
@@ -153,7 +161,5 @@ def mnist_png(index: int) -> tuple[bytes, int]:
     Example:
         >>> png, label = mnist_png(0)  # doctest: +SKIP
     """
-    from ..pytorch.data import mnist
-
-    images, labels = mnist()
+    images, labels = _mnist()
     return _png(images[index]), int(labels[index])
