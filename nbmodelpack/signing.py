@@ -36,6 +36,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import paths
+from ._files import atomic_write
 from .bundle import mediatypes as mt
 from .bundle.draft import Draft
 from .bundle.info import BundleInfo
@@ -68,7 +69,7 @@ def keygen_signing(out: str | os.PathLike[str] | None = None, *, force: bool = F
     key = ec.generate_private_key(ec.SECP256R1())
     private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     write_private(private_path, private_pem, force=force)
-    public_path.write_bytes(_public_pem(key))
+    atomic_write(public_path, _public_pem(key))
     return private_path, public_path
 
 

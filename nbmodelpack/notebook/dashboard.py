@@ -228,12 +228,11 @@ class _TextView:
 class _WidgetView:
     """Jupyter: three outputs (header + bar, curves, table) updated in place, made static at the end."""
 
-    def __init__(self, title: str, print_rows: bool) -> None:
+    def __init__(self, title: str) -> None:
         import ipywidgets as w
         from IPython.display import display
 
         self.title = title
-        self.started = time.monotonic()
         self.bar = w.FloatProgress(value=0.0, min=0.0, max=1.0, bar_style="info", layout=w.Layout(width="420px"))
         self.status = w.HTML(value="starting…")
         header = w.HTML(value=f"<b>{html.escape(title)}</b>")
@@ -293,7 +292,9 @@ class Tracker:
         ...         t.log(loss=1 / (epoch + 1), acc=50 + 10 * epoch)
     """
 
-    def __init__(self, total: int | None = None, *, title: str = "training", x: str = "step", print_rows: bool | None = None) -> None:
+    def __init__(
+        self, total: int | None = None, *, title: str = "training", x: str = "step", print_rows: bool | None = None, advance_on_log: bool = True
+    ) -> None:
         if total is not None and total < 1:
             from ..errors import UsageError
 
@@ -303,9 +304,9 @@ class Tracker:
         self.started = time.monotonic()
         self._last_progress = 0.0
         rows = print_rows if print_rows is not None else (total is not None and total <= 100)
-        self._view: _TextView | _WidgetView = _WidgetView(title, rows) if _in_kernel() else _TextView(title, rows)
+        self._view: _TextView | _WidgetView = _WidgetView(title) if _in_kernel() else _TextView(title, rows)
         self._closed = False
-        self._log_advances = True  # fit moves the bar per batch instead
+        self._log_advances = advance_on_log  # fit moves the bar per batch instead
 
     def log(self, **values: Any) -> None:
         """Record one row of values (numbers, or 0-d tensors/arrays) and redraw.

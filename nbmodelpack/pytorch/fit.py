@@ -136,8 +136,7 @@ def fit(
         per_epoch = None
     total = per_epoch * epochs if per_epoch else None
 
-    tracker = Tracker(epochs, title=f"fit {type(model).__name__}", x="epoch", print_rows=True)
-    tracker._log_advances = False
+    tracker = Tracker(epochs, title=f"fit {type(model).__name__}", x="epoch", print_rows=True, advance_on_log=False)
     history = tracker.history
     history.monitor = "val_loss" if val_loader is not None else "loss"
     best_state, best_value, best_row = _snapshot(model), math.inf, None
