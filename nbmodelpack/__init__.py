@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from .version import __version__
 
 # public name -> module that defines it
 _LAZY: dict[str, str] = {
@@ -30,7 +30,7 @@ _LAZY: dict[str, str] = {
     "import_pth": "api",
     "export": "api",
     "import_": "api",
-    "get_store": "api",
+    "get_store": "store",
     "encrypt": "crypto",
     "decrypt": "crypto",
     "keygen_age": "crypto",
@@ -68,7 +68,6 @@ if TYPE_CHECKING:
         export,
         fsck,
         gc,
-        get_store,
         import_,
         import_pth,
         load,
@@ -85,7 +84,7 @@ if TYPE_CHECKING:
     from .remote import list_remote, login, publish, pull
     from .serving import serve, servers, stop_server
     from .serving.containerize import containerize
-    from .store import Store
+    from .store import Store, get_store
 
 
 def __getattr__(name: str) -> Any:

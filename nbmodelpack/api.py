@@ -11,36 +11,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import crypto  # noqa: F401 - registers the +age layer codec with the store
 from .bundle.info import BundleInfo
 from .bundle.refs import parse, validate_name
 from .errors import ModelPackError, StoreError, UnsafeFileError, UsageError
 from .progress import progress
-from .store import FsckProblem, Store, StoredBundle
+from .store import FsckProblem, Store, StoredBundle, get_store
 
 if TYPE_CHECKING:
     import torch
-
-_default_store: Store | None = None
-
-
-def get_store(store: Store | str | None = None) -> Store:
-    """The store to use: an explicit one, or the one under ``$NBMODELPACK_HOME``.
-
-    Example:
-        >>> get_store("/tmp/some-store").root.name
-        'some-store'
-    """
-    if isinstance(store, Store):
-        return store
-    if store is not None:
-        return Store(store)
-    from . import paths
-
-    global _default_store
-    if _default_store is None or _default_store.root != paths.store_dir():
-        _default_store = Store(paths.store_dir())
-    return _default_store
-
 
 def pack(
     model: torch.nn.Module,

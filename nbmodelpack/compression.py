@@ -457,7 +457,6 @@ def compress(
     import torch
     import zstandard
 
-    from .api import get_store
     from .bundle.draft import Draft
     from .bundle.refs import validate_name
     from .progress import progress
@@ -466,6 +465,7 @@ def compress(
     from .pytorch._tensors import split_aliases
     from .pytorch.capture import _export
     from .pytorch.restore import load_state, restore
+    from .store import get_store
 
     target = get_store(store)
     parent = target.open(ref)

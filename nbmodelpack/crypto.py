@@ -33,6 +33,7 @@ from .bundle import mediatypes as mt
 from .bundle.draft import Draft
 from .bundle.info import BundleInfo
 from .errors import CryptoError, IntegrityError, UsageError
+from .store import register_codec
 
 IDENTITY_ENV = "NBMODELPACK_AGE_IDENTITY"
 PASSPHRASE_ENV = "NBMODELPACK_PASSPHRASE"
@@ -284,7 +285,7 @@ def encrypt(
         >>> nbmodelpack.encrypt("mnist-mlp:1", recipients=["age1…"]).badges  # doctest: +SKIP
         ['encrypted']
     """
-    from .api import get_store
+    from .store import get_store
 
     recipient_list = list(recipients or [])
     if bool(recipient_list) == (passphrase is not None):
@@ -323,7 +324,7 @@ def decrypt(ref: str, *, identity: Any = None, tags: Iterable[str] = (), store: 
         >>> nbmodelpack.decrypt("mnist-mlp:2", identity="~/.age/me.txt").badges  # doctest: +SKIP
         []
     """
-    from .api import get_store
+    from .store import get_store
 
     target = get_store(store)
     parent = target.open(ref)
@@ -371,3 +372,11 @@ __all__ = [
     "parse_recipients",
     "recipient_of",
 ]
+
+
+def _decrypt_codec(bundle: Any, desc: Any, data: bytes, identity: Any) -> bytes:
+    check_binding(bundle.manifest, desc)
+    return decrypt_layer(data, identity=identity, filepath=desc.filepath)
+
+
+register_codec(mt.AGE_SUFFIX, _decrypt_codec)

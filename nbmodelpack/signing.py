@@ -229,7 +229,7 @@ def sign(ref: str, *, key: str | os.PathLike[str] | None = None, tags: Iterable[
         >>> nbmodelpack.sign("mnist-mlp:2", key="~/.keys/me.pem").badges  # doctest: +SKIP
         ['encrypted', 'signed']
     """
-    from .api import get_store
+    from .store import get_store
 
     key_path = find_signing_key(key)
     private = _load_private(key_path)
@@ -278,7 +278,7 @@ def verify(ref: str, *, key: str | os.PathLike[str] | Sequence[str] | None = Non
         >>> nbmodelpack.verify("mnist-mlp:3", key="colleague.pem.pub").ok  # doctest: +SKIP
         True
     """
-    from .api import get_store
+    from .store import get_store
 
     bundle = get_store(store).open(ref)
     if key is None:
@@ -401,7 +401,7 @@ def export_files(ref: str, out: str | os.PathLike[str], *, store: Any = None) ->
     Example:
         >>> export_files("mnist-mlp:3", "mnist-files")  # doctest: +SKIP
     """
-    from .api import get_store
+    from .store import get_store
 
     bundle = get_store(store).open(ref)
     target = Path(out).expanduser()

@@ -58,6 +58,38 @@ _VERSIONS_KEY = "dev.nbmodelpack.versions"
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 # A commit hook (signing): gets a new version's layers, returns one more layer.
 Seal = Callable[[list[Descriptor]], Descriptor]
+
+# Layer codecs: a media-type suffix (``+age``, ``+zstd``) -> a function that unwraps one
+# layer's bytes. Transforms register theirs (crypto registers ``+age``), so the store
+# never imports them. Arguments: the opened bundle, the layer, its stored bytes, the identity.
+Codec = Callable[["StoredBundle", Descriptor, bytes, Any], bytes]
+_CODECS: dict[str, Codec] = {}
+
+
+def register_codec(suffix: str, decode: Codec) -> None:
+    """Let the store unwrap layers whose media type ends with ``suffix``.
+
+    Example:
+        >>> register_codec("+rot13", lambda bundle, desc, data, identity: data)
+    """
+    _CODECS[suffix] = decode
+
+
+def _codec(suffix: str) -> Codec:
+    try:
+        return _CODECS[suffix]
+    except KeyError:
+        # ``nbmodelpack.api`` imports crypto, which registers ``+age``: reached only below the API.
+        raise StoreError(f"no codec for {suffix} layers", hint="import nbmodelpack.crypto first") from None
+
+
+def _inflate_zstd(bundle: StoredBundle, desc: Descriptor, data: bytes, identity: Any) -> bytes:
+    import zstandard
+
+    try:
+        return zstandard.ZstdDecompressor().decompress(data)
+    except zstandard.ZstdError as exc:
+        raise IntegrityError(f"{desc.filepath} is not valid zstd data") from exc
 # Like git, blobs are not fsynced by default (a killed process still leaves no half
 # bundle: the rename and the index update come after the write). index.json always is.
 # NBMODELPACK_FSYNC=1 also syncs blobs, for power-loss safety at the cost of disk speed.
@@ -695,19 +727,10 @@ class StoredBundle:
         data = self.read(filepath)  # ciphertext and compressed bytes are verified before decoding
         media_type = desc.media_type
         if media_type.endswith(mt.AGE_SUFFIX):
-            # Only bundles that are encrypted need pyrage.
-            from .crypto import check_binding, decrypt_layer
-
-            check_binding(self.manifest, desc)
-            data = decrypt_layer(data, identity=identity, filepath=filepath)
+            data = _codec(mt.AGE_SUFFIX)(self, desc, data, identity)
             media_type = media_type[: -len(mt.AGE_SUFFIX)]
         if inflate and media_type.endswith(mt.ZSTD_SUFFIX):
-            import zstandard
-
-            try:
-                data = zstandard.ZstdDecompressor().decompress(data)
-            except zstandard.ZstdError as exc:
-                raise IntegrityError(f"{filepath} is not valid zstd data") from exc
+            data = _codec(mt.ZSTD_SUFFIX)(self, desc, data, identity)
         return data
 
     def read_json(self, filepath: str, *, identity: Any = None) -> Any:
@@ -724,3 +747,26 @@ class StoredBundle:
     def config(self) -> dict[str, Any]:
         data = self.store.read_blob(self.manifest.config.digest, what="config")
         return dict(json.loads(data))
+
+
+_default_store: Store | None = None
+
+
+def get_store(store: Store | str | None = None) -> Store:
+    """The store to use: an explicit one, or the one under ``$NBMODELPACK_HOME``.
+
+    Example:
+        >>> get_store("/tmp/some-store").root.name
+        'some-store'
+    """
+    if isinstance(store, Store):
+        return store
+    if store is not None:
+        return Store(store)
+    global _default_store
+    if _default_store is None or _default_store.root != paths.store_dir():
+        _default_store = Store(paths.store_dir())
+    return _default_store
+
+
+register_codec(mt.ZSTD_SUFFIX, _inflate_zstd)

@@ -24,6 +24,8 @@ REF_NAME = "org.opencontainers.image.ref.name"
 RECIPE = "dev.nbmodelpack.recipe"
 # Short summary of the card, so that listing never reads more than the manifest.
 SUMMARY = "dev.nbmodelpack.summary"
+# Layer annotation: the byte size of a layer's content once unwrapped (zstd, age); caps decoding.
+PLAIN_SIZE = "dev.nbmodelpack.plain-size"
 
 # Suffixes that say how a layer's bytes are wrapped.
 ZSTD_SUFFIX = "+zstd"

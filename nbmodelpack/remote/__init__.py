@@ -262,7 +262,7 @@ def publish(
         >>> publish("mnist-mlp:1", "team").location  # doctest: +SKIP
         '127.0.0.1:5000/team/mnist-mlp'
     """
-    from ..api import get_store
+    from ..store import get_store
 
     local = get_store(store)
     target = get_remote(remote)
@@ -386,7 +386,7 @@ def pull(remote_ref: str, *, as_name: str | None = None, store: Store | str | No
         >>> pull("team/mnist-mlp:1").ref  # doctest: +SKIP
         'mnist-mlp:1'
     """
-    from ..api import get_store
+    from ..store import get_store
 
     local = get_store(store)
     target, ref, repo = _split_remote_ref(remote_ref)
@@ -510,7 +510,7 @@ def list_remote(name: str | None = None) -> list[BundleInfo]:
     if catalog is not None:
         repos = [r for r in catalog if r.startswith(prefix) and NAME_RE.match(r[len(prefix):])]
     else:
-        from ..api import get_store
+        from ..store import get_store
 
         places = [p for ps in get_store().published().values() for p in ps if p.startswith(f"{target.name}/")]
         repos = sorted({target.repository(p.split("/", 1)[1].rsplit(":", 1)[0]) for p in places})

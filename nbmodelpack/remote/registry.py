@@ -33,10 +33,11 @@ from urllib.parse import urlencode, urljoin
 
 import requests
 
-from .. import __version__, paths
+from .. import paths
 from .._files import atomic_write
 from ..bundle import mediatypes as mt
 from ..errors import AuthError, BundleNotFound, IntegrityError, RemoteError, RemoteUnavailable
+from ..version import __version__
 from .credentials import Credentials
 
 USER_AGENT = f"nbmodelpack/{__version__}"

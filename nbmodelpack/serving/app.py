@@ -32,8 +32,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .. import __version__
 from ..errors import ModelPackError, ServingError
+from ..version import __version__
 from . import codec
 from .batching import Batcher
 from .codec import BadRequest, Spec

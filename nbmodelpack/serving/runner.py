@@ -73,8 +73,8 @@ def check(options: ServeOptions, *, probe: bool = True) -> tuple[str, str]:
         raise UsageError("--workers and --max-batch must be ≥ 1, --max-delay-ms ≥ 0, --max-body ≥ 1024")
     if not 0 <= options.port <= 65535:
         raise UsageError(f"--port {options.port} is not a port number")
-    from ..api import get_store
     from ..signing import enforce_trust_policy
+    from ..store import get_store
 
     bundle = get_store().open(options.ref)
     if probe:
