@@ -25,17 +25,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         >>> main(["help", "tag"])  # doctest: +SKIP
     """
     from . import commands
-    from .errors import ModelPackError, UsageError
+    from .errors import ModelPackError
 
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         result = commands.run(args)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except ModelPackError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted; nothing half-written was kept", file=sys.stderr)
         return 130

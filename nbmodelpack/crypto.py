@@ -328,14 +328,14 @@ def decrypt(ref: str, *, identity: Any = None, tags: Iterable[str] = (), store: 
 
     target = get_store(store)
     parent = target.open(ref)
-    sealed = [d for d in parent.manifest.layers if d.media_type.endswith(mt.AGE_SUFFIX)]
-    if not sealed:
+    encrypted = [d for d in parent.manifest.layers if d.media_type.endswith(mt.AGE_SUFFIX)]
+    if not encrypted:
         raise UsageError(f"{parent.info.ref} is not encrypted")
-    params = {"layers": [d.filepath for d in sealed]}
+    params = {"layers": [d.filepath for d in encrypted]}
     draft = Draft.from_parent(parent.manifest, name=parent.name, op="decrypt", params=params)
     draft.layers = [d for d in draft.layers if d.filepath != SIGNATURE_FILE]
-    opened = {d.filepath: parent.plaintext(d.filepath, identity=identity, inflate=False) for d in sealed}
-    for desc in sealed:
+    opened = {d.filepath: parent.plaintext(d.filepath, identity=identity, inflate=False) for d in encrypted}
+    for desc in encrypted:
         diff_id = draft.diff_ids.get(desc.digest)
         media_type = desc.media_type[: -len(mt.AGE_SUFFIX)]
         draft.replace_layer(target.put_layer(desc.filepath, media_type, opened[desc.filepath]), diff_id=diff_id)

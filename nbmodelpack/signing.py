@@ -10,7 +10,7 @@ encrypted), by its ``org.cncf.model.filepath``, the model card ``README.md``
 included; only ``model.sig`` itself is left out (recorded in the signature as an
 ignored path, so ``model_signing verify key DIR --signature DIR/model.sig``
 works on ``modelpack export REF --files DIR``). The card names the version, so
-the signature is made while the store commits the version (``Store.commit(seal=…)``).
+the signature is made while the store commits the version (``Store.commit(signer=…)``).
 
 Keys (ECDSA P-256, PEM): the ``key`` argument, ``$NBMODELPACK_SIGNING_KEY``, or
 ``$NBMODELPACK_HOME/keys/signing.pem`` (public key next to it as ``….pub``).
@@ -203,11 +203,11 @@ def _hashing_config() -> Any:
     return hashing.Config().set_ignored_paths(paths=[SIGNATURE_FILE], ignore_git_paths=False)
 
 
-def _seal(store: Any, key_path: Path, name: str) -> Any:
+def _signer(store: Any, key_path: Path, name: str) -> Any:
     """The ``Store.commit`` hook: sign the version's files, store the signature as ``model.sig``."""
     from model_signing import signing as ms_signing
 
-    def seal(layers: list[Descriptor]) -> Descriptor:
+    def sign_layers(layers: list[Descriptor]) -> Descriptor:
         files = [d for d in layers if d.filepath != SIGNATURE_FILE]
         with _materialized(store, files, name) as model_dir:
             sig_path = model_dir.parent / SIGNATURE_FILE
@@ -218,7 +218,7 @@ def _seal(store: Any, key_path: Path, name: str) -> Any:
             data = sig_path.read_bytes()
         return store.put_layer(SIGNATURE_FILE, mt.SIGNATURE, data)
 
-    return seal
+    return sign_layers
 
 
 # ---- sign / verify -------------------------------------------------------------------------
@@ -238,7 +238,7 @@ def sign(ref: str, *, key: str | os.PathLike[str] | None = None, tags: Iterable[
     params = {"key": fingerprint(_public_pem(private)), "method": "model_signing ecdsa", "ignored": [SIGNATURE_FILE]}
     draft = Draft.from_parent(parent.manifest, name=parent.name, op="sign", params=params)
     draft.layers = [d for d in draft.layers if d.filepath != SIGNATURE_FILE]
-    return target.commit(draft, tags=tags, seal=_seal(target, key_path, parent.name))
+    return target.commit(draft, tags=tags, signer=_signer(target, key_path, parent.name))
 
 
 @dataclass

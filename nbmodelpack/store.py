@@ -50,14 +50,14 @@ from .bundle.manifest import (
     sha256_digest,
 )
 from .bundle.refs import DIGEST_RE, Reference, parse, validate_name, validate_tag
-from .errors import BundleNotFound, IntegrityError, ModelPackError, ReferenceError_, StoreError
+from .errors import BundleNotFound, IntegrityError, InvalidReference, ModelPackError, StoreError
 
 _CHUNK = 8 << 20
 NAME_KEY = "dev.nbmodelpack.name"
 _VERSIONS_KEY = "dev.nbmodelpack.versions"
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 # A commit hook (signing): gets a new version's layers, returns one more layer.
-Seal = Callable[[list[Descriptor]], Descriptor]
+Signer = Callable[[list[Descriptor]], Descriptor]
 
 # Layer codecs: a media-type suffix (``+age``, ``+zstd``) -> a function that unwraps one
 # layer's bytes. Transforms register theirs (crypto registers ``+age``), so the store
@@ -213,7 +213,7 @@ class Store:
     # ---- blobs ----------------------------------------------------------------------------
     def blob_path(self, digest: str) -> Path:
         if not DIGEST_RE.match(digest):
-            raise ReferenceError_(repr(digest), hint="a digest is sha256: followed by 64 hex digits")
+            raise InvalidReference(repr(digest), hint="a digest is sha256: followed by 64 hex digits")
         return self._blobs / digest.split(":", 1)[1]
 
     def has_blob(self, digest: str) -> bool:
@@ -382,7 +382,7 @@ class Store:
         """Find ``(name, digest)`` for a local reference."""
         r = parse(ref) if isinstance(ref, str) else ref
         if not r.is_local:
-            raise ReferenceError_(str(r), hint="that names a remote; `modelpack pull` it first")
+            raise InvalidReference(str(r), hint="that names a remote; `modelpack pull` it first")
         entries = self._entries()
         if r.digest:
             for entry in entries:
@@ -457,12 +457,12 @@ class Store:
         draft: Draft,
         *,
         tags: Iterable[str] = (),
-        seal: Seal | None = None,
+        signer: Signer | None = None,
     ) -> BundleInfo:
         """Number a draft (``:N`` and ``latest``), write its card, config and manifest, index it.
 
         All layer blobs must already be in the store. Only this step holds the lock.
-        ``seal`` (signing) gets every layer of the new version, card included, and
+        ``signer`` (signing) gets every layer of the new version, card included, and
         returns one more layer to add (it runs under the lock: the card names the version).
         """
         validate_name(draft.name)
@@ -477,7 +477,7 @@ class Store:
             high = json.loads(annotations.get(_VERSIONS_KEY, "{}"))
             numbers = [int(t) for e in entries if (nt := self._entry_ref(e)) and nt[0] == draft.name and nt[1].isdigit() for t in [nt[1]]]
             version = max([int(high.get(draft.name, 0)), *numbers]) + 1
-            manifest_raw = self._write_version(draft, version, seal)
+            manifest_raw = self._write_version(draft, version, signer)
             digest = sha256_digest(manifest_raw)
             moved = {"latest", *extra_tags}
             entries = [e for e in entries if self._entry_ref(e) not in {(draft.name, t) for t in moved}]
@@ -489,7 +489,7 @@ class Store:
         return self.info(f"{draft.name}@{digest}")
 
     def _write_version(
-        self, draft: Draft, version: int, seal: Seal | None = None
+        self, draft: Draft, version: int, signer: Signer | None = None
     ) -> bytes:
         created = now_iso()
         layers = [d for d in draft.layers if d.filepath != "README.md"]
@@ -515,8 +515,8 @@ class Store:
         front = {k: v for k, v in front.items() if v is not None}
         card_text = Card(front, draft.card_body or default_body(front)).render()
         layers.append(self.put_layer("README.md", mt.DOC, card_text.encode()))
-        if seal is not None:
-            layers.append(seal(list(layers)))
+        if signer is not None:
+            layers.append(signer(list(layers)))
         config_raw = build_config(
             name=draft.name,
             version=str(version),
@@ -581,7 +581,7 @@ class Store:
         """Point ``NAME:new_tag`` at the version ``ref`` names (moving it if it exists)."""
         validate_tag(new_tag)
         if new_tag.isdigit():
-            raise ReferenceError_(repr(new_tag), hint="numeric tags are version numbers, given by the store")
+            raise InvalidReference(repr(new_tag), hint="numeric tags are version numbers, given by the store")
         name, digest = self.resolve(ref)
         size = self.blob_path(digest).stat().st_size
         with self.lock():

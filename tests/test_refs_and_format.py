@@ -12,7 +12,7 @@ from nbmodelpack.bundle import mediatypes as mt
 from nbmodelpack.bundle.card import Card
 from nbmodelpack.bundle.draft import Draft
 from nbmodelpack.bundle.refs import parse
-from nbmodelpack.errors import ReferenceError_
+from nbmodelpack.errors import InvalidReference
 from nbmodelpack.store import Store
 
 SCHEMA = json.loads((Path(__file__).parent / "data" / "modelpack-config-schema.json").read_text())
@@ -37,7 +37,7 @@ def test_references_parse_into_name_tag_digest_and_remote(text, name, tag, diges
 
 @pytest.mark.parametrize("text", ["", "Mnist", "a b", "m:", "m@sha256:xyz", "../etc/passwd", "m:bad/tag", "-m", "m::1"])
 def test_bad_references_are_refused_with_a_hint(text):
-    with pytest.raises(ReferenceError_) as err:
+    with pytest.raises(InvalidReference) as err:
         parse(text)
     assert str(err.value).startswith("bad reference")
     assert "\n" not in str(err.value)
@@ -99,7 +99,7 @@ def test_tag_moves_and_numeric_tags_are_reserved(tmp_path):
     store = Store(tmp_path / "s")
     _commit(store)
     assert "prod" in store.tag("m:1", "prod").tags
-    with pytest.raises(ReferenceError_):
+    with pytest.raises(InvalidReference):
         store.tag("m:1", "7")
 
 

@@ -24,7 +24,7 @@ from nbmodelpack.errors import (
     BundleFormatError,
     BundleNotFound,
     IntegrityError,
-    ReferenceError_,
+    InvalidReference,
     StoreError,
     UnsafeFileError,
 )
@@ -49,7 +49,7 @@ def test_unknown_reference_names_what_exists(home):
 
 
 def test_bad_reference_syntax_is_refused(home):
-    with pytest.raises(ReferenceError_):
+    with pytest.raises(InvalidReference):
         nbmodelpack.load("Not A Ref")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..errors import ReferenceError_
+from ..errors import InvalidReference
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 NAME_RE = re.compile(rf"^{_COMPONENT}$")
@@ -58,7 +58,7 @@ def validate_name(name: str) -> str:
         'mnist-mlp'
     """
     if not NAME_RE.match(name or ""):
-        raise ReferenceError_(
+        raise InvalidReference(
             repr(name),
             hint="a bundle name is lowercase letters, digits and . _ - (e.g. mnist-mlp)",
         )
@@ -68,7 +68,7 @@ def validate_name(name: str) -> str:
 def validate_tag(tag: str) -> str:
     """Check a tag (``1``, ``latest``, ``prod-2024``)."""
     if not TAG_RE.match(tag or ""):
-        raise ReferenceError_(repr(tag), hint="a tag is letters, digits and . _ - (up to 128)")
+        raise InvalidReference(repr(tag), hint="a tag is letters, digits and . _ - (up to 128)")
     return tag
 
 
@@ -82,15 +82,15 @@ def parse(text: str, *, default_tag: str | None = "latest") -> Reference:
         '127.0.0.1:5000'
     """
     if not isinstance(text, str) or not text.strip():
-        raise ReferenceError_("empty reference", hint="use NAME, NAME:VERSION or NAME@sha256:…")
+        raise InvalidReference("empty reference", hint="use NAME, NAME:VERSION or NAME@sha256:…")
     raw = text.strip()
     if any(c.isspace() for c in raw):
-        raise ReferenceError_(repr(raw), hint="references contain no spaces")
+        raise InvalidReference(repr(raw), hint="references contain no spaces")
     rest, digest = raw, None
     if "@" in rest:
         rest, digest = rest.split("@", 1)
         if not DIGEST_RE.match(digest):
-            raise ReferenceError_(repr(raw), hint="a digest is sha256: followed by 64 hex digits")
+            raise InvalidReference(repr(raw), hint="a digest is sha256: followed by 64 hex digits")
     remote: str | None = None
     is_host = False
     if "/" in rest:
@@ -100,15 +100,15 @@ def parse(text: str, *, default_tag: str | None = "latest") -> Reference:
         elif NAME_RE.match(first):
             remote, rest = first, remainder
         else:
-            raise ReferenceError_(repr(raw), hint="use REMOTE/NAME:TAG or HOST[:PORT]/REPO:TAG")
+            raise InvalidReference(repr(raw), hint="use REMOTE/NAME:TAG or HOST[:PORT]/REPO:TAG")
     tag = None
     if ":" in rest:
         rest, tag = rest.rsplit(":", 1)
         if not TAG_RE.match(tag):
-            raise ReferenceError_(repr(raw), hint="a tag is letters, digits and . _ -")
+            raise InvalidReference(repr(raw), hint="a tag is letters, digits and . _ -")
     name_ok = REPO_RE.match(rest) if remote else NAME_RE.match(rest)
     if not name_ok:
-        raise ReferenceError_(
+        raise InvalidReference(
             repr(raw),
             hint="a bundle name is lowercase letters, digits and . _ - (e.g. mnist-mlp:2)",
         )

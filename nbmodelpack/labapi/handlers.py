@@ -38,8 +38,8 @@ from ..bundle.refs import NAME_RE, Reference, parse, validate_name, validate_tag
 from ..errors import (
     AuthError,
     BundleNotFound,
+    InvalidReference,
     ModelPackError,
-    ReferenceError_,
     RemoteError,
     UsageError,
 )
@@ -243,7 +243,7 @@ def remote_listing(remote: str) -> dict[str, Any]:
 
 def _check_remote(remote: str) -> str:
     if not NAME_RE.match(remote or ""):
-        raise ReferenceError_(repr(remote), hint="a remote name is lowercase letters, digits and . _ -")
+        raise InvalidReference(repr(remote), hint="a remote name is lowercase letters, digits and . _ -")
     if remote not in {r["name"] for r in remotes()}:
         raise _NotFound(f"no remote named {remote!r}", hint="add one with `modelpack remote add NAME URL`")
     return remote
@@ -258,7 +258,7 @@ def _local_ref(text: Any) -> Reference:
         raise UsageError("a reference must be a string like mnist-mlp:2")
     ref = parse(text)
     if not ref.is_local:
-        raise ReferenceError_(repr(text), hint="a local reference is NAME:VERSION or NAME@sha256:…")
+        raise InvalidReference(repr(text), hint="a local reference is NAME:VERSION or NAME@sha256:…")
     return ref
 
 
@@ -286,7 +286,7 @@ def _pull(body: dict[str, Any]) -> tuple[str, Callable[[], Any]]:
     remote = _check_remote(_str_field(body, "remote") or "")
     ref = parse(_str_field(body, "ref") or "")
     if not ref.is_local:
-        raise ReferenceError_(repr(body["ref"]), hint="give the name on the remote, e.g. mnist-mlp:2")
+        raise InvalidReference(repr(body["ref"]), hint="give the name on the remote, e.g. mnist-mlp:2")
     remote_ref = f"{remote}/{ref}"
     from .. import remote as remote_mod
     return remote_ref, lambda: _jsonable(remote_mod.pull(remote_ref))
@@ -345,7 +345,7 @@ def _jsonable(result: Any) -> Any:
 def _status(exc: ModelPackError) -> int:
     if isinstance(exc, BundleNotFound | _NotFound | JobNotFound):
         return 404
-    if isinstance(exc, ReferenceError_ | UsageError):
+    if isinstance(exc, InvalidReference | UsageError):
         return 400
     if isinstance(exc, AuthError):
         return 401
