@@ -77,7 +77,7 @@ def main() -> None:
                 ours = _bundle(store, f"ours{r}", size)
                 theirs = _bundle(store, f"theirs{r}", size)
                 layout = tmp / f"layout{r}"
-                api.export(theirs, str(layout) + "/")
+                api.export(theirs, layout, format="dir")
                 dest = f"docker://{reg.host}/bench/theirs{r}:1"
 
                 def skopeo_push() -> None:

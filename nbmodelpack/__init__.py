@@ -1,7 +1,17 @@
 """nbmodelpack: train, compress, encrypt, sign, publish and serve PyTorch models from Jupyter.
 
-Importing this package is cheap and never imports torch: the public functions
-are loaded on first use.
+The public API, in the manner of ``huggingface_hub``: the verbs (``pack``,
+``load``, ``compress``, ``encrypt``, ``sign``, ``publish``, ``pull``, ``serve``,
+…), ``BundleInfo`` and the result types, and the errors (every one a
+:class:`ModelPackError` whose ``str()`` is one line). Everything is defined in
+:mod:`nbmodelpack.api` except the doors' own verbs (``serve``/``servers``/
+``stop_server``/``containerize`` and the training dashboard ``track``).
+``Store`` and ``get_store`` are the advanced API: a store at another path
+(``get_store("/data/models")``) can be passed to any verb as ``store=``.
+
+Importing this package is cheap and never imports torch: the verbs are loaded
+on first use. Imported inside IPython, it registers the HTML of its results
+(the bundle card and table) with IPython's display formatter.
 
 Example:
     >>> import nbmodelpack
@@ -12,11 +22,31 @@ Example:
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
 
+from . import errors
+from .errors import (
+    ArchitectureError,
+    AuthError,
+    BundleFormatError,
+    BundleNotFound,
+    CompressionError,
+    CryptoError,
+    IntegrityError,
+    InvalidReference,
+    ModelPackError,
+    RemoteError,
+    RemoteUnavailable,
+    ServingError,
+    SignatureError,
+    StoreError,
+    UnsafeFileError,
+    UsageError,
+)
 from .version import __version__
 
-# public name -> module that defines it
+# public name -> module that defines it (relative to this package), imported on first use
 _LAZY: dict[str, str] = {
     "pack": "api",
     "load": "api",
@@ -30,69 +60,95 @@ _LAZY: dict[str, str] = {
     "import_pth": "api",
     "export": "api",
     "import_": "api",
-    "get_store": "store",
-    "encrypt": "crypto",
-    "decrypt": "crypto",
-    "keygen_age": "crypto",
-    "Passphrase": "crypto",
-    "sign": "signing",
-    "verify": "signing",
-    "keygen_signing": "signing",
-    "export_files": "signing",
-    "enforce_trust_policy": "signing",
-    "VerifyResult": "signing",
-    "Store": "store",
-    "BundleInfo": "bundle.info",
-    "errors": "errors",
-    "publish": "remote",
-    "pull": "remote",
-    "login": "remote",
-    "list_remote": "remote",
-    "remote": "remote",
+    "compress": "api",
+    "compare": "api",
+    "encrypt": "api",
+    "decrypt": "api",
+    "recipient_of": "api",
+    "keygen_age": "api",
+    "sign": "api",
+    "verify": "api",
+    "keygen_signing": "api",
+    "export_files": "api",
+    "enforce_trust_policy": "api",
+    "publish": "api",
+    "pull": "api",
+    "login": "api",
+    "list_remote": "api",
+    "list_remotes": "api",
+    "add_remote": "api",
+    "remove_remote": "api",
+    "fit": "api",
+    "get_store": "api",
+    "Store": "api",
+    "BundleInfo": "api",
+    "Passphrase": "api",
+    "VerifyResult": "api",
+    "CompressionReport": "api",
+    "Comparison": "api",
+    "PublishResult": "api",
+    "Remote": "api",
     "serve": "serving",
     "servers": "serving",
     "stop_server": "serving",
     "containerize": "serving.containerize",
-    "compress": "compression",
-    "CompressionReport": "compression",
-    "compression": "compression",
-    "fit": "pytorch.fit",
     "track": "notebook.dashboard",
     "History": "notebook.dashboard",
 }
 
 if TYPE_CHECKING:
-    from . import errors, remote
     from .api import (
+        BundleInfo,
+        Comparison,
+        CompressionReport,
+        Passphrase,
+        PublishResult,
+        Remote,
+        Store,
+        VerifyResult,
+        add_remote,
         card,
+        compare,
+        compress,
+        decrypt,
+        encrypt,
+        enforce_trust_policy,
         export,
+        export_files,
+        fit,
         fsck,
         gc,
+        get_store,
         import_,
         import_pth,
+        keygen_age,
+        keygen_signing,
+        list_remote,
+        list_remotes,
         load,
+        login,
         ls,
         pack,
+        publish,
+        pull,
+        recipient_of,
+        remove_remote,
         rm,
         show,
+        sign,
         tag,
+        verify,
     )
-    from .bundle.info import BundleInfo
-    from .compression import CompressionReport, compress
-    from .notebook.dashboard import History, track  # noqa: F401
-    from .pytorch.fit import fit  # noqa: F401
-    from .remote import list_remote, login, publish, pull
+    from .notebook.dashboard import History, track
     from .serving import serve, servers, stop_server
     from .serving.containerize import containerize
-    from .store import Store, get_store
 
 
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'nbmodelpack' has no attribute {name!r}")
-    mod = importlib.import_module(f".{module}", __name__)
-    value = mod if name == module else getattr(mod, name)
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
 
@@ -102,10 +158,88 @@ def __dir__() -> list[str]:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext nbmodelpack``: register the ``%modelpack`` magic."""
+    """``%load_ext nbmodelpack``: register the ``%modelpack`` magic and the HTML of results."""
     from .notebook.magics import load_ipython_extension as _load
 
     _load(ipython)
 
 
-__all__ = sorted(_LAZY)
+def _register_html_in_ipython() -> None:
+    """Inside a running IPython, show results as HTML without ``%load_ext`` (cheap elsewhere)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is not None:
+        from .notebook.formatters import register
+
+        register(shell)
+
+
+_register_html_in_ipython()
+
+__all__ = [
+    "ArchitectureError",
+    "AuthError",
+    "BundleFormatError",
+    "BundleInfo",
+    "BundleNotFound",
+    "Comparison",
+    "CompressionError",
+    "CompressionReport",
+    "CryptoError",
+    "History",
+    "IntegrityError",
+    "InvalidReference",
+    "ModelPackError",
+    "Passphrase",
+    "PublishResult",
+    "Remote",
+    "RemoteError",
+    "RemoteUnavailable",
+    "ServingError",
+    "SignatureError",
+    "Store",
+    "StoreError",
+    "UnsafeFileError",
+    "UsageError",
+    "VerifyResult",
+    "__version__",
+    "add_remote",
+    "card",
+    "compare",
+    "compress",
+    "containerize",
+    "decrypt",
+    "encrypt",
+    "enforce_trust_policy",
+    "errors",
+    "export",
+    "export_files",
+    "fit",
+    "fsck",
+    "gc",
+    "get_store",
+    "import_",
+    "import_pth",
+    "keygen_age",
+    "keygen_signing",
+    "list_remote",
+    "list_remotes",
+    "load",
+    "load_ipython_extension",
+    "login",
+    "ls",
+    "pack",
+    "publish",
+    "pull",
+    "recipient_of",
+    "remove_remote",
+    "rm",
+    "serve",
+    "servers",
+    "show",
+    "sign",
+    "stop_server",
+    "tag",
+    "track",
+    "verify",
+]

@@ -4,18 +4,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
-
-
-def render(result: Any, *, as_json: bool) -> str:
-    """Text for a verb's result: JSON with ``--json``, else its ``str()``."""
-    if result is None:
-        return ""
-    if as_json:
-        from .api import to_json
-
-        return to_json(result)
-    return str(result)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,13 +13,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         >>> main(["help", "tag"])  # doctest: +SKIP
     """
     from . import commands
-    from .errors import ModelPackError
+    from .commands.render_text import render
+    from .errors import ModelPackError, render_error
 
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         result = commands.run(args)
     except ModelPackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(render_error(exc), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted; nothing half-written was kept", file=sys.stderr)

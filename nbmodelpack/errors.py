@@ -170,6 +170,16 @@ class ServingError(ModelPackError):
     exit_code = 1
 
 
+def render_error(exc: ModelPackError) -> str:
+    """How every door shows a user error: ``error: `` and the error's line (the CLI, ``%modelpack``).
+
+    Example:
+        >>> render_error(BundleNotFound("mnist:9"))
+        'error: bundle not found: mnist:9'
+    """
+    return f"error: {exc}"
+
+
 __all__ = [
     "ArchitectureError",
     "AuthError",
@@ -187,4 +197,5 @@ __all__ = [
     "StoreError",
     "UnsafeFileError",
     "UsageError",
+    "render_error",
 ]

@@ -13,7 +13,9 @@ import shlex
 from typing import Any
 
 from .. import commands
-from ..errors import ModelPackError, UsageError
+from ..commands.render_text import render
+from ..errors import ModelPackError, UsageError, render_error
+from .formatters import html_of
 
 
 class NotebookContext(commands.Context):
@@ -51,8 +53,12 @@ class NotebookContext(commands.Context):
 class ModelPackMagicError(Exception):
     """A user error from ``%modelpack``: IPython shows it as its one line, without a traceback."""
 
+    def __init__(self, error: ModelPackError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
     def _render_traceback_(self) -> list[str]:
-        return [f"error: {self}"]
+        return [render_error(self.error)]
 
 
 def show(result: Any, *, as_json: bool = False) -> None:
@@ -60,16 +66,15 @@ def show(result: Any, *, as_json: bool = False) -> None:
     if result is None:
         return
     if as_json:
-        from ..api import to_json
-
-        print(to_json(result))
+        print(render(result, as_json=True))
         return
-    if isinstance(result, str | commands.Help) or not hasattr(result, "_repr_html_"):
+    html = None if isinstance(result, str | commands.Help) else html_of(result)
+    if html is None:
         print(result)
         return
     from IPython.display import display
 
-    display({"text/plain": str(result), "text/html": result._repr_html_()}, raw=True)
+    display({"text/plain": str(result), "text/html": html}, raw=True)
 
 
 def run_line(shell: Any, line: str) -> Any:
@@ -93,9 +98,9 @@ def run_line(shell: Any, line: str) -> Any:
     except UsageError as exc:
         raise IPythonUsageError(str(exc)) from None
     except ModelPackError as exc:
-        raise ModelPackMagicError(str(exc)) from None
+        raise ModelPackMagicError(exc) from None
     except KeyboardInterrupt:
-        raise ModelPackMagicError("interrupted; nothing half-written was kept") from None
+        raise ModelPackMagicError(ModelPackError("interrupted; nothing half-written was kept")) from None
 
 
 def usage() -> str:

@@ -1,4 +1,4 @@
-"""HTML for notebooks: the bundle card and the bundle table (DESIGN.md §4).
+"""HTML for notebooks: the bundle card and the bundle table.
 
 Every piece of text is escaped. Colours come from JupyterLab's CSS variables
 (with light-theme fallbacks), so the dark theme works. In an untrusted notebook
@@ -108,7 +108,7 @@ def _lineage(recipe: Mapping[str, Any]) -> str:
 
 
 def bundle_card_html(info: BundleInfo, *, heading: str | None = None) -> str:
-    """An HTML card of one bundle version (what ``BundleInfo._repr_html_`` shows).
+    """An HTML card of one bundle version (what a notebook shows for a ``BundleInfo``).
 
     Example:
         >>> info = BundleInfo(name="mnist-mlp", version=1, digest="sha256:" + "0" * 64)

@@ -1,4 +1,4 @@
-"""``%modelpack``: the CLI's verbs as one IPython line magic (DESIGN.md §4).
+"""``%modelpack``: the CLI's verbs as one IPython line magic.
 
 The magic holds no logic of its own: it splits the line with ``shlex``, hands
 it to :func:`nbmodelpack.commands.run` with a notebook
@@ -45,7 +45,10 @@ def load_ipython_extension(ipython: Any) -> None:
     Example:
         >>> load_ipython_extension(get_ipython())  # doctest: +SKIP
     """
+    from .formatters import register
+
     ipython.register_magic_function(ModelPackMagic(ipython), magic_kind="line", magic_name=_MAGIC)
+    register(ipython)
 
 
 def __getattr__(name: str) -> Any:

@@ -176,7 +176,7 @@ def containerize(ref: str, out: str | Path, *, port: int = 8080, image: str | No
     try:
         (tmp / "src").mkdir(parents=True)
         (tmp / "bin").mkdir()
-        api.export(ref, str(tmp / "bundle") + "/")
+        api.export(ref, tmp / "bundle", format="dir")
         package = Path(__file__).resolve().parents[1]
         shutil.copytree(package, tmp / "src" / "nbmodelpack", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         extra = _model_code(arch, tmp / "src")

@@ -369,7 +369,7 @@ def test_skopeo_pulls_what_we_publish_and_its_config_validates_against_the_model
 def test_we_pull_and_load_what_skopeo_pushed_from_our_exported_layout(team: remote.Remote, registry: Registry, tmp_path: Path) -> None:
     ref, model, x = packed_mlp("viaskopeo")
     layout = tmp_path / "layout"
-    api.export(ref, str(layout) + "/")
+    api.export(ref, layout, format="dir")
     subprocess.run(
         ["skopeo", "copy", "--dest-tls-verify=false", f"--dest-creds={registry.user}:{registry.password}",
          f"oci:{layout}:viaskopeo:1", f"docker://{registry.host}/{team.repository('viaskopeo')}:1"],

@@ -1,0 +1,89 @@
+"""What verbs return besides ``BundleInfo`` and the transforms' own reports: plain data.
+
+The doors render these: :mod:`nbmodelpack.commands.render_text` as text or JSON
+(terminal, ``text/plain``), :mod:`nbmodelpack.notebook` as HTML. ``str()`` of
+each gives the terminal text, so a script may simply ``print`` a result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..bundle.info import BundleInfo
+
+
+class Text(str):
+    """A plain message result."""
+
+
+@dataclass
+class Help:
+    """Usage text (``help``, ``-h``)."""
+
+    text: str = field(default="")
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class BundleList(list[BundleInfo]):
+    """Bundle versions (``ls``, ``import``); shown as a table.
+
+    Example:
+        >>> str(BundleList())
+        'no bundles (pack one with nbmodelpack.pack or %modelpack pack)'
+    """
+
+    def __str__(self) -> str:
+        from .render_text import bundle_table
+
+        return bundle_table(self)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [i.to_json() for i in self]
+
+
+@dataclass
+class FsckReport:
+    """What ``fsck`` found: an empty list of problems means every blob matches its digest."""
+
+    problems: list[Any]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def __str__(self) -> str:
+        if not self.problems:
+            return "ok: every blob matches its digest"
+        return "\n".join(f"damaged: {p}" for p in self.problems)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "problems": [{"digest": p.digest, "filepath": p.filepath, "problem": p.problem} for p in self.problems]}
+
+
+@dataclass
+class Loaded:
+    """What ``load`` bound: the variable name and the bundle's info."""
+
+    var: str
+    info: BundleInfo
+
+    def __str__(self) -> str:
+        return f"loaded {self.info.ref} as `{self.var}`\n{self.info}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"var": self.var, "bundle": self.info.to_json()}
+
+
+class ServerList(list[Any]):
+    """Running model servers (``servers``); shown as a table."""
+
+    def __str__(self) -> str:
+        from .render_text import server_table
+
+        return server_table(self)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [s.to_json() for s in self]

@@ -1,0 +1,93 @@
+"""Verbs for keys, encryption and signatures: keygen, encrypt, decrypt, sign, verify."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from .. import api
+from ..bundle.info import BundleInfo
+from ..crypto import PASSPHRASE_ENV
+from ..errors import UsageError
+from .framework import Context, arg, verb
+from .results import Text
+
+
+def _ask_passphrase(ctx: Context, *, confirm: bool) -> api.Passphrase:
+    """$NBMODELPACK_PASSPHRASE, else asked without echo (never stored, never in history)."""
+    if os.environ.get(PASSPHRASE_ENV):
+        return api.Passphrase(os.environ[PASSPHRASE_ENV])
+    first = ctx.getpass("passphrase: ")
+    if confirm and first != ctx.getpass("passphrase (again): "):
+        raise UsageError("the passphrases differ; nothing was encrypted")
+    return api.Passphrase(first)
+
+
+@verb(
+    "keygen",
+    "make an age identity (--age) or an ECDSA P-256 signing key pair (--signing)",
+    arg("--age", nargs="?", const="", metavar="OUT", help="identity file (default: keys/age-identity.txt)"),
+    arg("--signing", nargs="?", const="", metavar="OUT", help="private key PEM; public key goes to OUT.pub (default: keys/signing.pem)"),
+    arg("--force", action="store_true", help="overwrite existing key files"),
+)
+def keygen_verb(args: argparse.Namespace, ctx: Context) -> Text:
+    if (args.age is None) == (args.signing is None):
+        raise UsageError("give exactly one of --age [OUT] or --signing [OUT]")
+    if args.age is not None:
+        path, recipient = api.keygen_age(args.age or None, force=args.force)
+        return Text(f"age identity written to {path} (mode 0600)\nrecipient: {recipient}")
+    private, public = api.keygen_signing(args.signing or None, force=args.force)
+    return Text(f"signing key written to {private} (mode 0600)\npublic key: {public} ({api.fingerprint(public.read_bytes())[:23]}…)")
+
+
+@verb(
+    "encrypt",
+    "encrypt weights and code with age: a new version",
+    arg("ref"),
+    arg("--to", action="append", default=[], metavar="RECIPIENT", help="age1… recipient or a file of them (repeatable)"),
+    arg("--passphrase", action="store_true", help="encrypt with a passphrase (asked, or $NBMODELPACK_PASSPHRASE)"),
+    arg("--tag", action="append", default=[], help="extra tag for the new version"),
+    arg("--json", action="store_true"),
+)
+def encrypt_verb(args: argparse.Namespace, ctx: Context) -> BundleInfo:
+    if bool(args.to) == args.passphrase:
+        raise UsageError("give --to age1… (repeatable) or --passphrase")
+    secret = _ask_passphrase(ctx, confirm=True) if args.passphrase else None
+    return api.encrypt(args.ref, recipients=args.to or None, passphrase=secret, tags=args.tag)
+
+
+@verb(
+    "decrypt",
+    "make a plaintext version of an encrypted bundle (explicit: writes the weights in clear)",
+    arg("ref"),
+    arg("--identity", metavar="FILE", help="age identity file (default: $NBMODELPACK_AGE_IDENTITY, keys/)"),
+    arg("--passphrase", action="store_true", help="the bundle was encrypted with a passphrase"),
+    arg("--tag", action="append", default=[], help="extra tag for the new version"),
+    arg("--json", action="store_true"),
+)
+def decrypt_verb(args: argparse.Namespace, ctx: Context) -> BundleInfo:
+    identity = _ask_passphrase(ctx, confirm=False) if args.passphrase else args.identity
+    return api.decrypt(args.ref, identity=identity, tags=args.tag)
+
+
+@verb(
+    "sign",
+    "sign a version's files (as stored) with OpenSSF model_signing: a new version",
+    arg("ref"),
+    arg("--key", metavar="PEM", help="ECDSA private key (default: $NBMODELPACK_SIGNING_KEY, keys/signing.pem)"),
+    arg("--tag", action="append", default=[], help="extra tag for the new version"),
+    arg("--json", action="store_true"),
+)
+def sign_verb(args: argparse.Namespace, ctx: Context) -> BundleInfo:
+    return api.sign(args.ref, key=args.key, tags=args.tag)
+
+
+@verb(
+    "verify",
+    "check a version's signature (exit status 1 when it fails)",
+    arg("ref"),
+    arg("--key", action="append", metavar="PUB", help="public key (repeatable; default: trust policy keys, else your own)"),
+    arg("--json", action="store_true"),
+)
+def verify_verb(args: argparse.Namespace, ctx: Context) -> api.VerifyResult:
+    return api.verify(args.ref, key=args.key)

@@ -1,0 +1,79 @@
+"""Verbs that start, list and stop model servers, and write container contexts.
+
+These call into :mod:`nbmodelpack.serving` (imported inside each verb, so the
+``serve`` extra is needed only when serving is asked for).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from .framework import Context, arg, verb
+from .results import ServerList, Text
+
+
+@verb(
+    "serve",
+    "serve a bundle over HTTP (Open Inference Protocol v2 + /predict)",
+    arg("ref"),
+    arg("--host", default="127.0.0.1", help="address to listen on (non-loopback needs --token)"),
+    arg("--port", type=int, default=None, help="port (default 8000 in a terminal, any free one in a notebook; 0 = any free)"),
+    arg("--workers", type=int, default=1, help="worker processes, each with its own copy of the model"),
+    arg("--token", help="bearer token clients must send (or set NBMODELPACK_SERVE_TOKEN)"),
+    arg("--max-batch", type=int, default=32, help="most rows per model call"),
+    arg("--max-delay-ms", type=float, default=2.0, help="how long a request waits for others to batch with"),
+    arg("--identity", help="age identity (key file) for an encrypted bundle"),
+    arg("--max-body", type=int, default=8 * 1024 * 1024, help="largest request body in bytes"),
+    arg("--threads", type=int, default=0, help="torch threads per worker (default: cores / workers)"),
+)
+def serve_verb(args: argparse.Namespace, ctx: Context) -> Any:
+    from ..serving.app import IDENTITY_ENV, TOKEN_ENV, ServeOptions
+    from ..serving.runner import serve, start
+
+    port = args.port if args.port is not None else (0 if ctx.interactive else 8000)
+    options = ServeOptions(
+        ref=args.ref, host=args.host, port=port, workers=args.workers, token=args.token or os.environ.get(TOKEN_ENV) or None,
+        max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, identity=args.identity or os.environ.get(IDENTITY_ENV) or None,
+        max_body=args.max_body, threads=args.threads,
+    )
+    if ctx.interactive:
+        from ..serving.handle import Server
+
+        return Server(start(options), token=options.token)
+    serve(options)
+    return Text("server stopped")
+
+
+@verb("servers", "list running model servers", arg("--json", action="store_true"))
+def servers_verb(args: argparse.Namespace, ctx: Context) -> ServerList:
+    from ..serving.runner import servers
+
+    return ServerList(servers())
+
+
+@verb("stop", "stop a running model server", arg("which", help="bundle ref or name, pid, URL, or `all`"))
+def stop_verb(args: argparse.Namespace, ctx: Context) -> Text:
+    from ..serving.runner import servers, stop
+
+    if args.which == "all" and not servers():
+        return Text("no servers running")
+    stopped = stop(args.which)
+    return Text("stopped " + ", ".join(f"{s.ref} ({s.url})" for s in stopped))
+
+
+@verb(
+    "containerize",
+    "write a Docker build context and a KServe InferenceService for a bundle",
+    arg("ref"),
+    arg("dir"),
+    arg("--port", type=int, default=8080, help="port inside the container"),
+    arg("--image", help="image name for the KServe manifest (default modelpack-NAME:VERSION)"),
+    arg("--workers", type=int, default=2),
+)
+def containerize_verb(args: argparse.Namespace, ctx: Context) -> Text:
+    from ..serving.containerize import containerize
+
+    out = containerize(args.ref, args.dir, port=args.port, image=args.image, workers=args.workers)
+    return Text(f"wrote {out}/Dockerfile and {out}/kserve.yaml; build with: docker build -t IMAGE {out}")

@@ -1,0 +1,62 @@
+"""Teach IPython to show our results as HTML: the bundle card, the bundle table, what ``load`` bound.
+
+The core types carry no HTML (the format layer must not know about notebooks);
+this door registers printers with IPython's ``text/html`` formatter by type
+*name*, so nothing is imported until such an object is displayed. The package
+root calls :func:`register` when it is imported inside IPython, and so does
+``%load_ext nbmodelpack``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _card(info: Any) -> str:
+    from .display import bundle_card_html
+
+    return bundle_card_html(info)
+
+
+def _loaded(result: Any) -> str:
+    from .display import bundle_card_html
+
+    return bundle_card_html(result.info, heading=f"loaded into variable {result.var}")
+
+
+def _table(infos: Any) -> str:
+    from .display import bundle_table_html
+
+    return bundle_table_html(infos)
+
+
+PRINTERS = (
+    ("nbmodelpack.bundle.info", "BundleInfo", _card),
+    ("nbmodelpack.commands.results", "Loaded", _loaded),
+    ("nbmodelpack.commands.results", "BundleList", _table),
+)
+
+
+def register(shell: Any) -> None:
+    """Register the HTML printers with ``shell``'s display formatter (idempotent).
+
+    Example:
+        >>> register(get_ipython())  # doctest: +SKIP
+    """
+    html = shell.display_formatter.formatters["text/html"]
+    for module, name, printer in PRINTERS:
+        html.for_type_by_name(module, name, printer)
+
+
+def html_of(result: Any) -> str | None:
+    """The HTML IPython would show for ``result``, or ``None`` if it has none.
+
+    Example:
+        >>> html_of("plain text") is None
+        True
+    """
+    for module, name, printer in PRINTERS:
+        if any(cls.__module__ == module and cls.__name__ == name for cls in type(result).__mro__):
+            return printer(result)
+    method = getattr(result, "_repr_html_", None)
+    return method() if callable(method) else None
