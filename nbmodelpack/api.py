@@ -419,7 +419,8 @@ def import_(path: str | Path, *, name: str | None = None, store: Store | str | N
                 members = layout_members(tar, free_bytes=shutil.disk_usage(staging).free)
                 tar.extractall(staging, members=members, filter="data")
         except (tarfile.TarError, EOFError) as exc:
-            raise UsageError(f"{src.name} is not an OCI layout tar: {str(exc).splitlines()[0]}", hint="export one with `modelpack export REF -o FILE.tar`") from exc
+            reason = "not a tar file" if isinstance(exc, tarfile.ReadError) else str(exc).splitlines()[0].rstrip(":")
+            raise UsageError(f"{src.name} is not an OCI layout tar: {reason}", hint="export one with `modelpack export REF -o FILE.tar`") from exc
         except OSError as exc:
             raise StoreError(f"cannot import {src.name}: {exc.strerror or exc}") from exc
         return _import_layout(staging, target, name)

@@ -286,7 +286,7 @@ def _info(**kw) -> BundleInfo:
     return BundleInfo(**base)
 
 
-def test_card_html_escapes_text_and_shows_badges_metrics_and_lineage() -> None:
+def test_card_html_escapes_text_and_shows_badges_metrics_and_lineage(shell: InteractiveShell) -> None:
     info = _info(
         description="<script>alert(1)</script>",
         metrics={"val_accuracy": 93.55, "<b>": 1},
@@ -301,7 +301,7 @@ def test_card_html_escapes_text_and_shows_badges_metrics_and_lineage() -> None:
         assert f'class="nbmp-badge {badge}"' in html
     assert "pack → compress" in html and "scheme=int8" in html and "encrypt" in html
     assert "%modelpack load mnist-mlp:3" in html and "var(--jp-" in html
-    assert info._repr_html_() == html
+    assert shell.display_formatter.formatters["text/html"](info) == html
 
 
 def test_table_html_is_sortable_with_a_load_hint_per_row_and_text_stays_plain() -> None:
@@ -338,3 +338,32 @@ def test_notebook_context_looks_up_and_binds_in_the_user_namespace(shell: Intera
     with pytest.raises(UsageError, match="not a valid variable name"):
         ctx.bind("2x", 1)
     del shell.user_ns["bound_here"]
+
+
+def test_importing_nbmodelpack_in_ipython_shows_bundle_info_as_the_card_without_load_ext(run_py) -> None:
+    code = """
+import json
+from IPython.core.interactiveshell import InteractiveShell
+shell = InteractiveShell.instance()
+import nbmodelpack
+from nbmodelpack.bundle.info import BundleInfo
+info = BundleInfo(name="seen", version=1, digest="sha256:" + "0" * 64)
+html = shell.display_formatter.formatters["text/html"]
+data, _ = shell.display_formatter.format(info)
+print(json.dumps({
+    "card": "nbmp-card" in data.get("text/html", ""),
+    "registered": html.lookup_by_type(BundleInfo).__module__,
+    "magic": "modelpack" in shell.magics_manager.magics["line"],
+    "torch": "torch" in __import__("sys").modules,
+}))
+"""
+    seen = json.loads(run_py(code).stdout.strip().splitlines()[-1])
+    assert seen == {"card": True, "registered": "nbmodelpack.notebook.formatters", "magic": False, "torch": False}
+
+
+def test_load_ext_registers_the_table_and_loaded_card(shell: InteractiveShell) -> None:
+    from nbmodelpack.commands import BundleList, Loaded
+
+    html = shell.display_formatter.formatters["text/html"]
+    assert "nbmp-list" in html(BundleList([_info()]))
+    assert "loaded into variable net" in html(Loaded("net", _info()))

@@ -1,0 +1,212 @@
+"""Refused input at every door (API, CLI, ``%modelpack``): one line, no traceback, nothing left behind."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+from IPython.core.interactiveshell import InteractiveShell
+from models import MLP
+
+import nbmodelpack
+from nbmodelpack import api
+from nbmodelpack.errors import UsageError
+
+NAME_KEY = "org.cncf.model.filepath"
+
+
+@pytest.fixture
+def packed(home: Path) -> nbmodelpack.BundleInfo:
+    torch.manual_seed(0)
+    return nbmodelpack.pack(MLP(hidden=4), "tiny", example=torch.randn(1, 1, 28, 28), metrics={})
+
+
+@pytest.fixture(scope="module")
+def shell() -> InteractiveShell:
+    sh = InteractiveShell.instance()
+    sh.run_line_magic("load_ext", "nbmodelpack")
+    return sh
+
+
+def _magic(shell: InteractiveShell, capsys: pytest.CaptureFixture[str], line: str) -> tuple[bool, list[str]]:
+    capsys.readouterr()
+    ok = shell.run_cell(line).success
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert "Traceback" not in text
+    return ok, [ln for ln in text.splitlines() if ln.strip()]
+
+
+def _cli_error(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode in (1, 2), proc.stdout
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def _with_filepath(info: nbmodelpack.BundleInfo, old: str, new: str, *, name: str = "odd") -> nbmodelpack.BundleInfo:
+    """A copy of ``info``'s manifest in the store whose layer ``old`` is named ``new`` (digest recomputed)."""
+    store = nbmodelpack.get_store()
+    doc = json.loads(store.read_blob(info.digest, what="manifest"))
+    for layer in doc["layers"]:
+        for key in (NAME_KEY, "org.opencontainers.image.title"):
+            if layer.get("annotations", {}).get(key) == old:
+                layer["annotations"][key] = new
+    return store.add_manifest(name, json.dumps(doc).encode(), ["1"])
+
+
+def _leftovers(parent: Path, name: str) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if name in p.name)
+
+
+# ---- load ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("ref", [5, None, b"tiny:1", ["tiny:1"]])
+def test_load_of_a_non_reference_is_one_line_usage_error(ref: object) -> None:
+    with pytest.raises(UsageError) as err:
+        nbmodelpack.load(ref)  # type: ignore[arg-type]
+    assert str(err.value).startswith("load needs a bundle reference such as 'mnist-mlp:1', got ")
+    assert "\n" not in str(err.value)
+
+
+def test_show_tag_rm_of_a_non_reference_are_usage_errors() -> None:
+    for call in (lambda: nbmodelpack.show(3), lambda: nbmodelpack.tag(None, "x"), lambda: nbmodelpack.rm(1.5)):  # type: ignore[arg-type]
+        with pytest.raises(UsageError, match="needs a bundle reference"):
+            call()
+
+
+# ---- export -------------------------------------------------------------------------------------
+def test_export_files_with_a_nul_in_a_filepath_is_one_line_and_leaves_no_directory(cli, packed, tmp_path: Path) -> None:
+    try:
+        odd = _with_filepath(packed, "README.md", "READ\x00ME.md")
+    except nbmodelpack.ModelPackError:
+        pytest.skip("the store refuses such a manifest at parse time: nothing to export")
+    out = tmp_path / "deep" / "files"
+    line = _cli_error(cli("export", odd.ref, "--files", str(out)))
+    assert "cannot export" in line or "filepath" in line
+    assert not (tmp_path / "deep").exists()
+    with pytest.raises(nbmodelpack.ModelPackError):
+        nbmodelpack.export(odd.ref, out, format="files")
+    assert not (tmp_path / "deep").exists()
+
+
+def test_export_files_refused_in_the_magic_is_one_line_and_leaves_nothing(shell, capsys, packed, tmp_path: Path) -> None:
+    out = tmp_path / "files"
+    ok, lines = _magic(shell, capsys, f"%modelpack export tiny:9 --files {out}")
+    assert not ok and len(lines) == 1 and lines[0].startswith("error: bundle not found: tiny:9")
+    assert not out.exists() and _leftovers(tmp_path, "files") == []
+
+
+def test_export_files_into_a_non_empty_directory_is_refused_and_keeps_it(cli, packed, tmp_path: Path) -> None:
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    assert "is not empty" in _cli_error(cli("export", packed.ref, "--files", str(out)))
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+
+
+def test_export_files_writes_every_layer_by_filepath(packed, tmp_path: Path) -> None:
+    out = nbmodelpack.export(packed.ref, tmp_path / "plain", format="files")
+    assert sorted(p.name for p in out.iterdir()) == sorted(layer["filepath"] for layer in packed.layers)
+    assert _leftovers(tmp_path, ".tmp-") == []
+
+
+def test_export_format_is_explicit(packed, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="is a directory"):
+        nbmodelpack.export(packed.ref, str(tmp_path) + "/")
+    layout = nbmodelpack.export(packed.ref, tmp_path / "layout", format="dir")
+    assert (layout / "index.json").is_file() and (layout / "oci-layout").is_file()
+    tar = nbmodelpack.export(packed.ref, tmp_path / "t.tar")
+    assert tarfile.is_tarfile(tar)
+    with pytest.raises(UsageError, match="format='zip'"):
+        nbmodelpack.export(packed.ref, tmp_path / "x", format="zip")  # type: ignore[arg-type]
+
+
+# ---- import -------------------------------------------------------------------------------------
+def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> Path:
+    with tarfile.open(path, "w") as t:
+        for info, data in members:
+            info.size = len(data) if info.isreg() else 0
+            t.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return path
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, **kw: object) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    for k, v in kw.items():
+        setattr(info, k, v)
+    return info
+
+
+_INDEX = (_member("index.json"), b'{"schemaVersion":2,"manifests":[]}')
+HOSTILE_TARS = {
+    "dotdot": [_INDEX, (_member("../escaped"), b"x")],
+    "absolute": [_INDEX, (_member("/tmp/absolute-nbmp"), b"x")],
+    "symlink": [_INDEX, (_member("blobs/sha256/" + "a" * 64, tarfile.SYMTYPE, linkname="/etc/passwd"), b"")],
+    "hardlink": [_INDEX, (_member("blobs/sha256/" + "b" * 64, tarfile.LNKTYPE, linkname="index.json"), b"")],
+    "device": [_INDEX, (_member("blobs/sha256/" + "c" * 64, tarfile.CHRTYPE, devmajor=1, devminor=3), b"")],
+    "stray file": [_INDEX, (_member("run.sh"), b"echo hi")],
+    "twice": [_INDEX, _INDEX],
+    "no index": [(_member("oci-layout"), b"{}")],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_TARS))
+def test_import_of_a_hostile_tar_is_one_line_and_writes_nothing(cli, home: Path, tmp_path: Path, kind: str) -> None:
+    tar = _tar(tmp_path / "hostile.tar", HOSTILE_TARS[kind])
+    line = _cli_error(cli("import", str(tar)))
+    assert line.startswith("error: not an OCI layout")
+    assert nbmodelpack.ls() == []
+    assert not any((home / "store" / "staging").glob("*"))
+    assert not Path("/tmp/absolute-nbmp").exists() and not (tmp_path / "escaped").exists()
+
+
+def test_import_of_a_non_tar_is_one_line_at_every_door(cli, shell, capsys, home: Path, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"this is not a tar file\n" * 100)
+    assert _cli_error(cli("import", str(junk))).startswith("error: junk.tar is not an OCI layout tar: not a tar file")
+    ok, lines = _magic(shell, capsys, f"%modelpack import {junk}")
+    assert not ok and len(lines) == 1 and lines[0].startswith("UsageError: junk.tar is not an OCI layout tar: not a tar file")
+    assert nbmodelpack.ls() == [] and not any((home / "store" / "staging").glob("*"))
+
+
+def test_import_caps_the_member_count(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(api, "_MAX_MEMBERS", 3)
+    tar = _tar(tmp_path / "many.tar", [_INDEX, *[(_member(f"blobs/sha256/{i:064x}"), b"") for i in range(5)]])
+    with pytest.raises(UsageError, match="more than 3 members"):
+        nbmodelpack.import_(tar)
+
+
+def test_import_refuses_more_bytes_than_the_disk_has_free(tmp_path: Path) -> None:
+    tar = _tar(tmp_path / "big.tar", [_INDEX, (_member("blobs/sha256/" + "d" * 64), b"0" * 4096)])
+    with tarfile.open(tar) as t, pytest.raises(UsageError, match="bytes free"):
+        api.layout_members(t, free_bytes=1000)
+
+
+def test_import_round_trips_an_exported_tar_and_leaves_no_staging(packed, home: Path, tmp_path: Path) -> None:
+    tar = nbmodelpack.export(packed.ref, tmp_path / "x.tar")
+    nbmodelpack.rm(packed.ref)
+    assert [i.digest for i in nbmodelpack.import_(tar)] == [packed.digest]
+    assert not any((home / "store" / "staging").glob("*"))
+
+
+# ---- load of a bundle that cannot be rebuilt ----------------------------------------------------
+def test_magic_load_of_a_bundle_with_a_foreign_class_is_one_line(shell, capsys, packed) -> None:
+    store = nbmodelpack.get_store()
+    doc = json.loads(store.read_blob(packed.digest, what="manifest"))
+    arch = next(layer for layer in doc["layers"] if layer["annotations"][NAME_KEY] == "architecture.json")
+    hostile = {"strategy": "class", "class": "os:getcwd", "kwargs": {}}
+    desc = store.put_layer("architecture.json", arch["mediaType"], json.dumps(hostile).encode())
+    arch["digest"], arch["size"] = desc.digest, desc.size
+    bad = store.add_manifest("foreign", json.dumps(doc).encode(), ["1"])
+    shell.user_ns.pop("foreign", None)
+    ok, lines = _magic(shell, capsys, f"%modelpack load {bad.ref}")
+    assert not ok and len(lines) == 1 and lines[0].startswith("error: ")
+    assert "foreign" not in shell.user_ns
