@@ -5,7 +5,7 @@ The public API, in the manner of ``huggingface_hub``: the verbs (``pack``,
 …), ``BundleInfo`` and the result types, and the errors (every one a
 :class:`ModelPackError` whose ``str()`` is one line). Everything is defined in
 :mod:`nbmodelpack.api` except the doors' own verbs (``serve``/``servers``/
-``stop_server``/``containerize`` and the training dashboard ``track``).
+``stop_server``/``containerize``).
 ``Store`` and ``get_store`` are the advanced API: a store at another path
 (``get_store("/data/models")``) can be passed to any verb as ``store=``.
 
@@ -92,8 +92,8 @@ _LAZY: dict[str, str] = {
     "servers": "serving",
     "stop_server": "serving",
     "containerize": "serving.containerize",
-    "track": "notebook.dashboard",
-    "History": "notebook.dashboard",
+    "track": "api",
+    "History": "api",
 }
 
 if TYPE_CHECKING:
@@ -101,6 +101,7 @@ if TYPE_CHECKING:
         BundleInfo,
         Comparison,
         CompressionReport,
+        History,
         Passphrase,
         PublishResult,
         Remote,
@@ -137,9 +138,9 @@ if TYPE_CHECKING:
         show,
         sign,
         tag,
+        track,
         verify,
     )
-    from .notebook.dashboard import History, track
     from .serving import serve, servers, stop_server
     from .serving.containerize import containerize
 

@@ -28,7 +28,7 @@ from .bundle.refs import parse, validate_name
 from .compression import Comparison, CompressionReport, compare, compress
 from .crypto import Passphrase, decrypt, encrypt, keygen_age, recipient_of
 from .errors import BundleFormatError, StoreError, UnsafeFileError, UsageError
-from .progress import progress
+from .progress import History, Tracker, progress, track
 from .remote import (
     PublishResult,
     Remote,
@@ -494,11 +494,13 @@ __all__ = [
     "Comparison",
     "CompressionReport",
     "FsckProblem",
+    "History",
     "Passphrase",
     "PublishResult",
     "Remote",
     "Store",
     "StoredBundle",
+    "Tracker",
     "VerifyResult",
     "add_remote",
     "card",
@@ -535,5 +537,6 @@ __all__ = [
     "sign",
     "tag",
     "to_json",
+    "track",
     "verify",
 ]

@@ -10,7 +10,7 @@ from models import MLP
 
 import nbmodelpack
 from nbmodelpack.errors import UsageError
-from nbmodelpack.notebook.dashboard import History, plot_png
+from nbmodelpack.notebook.dashboard import History, history_html, plot_png
 
 
 def _data(n: int = 256, seed: int = 0) -> torch.utils.data.DataLoader:
@@ -143,7 +143,7 @@ def test_history_text_html_and_curves() -> None:
     text = str(h)
     assert text.splitlines()[0] == "3 epochs in 3 s; kept epoch 3: loss 0.3333, val_loss 0.4, accuracy 53"
     assert "3 *" in text
-    assert ">val_loss</th>" in h._repr_html_()
+    assert ">val_loss</th>" in history_html(h)
     assert plot_png(h)[:8] == b"\x89PNG\r\n\x1a\n"
-    escaped = History(rows=[{"step": 1, "<x>": 1.0}])._repr_html_()
+    escaped = history_html(History(rows=[{"step": 1, "<x>": 1.0}]))
     assert "&lt;x&gt;" in escaped and "<x>" not in escaped

@@ -1,4 +1,4 @@
-"""Teach IPython to show our results as HTML: the bundle card, the bundle table, what ``load`` bound.
+"""Teach IPython to show our results as HTML (bundle card and table, what ``load`` bound, a training history).
 
 The core types carry no HTML (the format layer must not know about notebooks);
 this door registers printers with IPython's ``text/html`` formatter by type
@@ -24,6 +24,12 @@ def _loaded(result: Any) -> str:
     return bundle_card_html(result.info, heading=f"loaded into variable {result.var}")
 
 
+def _history(history: Any) -> str:
+    from .dashboard import history_html
+
+    return history_html(history)
+
+
 def _table(infos: Any) -> str:
     from .display import bundle_table_html
 
@@ -34,18 +40,22 @@ PRINTERS = (
     ("nbmodelpack.bundle.info", "BundleInfo", _card),
     ("nbmodelpack.commands.results", "Loaded", _loaded),
     ("nbmodelpack.commands.results", "BundleList", _table),
+    ("nbmodelpack.progress", "History", _history),
 )
 
 
 def register(shell: Any) -> None:
-    """Register the HTML printers with ``shell``'s display formatter (idempotent).
+    """Register the HTML printers with ``shell``'s display formatter, and the widget dashboard (idempotent).
 
     Example:
         >>> register(get_ipython())  # doctest: +SKIP
     """
+    from .dashboard import register as register_dashboard
+
     html = shell.display_formatter.formatters["text/html"]
     for module, name, printer in PRINTERS:
         html.for_type_by_name(module, name, printer)
+    register_dashboard()
 
 
 def html_of(result: Any) -> str | None:
