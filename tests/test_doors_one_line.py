@@ -14,7 +14,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from models import MLP
 
 import nbmodelpack
-from nbmodelpack import api
+from nbmodelpack import api, exchange
 from nbmodelpack.errors import UsageError
 
 NAME_KEY = "org.cncf.model.filepath"
@@ -178,7 +178,7 @@ def test_import_of_a_non_tar_is_one_line_at_every_door(cli, shell, capsys, home:
 
 
 def test_import_caps_the_member_count(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(api, "_MAX_MEMBERS", 3)
+    monkeypatch.setattr(exchange, "_MAX_MEMBERS", 3)
     tar = _tar(tmp_path / "many.tar", [_INDEX, *[(_member(f"blobs/sha256/{i:064x}"), b"") for i in range(5)]])
     with pytest.raises(UsageError, match="more than 3 members"):
         nbmodelpack.import_(tar)
