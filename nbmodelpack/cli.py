@@ -15,6 +15,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from . import commands
     from .commands.render_text import render
     from .errors import ModelPackError, render_error
+    from .serving import verbs  # noqa: F401 - registers serve, servers, stop, containerize
 
     args = list(sys.argv[1:] if argv is None else argv)
     try:

@@ -2,7 +2,8 @@
 
 :mod:`.framework` holds the :class:`Context`, the ``verb`` registry, the parser
 and :func:`run`; one module per verb family registers its verbs on import
-(store, model, security, remote, serving); verbs return data
+(store, model, security, remote); a door with verbs of its own registers
+them too (the serving door: :mod:`nbmodelpack.serving.verbs`). Verbs return data
 (:mod:`.results`) and the doors render it (:mod:`.render_text` for terminals,
 :mod:`nbmodelpack.notebook` for HTML).
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 # Registration order is the order `help` lists the verbs in.
 # isort: off
-from . import store_verbs, model_verbs, security_verbs, remote_verbs, serving_verbs  # noqa: F401
+from . import store_verbs, model_verbs, security_verbs, remote_verbs  # noqa: F401
 # isort: on
 from .framework import VERBS, Context, Verb, arg, build_parser, json_arg, run, verb
 from .model_verbs import default_var_name

@@ -15,6 +15,7 @@ from typing import Any
 from .. import commands
 from ..commands.render_text import render
 from ..errors import ModelPackError, UsageError, render_error
+from ..serving import verbs  # noqa: F401 - registers serve, servers, stop, containerize
 from .formatters import html_of
 
 

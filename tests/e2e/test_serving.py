@@ -380,6 +380,7 @@ def _metric(text: str, name: str) -> float:
 # ---- notebook verbs, registry, parent death -------------------------------------------------
 def test_notebook_serve_verb_starts_lists_and_stops_a_background_server(mlp_model, module_home, monkeypatch):
     from nbmodelpack import commands
+    from nbmodelpack.serving import verbs  # noqa: F401 - the serving door registers its verbs
     from nbmodelpack.serving.handle import Server, mnist_png
 
     class Notebook(commands.Context):

@@ -1,7 +1,9 @@
-"""Verbs that start, list and stop model servers, and write container contexts.
+"""The serving door's verbs: ``serve``, ``servers``, ``stop``, ``containerize``.
 
-These call into :mod:`nbmodelpack.serving` (imported inside each verb, so the
-``serve`` extra is needed only when serving is asked for).
+Serving is a door (above the verbs), so it adds its verbs to the shared
+registry itself; the CLI and ``%modelpack`` import this module. The server
+modules are imported inside each verb, so the ``serve`` extra is needed only
+when serving is asked for.
 """
 
 from __future__ import annotations
@@ -10,8 +12,7 @@ import argparse
 import os
 from typing import Any
 
-from .framework import Context, arg, verb
-from .results import ServerList, Text
+from ..commands import Context, ServerList, Text, arg, verb
 
 
 @verb(
@@ -29,8 +30,8 @@ from .results import ServerList, Text
     arg("--threads", type=int, default=0, help="torch threads per worker (default: cores / workers)"),
 )
 def serve_verb(args: argparse.Namespace, ctx: Context) -> Any:
-    from ..serving.app import IDENTITY_ENV, TOKEN_ENV, ServeOptions
-    from ..serving.runner import serve, start
+    from .app import IDENTITY_ENV, TOKEN_ENV, ServeOptions
+    from .runner import serve, start
 
     port = args.port if args.port is not None else (0 if ctx.interactive else 8000)
     options = ServeOptions(
@@ -39,7 +40,7 @@ def serve_verb(args: argparse.Namespace, ctx: Context) -> Any:
         max_body=args.max_body, threads=args.threads,
     )
     if ctx.interactive:
-        from ..serving.handle import Server
+        from .handle import Server
 
         return Server(start(options), token=options.token)
     serve(options)
@@ -48,14 +49,14 @@ def serve_verb(args: argparse.Namespace, ctx: Context) -> Any:
 
 @verb("servers", "list running model servers", arg("--json", action="store_true"))
 def servers_verb(args: argparse.Namespace, ctx: Context) -> ServerList:
-    from ..serving.runner import servers
+    from .runner import servers
 
     return ServerList(servers())
 
 
 @verb("stop", "stop a running model server", arg("which", help="bundle ref or name, pid, URL, or `all`"))
 def stop_verb(args: argparse.Namespace, ctx: Context) -> Text:
-    from ..serving.runner import servers, stop
+    from .runner import servers, stop
 
     if args.which == "all" and not servers():
         return Text("no servers running")
@@ -73,7 +74,7 @@ def stop_verb(args: argparse.Namespace, ctx: Context) -> Text:
     arg("--workers", type=int, default=2),
 )
 def containerize_verb(args: argparse.Namespace, ctx: Context) -> Text:
-    from ..serving.containerize import containerize
+    from .containerize import containerize
 
     out = containerize(args.ref, args.dir, port=args.port, image=args.image, workers=args.workers)
     return Text(f"wrote {out}/Dockerfile and {out}/kserve.yaml; build with: docker build -t IMAGE {out}")
