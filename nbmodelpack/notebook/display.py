@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..bundle.info import BundleInfo, human_bytes
+from ..progress import fmt_value
 
 # Scoped under .nbmp so nothing leaks into the rest of the notebook.
 _STYLE = """<style>
@@ -66,12 +67,6 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
 def _badges(info: BundleInfo) -> str:
     return "".join(f'<span class="nbmp-badge {_e(b)}">{_e(b)}</span>' for b in info.badges)
 
@@ -98,7 +93,7 @@ def _lineage(recipe: Mapping[str, Any]) -> str:
         if not isinstance(step, Mapping) or not step.get("op"):
             continue
         params = step.get("params") or {}
-        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in params.items() if not isinstance(v, dict | list))
+        shown = ", ".join(f"{k}={fmt_value(v)}" for k, v in params.items() if not isinstance(v, dict | list))
         parts.append(_e(step["op"]) + (f' <span class="nbmp-muted">({_e(shown)})</span>' if shown else ""))
     text = " → ".join(parts)
     parent = recipe.get("parent") if recipe else None
@@ -135,7 +130,7 @@ def bundle_card_html(info: BundleInfo, *, heading: str | None = None) -> str:
     rows.append(("digest", f"<code>{_e(info.digest[:19])}…</code>"))
     metrics = ""
     if info.metrics:
-        cells = "".join(f"<tr><th>{_e(k)}</th><td>{_e(_fmt(v))}</td></tr>" for k, v in info.metrics.items())
+        cells = "".join(f"<tr><th>{_e(k)}</th><td>{_e(fmt_value(v))}</td></tr>" for k, v in info.metrics.items())
         metrics = f'<div><b>metrics</b><table class="nbmp-kv">{cells}</table></div>'
     version = f'<span class="nbmp-ver">:{_e(info.version)}</span>' if info.version is not None else ""
     name = f"{info.remote}/{info.name}" if info.remote else info.name
@@ -177,7 +172,7 @@ def bundle_table_html(infos: Iterable[BundleInfo]) -> str:
             (i.size, _e(human_bytes(i.size))),
             (i.parameters, _e(f"{i.parameters:,}")),
             (i.precision, _e(i.precision or "-")),
-            *[(i.metrics.get(k, ""), _e(_fmt(i.metrics.get(k, "")))) for k in metric_keys],
+            *[(i.metrics.get(k, ""), _e(fmt_value(i.metrics.get(k, "")))) for k in metric_keys],
             (",".join(i.badges), _badges(i) or '<span class="nbmp-muted">-</span>'),
             (i.created, _e(i.created[:16].replace("T", " "))),
             (hint, f'<span class="nbmp-hint">{_e(hint)}</span><button class="nbmp-copy" data-copy="{_e(hint)}" title="copy">copy</button>'),
