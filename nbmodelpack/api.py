@@ -3,7 +3,7 @@
 The bundle verbs are defined here; the transforms (compress, encrypt, sign),
 the remote verbs and ``fit`` are defined in their own layers and re-exported,
 so a door needs ``nbmodelpack.api`` only. Torch is imported only inside the
-functions that need it (``fit`` resolves on first use).
+functions that need it; ``fit`` and the remote verbs resolve on first use.
 
 Example:
     >>> from nbmodelpack import api
@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,17 +27,6 @@ from .crypto import Passphrase, decrypt, encrypt, keygen_age, recipient_of
 from .errors import UnsafeFileError, UsageError
 from .exchange import export, import_, layout_members, ref_text
 from .progress import History, Tracker, progress, track
-from .remote import (
-    PublishResult,
-    Remote,
-    add_remote,
-    list_remote,
-    list_remotes,
-    login,
-    publish,
-    pull,
-    remove_remote,
-)
 from .signing import (
     VerifyResult,
     enforce_trust_policy,
@@ -52,14 +42,30 @@ if TYPE_CHECKING:
     import torch
 
     from .pytorch.fit import fit
+    from .remote import (
+        PublishResult,
+        Remote,
+        add_remote,
+        list_remote,
+        list_remotes,
+        login,
+        publish,
+        pull,
+        remove_remote,
+    )
+
+# Re-exported on first use: ``fit`` needs torch, the remote verbs an HTTP client, and a
+# listing of the local store needs neither.
+_LAZY = {
+    "fit": "pytorch.fit",
+    **dict.fromkeys(["PublishResult", "Remote", "add_remote", "list_remote", "list_remotes", "login", "publish", "pull", "remove_remote"], "remote"),
+}
 
 def __getattr__(name: str) -> Any:
-    # ``fit`` needs torch at import time; resolve it on first use so ``api`` stays torch-free.
-    if name == "fit":
-        from .pytorch.fit import fit
-
-        return fit
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __package__), name)
 
 
 def pack(

@@ -367,3 +367,18 @@ def test_load_ext_registers_the_table_and_loaded_card(shell: InteractiveShell) -
     html = shell.display_formatter.formatters["text/html"]
     assert "nbmp-list" in html(BundleList([_info()]))
     assert "loaded into variable net" in html(Loaded("net", _info()))
+
+
+@pytest.mark.slow
+def test_a_kernel_draws_track_with_widgets_and_shows_the_history_as_html() -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    code = "import nbmodelpack\nwith nbmodelpack.track(total=2) as t:\n    t.log(loss=1.0)\n    t.log(loss=0.5)\nprint(type(t._view).__name__)\nt.history"
+    nb.cells = [nbformat.v4.new_code_cell(code)]
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    outputs = nb.cells[0].outputs
+    assert any(o.get("text") == "_WidgetView\n" for o in outputs)
+    assert "nbmp-history" in outputs[-1]["data"]["text/html"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)  # the curves, left as static output

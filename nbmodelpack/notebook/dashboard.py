@@ -5,8 +5,8 @@ swapped into an ``Image`` widget, so nothing flickers) and a table of the logged
 rows. When the run ends the widgets are replaced by the same content as static
 output, so a saved notebook shows the final dashboard everywhere (nbconvert,
 GitHub, a JupyterLab without the kernel). The tracker itself and its terminal
-view live in :mod:`nbmodelpack.progress`; :func:`register` makes this the view
-where a kernel can show widgets.
+view live in :mod:`nbmodelpack.progress`; :mod:`nbmodelpack.notebook.formatters`
+makes :func:`widget_view` the view wherever a kernel can show widgets.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import io
 import sys
 import time
 
-from ..progress import DashboardView, History, Tracker, fmt_value, set_dashboard_view, track
+from ..progress import DashboardView, History, Tracker, fmt_value, track
 
 _PLOT_EVERY = 0.5  # seconds between curve redraws (each is a matplotlib render)
 
@@ -106,15 +106,6 @@ def widget_view(title: str) -> DashboardView | None:
     return _WidgetView(title) if _in_kernel() else None
 
 
-def register() -> None:
-    """Draw training dashboards with widgets wherever a kernel can show them.
-
-    Example:
-        >>> register()  # doctest: +SKIP
-    """
-    set_dashboard_view(widget_view)
-
-
 class _WidgetView:
     """Jupyter: three outputs (header + bar, curves, table) updated in place, made static at the end."""
 
@@ -175,4 +166,4 @@ class _WidgetView:
             widget.close()
 
 
-__all__ = ["History", "Tracker", "history_html", "plot_png", "register", "track", "widget_view"]
+__all__ = ["History", "Tracker", "history_html", "plot_png", "track", "widget_view"]

@@ -30,6 +30,12 @@ def _history(history: Any) -> str:
     return history_html(history)
 
 
+def _widget_view(title: str) -> Any:
+    from .dashboard import widget_view
+
+    return widget_view(title)
+
+
 def _table(infos: Any) -> str:
     from .display import bundle_table_html
 
@@ -50,12 +56,12 @@ def register(shell: Any) -> None:
     Example:
         >>> register(get_ipython())  # doctest: +SKIP
     """
-    from .dashboard import register as register_dashboard
+    from ..progress import set_dashboard_view
 
     html = shell.display_formatter.formatters["text/html"]
     for module, name, printer in PRINTERS:
         html.for_type_by_name(module, name, printer)
-    register_dashboard()
+    set_dashboard_view(_widget_view)
 
 
 def html_of(result: Any) -> str | None:
