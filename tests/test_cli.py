@@ -128,3 +128,25 @@ def test_a_remotes_entry_that_is_not_a_table_is_one_line(cli, home):
     (home / "config.toml").write_text('remotes = "oops"\n')
     proc = cli("remote", "ls")
     assert proc.returncode == 2 and "[remotes] is not a table" in _one_error_line(proc)
+
+
+def test_help_of_every_verb_is_plain_usage_without_history():
+    from nbmodelpack import commands
+    from nbmodelpack.serving import verbs  # noqa: F401 - the serving door's verbs
+
+    assert {"serve", "servers", "stop", "containerize", "ls", "pack", "publish"} <= set(commands.VERBS)
+    for name in commands.VERBS:
+        text = str(commands.run(["help", name]))
+        assert text.startswith(f"usage: modelpack {name}") and "issue" not in text.lower(), name
+
+
+def test_verbs_return_data_the_cli_renders_as_text_and_json(packed):
+    from nbmodelpack import commands
+    from nbmodelpack.commands.render_text import render
+
+    listed = commands.run("ls")
+    assert isinstance(listed, commands.BundleList) and listed[0].digest == packed.digest
+    assert render(listed, as_json=False).startswith("REF")
+    assert json.loads(render(listed, as_json=True))[0]["ref"] == "mnist-mlp:1"
+    assert render(commands.run("fsck"), as_json=False) == "ok: every blob matches its digest"
+    assert render(commands.BundleList(), as_json=False).startswith("no bundles")
