@@ -51,15 +51,29 @@ def _cli_error(proc: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def _with_filepath(info: nbmodelpack.BundleInfo, old: str, new: str, *, name: str = "odd") -> nbmodelpack.BundleInfo:
-    """A copy of ``info``'s manifest in the store whose layer ``old`` is named ``new`` (digest recomputed)."""
+def _with_filepath(info: nbmodelpack.BundleInfo, old: str, new: str, *, name: str = "odd") -> str:
+    """Index a copy of ``info``'s manifest whose layer ``old`` is named ``new``; return its reference.
+
+    The manifest goes into the store as an attacker's copy would (blob plus
+    index entry, bypassing any check ``add_manifest`` makes), so the door under
+    test is the first to read it.
+    """
     store = nbmodelpack.get_store()
     doc = json.loads(store.read_blob(info.digest, what="manifest"))
     for layer in doc["layers"]:
         for key in (NAME_KEY, "org.opencontainers.image.title"):
             if layer.get("annotations", {}).get(key) == old:
                 layer["annotations"][key] = new
-    return store.add_manifest(name, json.dumps(doc).encode(), ["1"])
+    raw = json.dumps(doc).encode()
+    digest, size = store.put_bytes(raw, what="manifest")
+    index_path = store.root / "index.json"
+    index = json.loads(index_path.read_text())
+    entry = json.loads(json.dumps(index["manifests"][0]))
+    entry.update(digest=digest, size=size)
+    entry["annotations"] = {k: (f"{name}:1" if k.endswith("ref.name") else name) for k in entry["annotations"]}
+    index["manifests"].append(entry)
+    index_path.write_text(json.dumps(index))
+    return f"{name}:1"
 
 
 def _leftovers(parent: Path, name: str) -> list[str]:
@@ -83,16 +97,13 @@ def test_show_tag_rm_of_a_non_reference_are_usage_errors() -> None:
 
 # ---- export -------------------------------------------------------------------------------------
 def test_export_files_with_a_nul_in_a_filepath_is_one_line_and_leaves_no_directory(cli, packed, tmp_path: Path) -> None:
-    try:
-        odd = _with_filepath(packed, "README.md", "READ\x00ME.md")
-    except nbmodelpack.ModelPackError:
-        pytest.skip("the store refuses such a manifest at parse time: nothing to export")
+    odd = _with_filepath(packed, "README.md", "READ\x00ME.md")
     out = tmp_path / "deep" / "files"
-    line = _cli_error(cli("export", odd.ref, "--files", str(out)))
-    assert "cannot export" in line or "filepath" in line
+    line = _cli_error(cli("export", odd, "--files", str(out)))
+    assert "odd:1" in line or "filepath" in line
     assert not (tmp_path / "deep").exists()
     with pytest.raises(nbmodelpack.ModelPackError):
-        nbmodelpack.export(odd.ref, out, format="files")
+        nbmodelpack.export(odd, out, format="files")
     assert not (tmp_path / "deep").exists()
 
 
@@ -210,3 +221,23 @@ def test_magic_load_of_a_bundle_with_a_foreign_class_is_one_line(shell, capsys, 
     ok, lines = _magic(shell, capsys, f"%modelpack load {bad.ref}")
     assert not ok and len(lines) == 1 and lines[0].startswith("error: ")
     assert "foreign" not in shell.user_ns
+
+
+def test_magic_load_of_a_non_reference_is_one_line(shell, capsys, packed) -> None:
+    ok, lines = _magic(shell, capsys, "%modelpack load 5 as five")
+    assert not ok and len(lines) == 1 and lines[0].startswith("error: bundle not found: 5:latest")
+    assert "five" not in shell.user_ns
+
+
+def test_magic_export_files_with_a_nul_in_a_filepath_is_one_line_and_leaves_nothing(shell, capsys, packed, tmp_path: Path) -> None:
+    odd = _with_filepath(packed, "README.md", "READ\x00ME.md")
+    ok, lines = _magic(shell, capsys, f"%modelpack export {odd} --files {tmp_path / 'deep' / 'files'}")
+    assert not ok and len(lines) == 1 and lines[0].startswith("error: ")
+    assert not (tmp_path / "deep").exists()
+
+
+def test_magic_import_of_a_tar_with_a_symlink_is_one_line_and_writes_nothing(shell, capsys, home: Path, tmp_path: Path) -> None:
+    tar = _tar(tmp_path / "link.tar", HOSTILE_TARS["symlink"])
+    ok, lines = _magic(shell, capsys, f"%modelpack import {tar}")
+    assert not ok and lines == ["UsageError: not an OCI layout: the tar holds a link or device 'blobs/sha256/" + "a" * 64 + "' (an OCI layout holds oci-layout, index.json and blobs/sha256/ only)"]
+    assert nbmodelpack.ls() == [] and not any((home / "store" / "staging").glob("*"))
