@@ -71,9 +71,15 @@ def _badges(info: BundleInfo) -> str:
     return "".join(f'<span class="nbmp-badge {_e(b)}">{_e(b)}</span>' for b in info.badges)
 
 
-def _kv_rows(rows: Iterable[tuple[str, str]]) -> str:
-    # values arrive already escaped (some carry markup)
-    return "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in rows)
+def kv_table(rows: Iterable[tuple[str, str]]) -> str:
+    """A two-column key/value table; keys are escaped here, values arrive escaped (some carry markup).
+
+    Example:
+        >>> kv_table([("a<b", "1")])
+        '<table class="nbmp-kv"><tr><th>a&lt;b</th><td>1</td></tr></table>'
+    """
+    body = "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<table class="nbmp-kv">{body}</table>'
 
 
 def load_hint(ref: str) -> str:
@@ -130,8 +136,7 @@ def bundle_card_html(info: BundleInfo, *, heading: str | None = None) -> str:
     rows.append(("digest", f"<code>{_e(info.digest[:19])}…</code>"))
     metrics = ""
     if info.metrics:
-        cells = "".join(f"<tr><th>{_e(k)}</th><td>{_e(fmt_value(v))}</td></tr>" for k, v in info.metrics.items())
-        metrics = f'<div><b>metrics</b><table class="nbmp-kv">{cells}</table></div>'
+        metrics = f"<div><b>metrics</b>{kv_table((k, _e(fmt_value(v))) for k, v in info.metrics.items())}</div>"
     version = f'<span class="nbmp-ver">:{_e(info.version)}</span>' if info.version is not None else ""
     name = f"{info.remote}/{info.name}" if info.remote else info.name
     top = f"<div>{_e(heading)}</div>" if heading else ""
@@ -140,7 +145,7 @@ def bundle_card_html(info: BundleInfo, *, heading: str | None = None) -> str:
     return (
         f'{_STYLE}<div class="nbmp nbmp-card">{top}'
         f'<div class="nbmp-title">{_e(name)}{version}{_badges(info)}</div>{desc}'
-        f'<div style="display:flex;gap:28px;flex-wrap:wrap"><table class="nbmp-kv">{_kv_rows(rows)}</table>{metrics}</div>'
+        f'<div style="display:flex;gap:28px;flex-wrap:wrap">{kv_table(rows)}{metrics}</div>'
         f'<div class="nbmp-muted">load: <span class="nbmp-hint">{_e(hint)}</span></div></div>'
     )
 
