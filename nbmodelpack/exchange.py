@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import stat
 import tarfile
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -249,6 +250,7 @@ def _import_layout(root: Path, target: Store, name: str | None) -> list[BundleIn
     # a layout refused halfway adds no bundle (copied blobs go at the next gc).
     planned = []
     for digest, ref_names in by_digest.items():
+        _check_blob(layout, digest, "manifest", most=_MAX_SMALL_FILE)
         raw = layout.read_blob(digest, what="manifest")
         manifest = parse_manifest(raw, digest)
         bundle_name = validate_name(str(name or manifest.summary.get("name") or _name_from_refs(ref_names)))
@@ -258,8 +260,34 @@ def _import_layout(root: Path, target: Store, name: str | None) -> list[BundleIn
         planned.append((manifest, bundle_name, raw, sorted(set(tags)) or ["latest"]))
     for manifest, _, _, _ in planned:
         for desc in (manifest.config, *manifest.layers):
-            target.put_chunks(layout.iter_blob(desc.digest), expected=desc.digest, what=desc.filepath or "config")
+            what = desc.filepath or "config"
+            _check_blob(layout, desc.digest, what, exactly=desc.size)
+            target.put_chunks(_at_most(layout.iter_blob(desc.digest), desc.size, what), expected=desc.digest, what=what)
     return [target.add_manifest(bundle_name, raw, tags) for _, bundle_name, raw, tags in planned]
+
+
+def _check_blob(layout: Store, digest: str, what: str, *, most: int | None = None, exactly: int | None = None) -> None:
+    """A layout blob must be a regular file of the recorded size (not a link to /dev/zero, not a giant)."""
+    path = layout.blob_path(digest)
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise UsageError(f"not an OCI layout: {what} ({digest[:19]}…) is missing") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise UsageError(f"not an OCI layout: {what} ({digest[:19]}…) is not a regular file")
+    if (most is not None and info.st_size > most) or (exactly is not None and info.st_size != exactly):
+        expected = f"at most {most:,}" if most is not None else f"{exactly:,}"
+        raise UsageError(f"not an OCI layout: {what} is {info.st_size:,} bytes, expected {expected}")
+
+
+def _at_most(chunks: Iterator[bytes], limit: int, what: str) -> Iterator[bytes]:
+    """``chunks``, refused as soon as they exceed ``limit`` bytes (a file that grows while copied)."""
+    seen = 0
+    for chunk in chunks:
+        seen += len(chunk)
+        if seen > limit:
+            raise UsageError(f"not an OCI layout: {what} is larger than its descriptor's {limit:,} bytes")
+        yield chunk
 
 
 def _name_from_refs(ref_names: list[str]) -> str:

@@ -241,3 +241,15 @@ def test_magic_import_of_a_tar_with_a_symlink_is_one_line_and_writes_nothing(she
     ok, lines = _magic(shell, capsys, f"%modelpack import {tar}")
     assert not ok and lines == ["UsageError: not an OCI layout: the tar holds a link or device 'blobs/sha256/" + "a" * 64 + "' (an OCI layout holds oci-layout, index.json and blobs/sha256/ only)"]
     assert nbmodelpack.ls() == [] and not any((home / "store" / "staging").glob("*"))
+
+
+def test_import_of_a_layout_directory_with_a_blob_linked_to_dev_zero_is_one_line(cli, packed, home: Path, tmp_path: Path) -> None:
+    layout = nbmodelpack.export(packed.ref, tmp_path / "layout", format="dir")
+    weights = next(layer["digest"] for layer in packed.layers if layer["filepath"] == "model.safetensors")
+    blob = layout / "blobs" / "sha256" / weights.split(":", 1)[1]
+    blob.unlink()
+    blob.symlink_to("/dev/zero")
+    nbmodelpack.rm(packed.ref)
+    line = _cli_error(cli("import", str(layout), timeout=60))
+    assert line.startswith("error: not an OCI layout: model.safetensors") and "not a regular file" in line
+    assert nbmodelpack.ls() == []
