@@ -133,6 +133,7 @@ def _no_temp(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
 _LAYOUT_FILES = {"oci-layout", "index.json"}
 _LAYOUT_DIRS = {"blobs", "blobs/sha256"}
 _MAX_MEMBERS = 100_000  # a bundle has a handful of blobs; a layout of many bundles stays far below
+_MAX_TAGS = 1000  # tags one imported manifest may bring along
 _MAX_SMALL_FILE = 4 * 1024 * 1024  # index.json and oci-layout, capped as OCI distribution caps manifests
 
 
@@ -257,6 +258,8 @@ def _import_layout(root: Path, target: Store, name: str | None) -> list[BundleIn
         version = manifest.summary.get("version")
         tags = [str(version)] if version is not None else []
         tags += [r.rsplit(":", 1)[-1] for r in ref_names if r and not r.rsplit(":", 1)[-1].isdigit()]
+        if len(set(tags)) > _MAX_TAGS:
+            raise UsageError(f"not an OCI layout we import: {len(set(tags)):,} tags on one manifest (at most {_MAX_TAGS})")
         planned.append((manifest, bundle_name, raw, sorted(set(tags)) or ["latest"]))
     for manifest, _, _, _ in planned:
         for desc in (manifest.config, *manifest.layers):

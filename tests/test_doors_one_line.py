@@ -253,3 +253,15 @@ def test_import_of_a_layout_directory_with_a_blob_linked_to_dev_zero_is_one_line
     line = _cli_error(cli("import", str(layout), timeout=60))
     assert line.startswith("error: not an OCI layout: model.safetensors") and "not a regular file" in line
     assert nbmodelpack.ls() == []
+
+
+def test_import_refuses_a_layout_that_tags_one_manifest_a_thousand_times(packed, tmp_path: Path) -> None:
+    layout = nbmodelpack.export(packed.ref, tmp_path / "layout", format="dir")
+    index = json.loads((layout / "index.json").read_text())
+    entry = index["manifests"][0]
+    index["manifests"] = [{**entry, "annotations": {"org.opencontainers.image.ref.name": f"tiny:t{i}"}} for i in range(1001)]
+    (layout / "index.json").write_text(json.dumps(index))
+    nbmodelpack.rm(packed.ref)
+    with pytest.raises(UsageError, match="1,001 tags on one manifest"):
+        nbmodelpack.import_(layout)
+    assert nbmodelpack.ls() == []
