@@ -262,6 +262,6 @@ def test_import_refuses_a_layout_that_tags_one_manifest_a_thousand_times(packed,
     index["manifests"] = [{**entry, "annotations": {"org.opencontainers.image.ref.name": f"tiny:t{i}"}} for i in range(1001)]
     (layout / "index.json").write_text(json.dumps(index))
     nbmodelpack.rm(packed.ref)
-    with pytest.raises(UsageError, match="1,001 tags on one manifest"):
+    with pytest.raises(UsageError, match=r"1,00\d tags on one manifest \(at most 1000\)"):
         nbmodelpack.import_(layout)
     assert nbmodelpack.ls() == []
