@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from .bundle.info import BundleInfo
 from .bundle.refs import validate_name
-from .errors import BundleFormatError, StoreError, UsageError
+from .errors import BundleFormatError, ModelPackError, StoreError, UsageError
 from .signing import export_files
 from .store import Store, get_store
 
@@ -58,8 +58,7 @@ def export(ref: str, out: str | Path, *, format: ExportFormat = "tar", store: St
     text_ref = ref_text(ref, "export")
     out_path = Path(out).expanduser()
     if format == "files":
-        if out_path.exists() and (not out_path.is_dir() or any(out_path.iterdir())):
-            raise UsageError(f"{out_path} is not empty", hint="export into a new or empty directory")
+        _refuse_occupied(out_path)
         return _write_beside(out_path, lambda tmp: export_files(text_ref, tmp, store=store), what=f"the files of {text_ref}")
     source = get_store(store)
     bundle = source.open(text_ref)
@@ -77,8 +76,7 @@ def export(ref: str, out: str | Path, *, format: ExportFormat = "tar", store: St
     if format == "dir":
         if (out_path / "index.json").is_file():
             return fill(out_path)  # add to an existing layout (OCI layouts hold many manifests)
-        if out_path.exists() and (not out_path.is_dir() or any(out_path.iterdir())):
-            raise UsageError(f"{out_path} is neither an OCI layout nor empty", hint="export into a new or empty directory")
+        _refuse_occupied(out_path)
         return _write_beside(out_path, fill, what=text_ref)
     if format != "tar":
         raise UsageError(f"format={format!r}: use 'tar', 'dir' or 'files'")
@@ -96,6 +94,14 @@ def export(ref: str, out: str | Path, *, format: ExportFormat = "tar", store: St
             part.unlink(missing_ok=True)
             raise StoreError(f"cannot write {out_path}: {exc.strerror or exc}") from exc
     return out_path
+
+
+def _refuse_occupied(target: Path) -> None:
+    """An export directory must be new or empty: never mix a bundle into other files."""
+    if target.exists() and not target.is_dir():
+        raise ModelPackError(f"{target} is a file, not a directory", hint="export into a new or empty directory")
+    if target.is_dir() and any(target.iterdir()):
+        raise UsageError(f"{target} is not empty", hint="export into a new or empty directory")
 
 
 def _write_beside(target: Path, write: Callable[[Path], Any], *, what: str) -> Path:
