@@ -116,9 +116,7 @@ def _write_beside(target: Path, write: Callable[[Path], Any], *, what: str) -> P
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp.mkdir()
         write(tmp)
-        if target.is_dir():
-            target.rmdir()  # checked empty by the caller; a rename cannot replace it otherwise
-        tmp.rename(target)
+        tmp.replace(target)  # rename(2) also replaces an empty directory, atomically
     except ValueError as exc:  # a filepath the file system cannot hold, e.g. a NUL byte
         raise BundleFormatError(f"cannot export {what}: {exc}", hint="the bundle names a file that cannot exist on disk") from exc
     except OSError as exc:

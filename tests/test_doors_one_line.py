@@ -265,3 +265,9 @@ def test_import_refuses_a_layout_that_tags_one_manifest_a_thousand_times(packed,
     with pytest.raises(UsageError, match=r"1,00\d tags on one manifest \(at most 1000\)"):
         nbmodelpack.import_(layout)
     assert nbmodelpack.ls() == []
+
+
+def test_export_files_into_an_existing_empty_directory_fills_it(packed, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    out = nbmodelpack.export(packed.ref, tmp_path / "empty", format="files")
+    assert (out / "model.safetensors").is_file() and _leftovers(tmp_path, ".tmp-") == []
