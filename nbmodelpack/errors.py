@@ -121,7 +121,7 @@ class CompressionError(ModelPackError):
 
     prefix = "compression: "
     http_status = 400
-    exit_code = 2
+    exit_code = 1
 
 
 class CryptoError(ModelPackError):
