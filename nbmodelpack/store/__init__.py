@@ -37,6 +37,7 @@ from ..bundle.manifest import (
     MAX_MANIFEST_BYTES,
     Descriptor,
     Manifest,
+    check_filepaths,
     layer,
     parse_manifest,
     sha256_digest,
@@ -275,6 +276,7 @@ class Store:
         """
         validate_name(draft.name)
         extra_tags = [validate_tag(t) for t in tags]
+        check_filepaths([d.filepath for d in draft.layers if d.filepath != "README.md"] + ["README.md"])
         with self.lock():
             self._require_blobs(draft.layers, draft.name)
             doc = self.index.read()
