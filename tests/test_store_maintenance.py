@@ -134,3 +134,17 @@ def test_listing_copies_are_independent(tmp_path):
     first.tags.append("mutated")
     again = store.list()[0]
     assert again.published == [] and again.tags == ["1", "latest"]
+
+
+def test_gc_keeps_the_blobs_of_a_manifest_it_cannot_parse(tmp_path):
+    store = Store(tmp_path / "s")
+    info = store.commit(Draft(name="m", layers=[store.put_layer("model.safetensors", mt.WEIGHT, b"w")]))
+    manifest = store.blob_path(info.digest)
+    for path in store.blob_dir.iterdir():
+        _age(path)
+    raw = manifest.read_bytes()
+    manifest.unlink()
+    manifest.write_bytes(raw.replace(b'"schemaVersion"', b'"schemaVersion" [broken'))
+    _age(manifest)
+    store.gc()
+    assert all(store.has_blob(layer["digest"]) for layer in info.layers)

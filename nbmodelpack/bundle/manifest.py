@@ -123,10 +123,7 @@ def _json_annotation(annotations: dict[str, str], key: str) -> dict[str, Any]:
     text = annotations.get(key)
     if not text:
         return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BundleFormatError(f"annotation {key} is not JSON") from exc
+    value = load_json_limited(text.encode(), what=f"annotation {key}", max_bytes=MAX_MANIFEST_BYTES)
     return value if isinstance(value, dict) else {}
 
 

@@ -181,7 +181,7 @@ class Blobs:
             # truncate), and mark it fresh so `gc` gives the writer its grace period.
             # A read-only or foreign-owned blob cannot be touched: commit's re-check under the lock still protects it.
             with contextlib.suppress(OSError):
-                os.utime(final)
+                os.utime(final, follow_symlinks=False)
             return
         os.replace(tmp, final)
 

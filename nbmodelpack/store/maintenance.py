@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -10,10 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ModelPackError
-from .blobs import hash_file
+from .blobs import hash_file, open_blob
 
 if TYPE_CHECKING:
     from . import Store
+
+_DIGEST_BYTES = re.compile(rb"sha256:[a-f0-9]{64}")
+_SCAN_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -36,10 +40,22 @@ def referenced(store: Store) -> set[str]:
         try:
             manifest = store.manifest(digest)
         except ModelPackError:
+            live.update(_digests_named_in(store, digest))
             continue
         live.add(manifest.config.digest)
         live.update(d.digest for d in manifest.layers)
     return live
+
+
+def _digests_named_in(store: Store, digest: str) -> set[str]:
+    # A manifest we cannot parse (too strict for it, or damaged) still protects every blob it
+    # names: gc must never turn "unreadable" into "deleted".
+    try:
+        with open_blob(store.blob_path(digest)) as f:
+            raw = f.read(_SCAN_BYTES)
+    except OSError:
+        return set()
+    return {m.decode() for m in _DIGEST_BYTES.findall(raw)}
 
 
 def newest_mtime(path: Path) -> float:
@@ -84,7 +100,7 @@ def gc(store: Store, *, grace_seconds: float = 3600.0) -> tuple[int, int]:
             if "sha256:" + path.name in live:
                 continue
             stat = path.lstat()
-            if stat.st_mtime > cutoff:
+            if stat.st_mtime > cutoff or path.is_dir():
                 continue
             path.unlink()
             count += 1
