@@ -17,9 +17,10 @@ from nbmodelpack.errors import (
     IntegrityError,
     InvalidReference,
     ModelPackError,
+    StoreError,
     UsageError,
 )
-from nbmodelpack.store import Store
+from nbmodelpack.store import Store, get_store
 
 ZERO = "sha256:" + "0" * 64
 
@@ -192,3 +193,33 @@ def test_commit_refuses_a_draft_whose_filepaths_a_manifest_could_not_hold(tmp_pa
     with pytest.raises(BundleFormatError, match="two layers"):
         store.commit(Draft(name="bad", layers=[store.put_layer("a", mt.WEIGHT, b"x"), store.put_layer("a", mt.WEIGHT, b"y")]))
     assert store.refs() == {}
+
+
+@pytest.mark.parametrize(
+    "index",
+    [b"[" * 200_000 + b"]" * 200_000, b'{"manifests": ' + b"[" * 100 + b"]" * 100 + b"}", b'{"manifests": {}}', b"\xff\xfe", b" " * (33 << 20)],
+)
+def test_a_hostile_layout_index_is_one_store_error_line(tmp_path, index):
+    root = tmp_path / "layout"
+    (root / "blobs" / "sha256").mkdir(parents=True)
+    (root / "index.json").write_bytes(index)
+    layout = Store(root, create=False)
+    with pytest.raises(StoreError) as err:
+        layout.entries()
+    assert "\n" not in str(err.value)
+
+
+def test_hostile_index_entries_are_skipped_not_crashed_on(tmp_path):
+    store = Store(tmp_path / "s")
+    _commit(store)
+    doc = json.loads(store.index.path.read_bytes())
+    doc["manifests"] += [5, {"digest": 7, "annotations": {mt.REF_NAME: "x:1"}}, {"annotations": []}, {"digest": "sha256:zz", "annotations": {mt.REF_NAME: "y:1"}}]
+    store.index.path.write_text(json.dumps(doc))
+    assert [i.ref for i in store.list()] == ["good:1"]
+    with pytest.raises(InvalidReference):
+        store.open("y:1")
+
+
+def test_get_store_refuses_what_is_not_a_store_or_path():
+    with pytest.raises(UsageError, match="neither a Store nor a path"):
+        get_store(5)  # type: ignore[arg-type]

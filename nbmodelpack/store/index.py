@@ -21,8 +21,9 @@ from .blobs import store_error
 NAME_KEY = "dev.nbmodelpack.name"
 # Index annotation: the highest version number each name ever had (numbers are never reused).
 VERSIONS_KEY = "dev.nbmodelpack.versions"
-# A store with 100,000 tags has an index of ~30 MB; beyond 256 MiB it is not one we wrote.
-MAX_INDEX_BYTES = 256 << 20
+# ~250 bytes per tag: 32 MiB holds over 100,000 tags, and bounds what a hostile layout's
+# index (a file:// share, an import) can make us parse.
+MAX_INDEX_BYTES = 32 << 20
 Entry = dict[str, Any]
 
 
