@@ -223,3 +223,16 @@ def test_hostile_index_entries_are_skipped_not_crashed_on(tmp_path):
 def test_get_store_refuses_what_is_not_a_store_or_path():
     with pytest.raises(UsageError, match="neither a Store nor a path"):
         get_store(5)  # type: ignore[arg-type]
+
+
+def test_a_fifo_in_place_of_a_blob_is_refused_without_blocking(tmp_path):
+    store = Store(tmp_path / "s")
+    _commit(store)
+    bundle = store.open("good")
+    path = store.blob_path(bundle.descriptor("model.safetensors").digest)
+    path.unlink()
+    os.mkfifo(path)
+    with pytest.raises(IntegrityError, match="not a regular file"):
+        bundle.read("model.safetensors")
+    with pytest.raises(IntegrityError, match="not a regular file"):
+        list(store.iter_blob(bundle.descriptor("model.safetensors").digest))

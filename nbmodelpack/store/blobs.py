@@ -15,6 +15,7 @@ import hashlib
 import mmap
 import os
 import re
+import stat
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -49,9 +50,19 @@ def corrupted(name: str, digest: str) -> IntegrityError:
     )
 
 
+class NotARegularFile(OSError):
+    """A FIFO, device or directory where a blob file should be."""
+
+
 def open_blob(path: Path) -> IO[bytes]:
-    """Open a blob file read-only, refusing a symbolic link in its place."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    """Open a blob file read-only, refusing a symbolic link (ELOOP) or anything but a regular file.
+
+    ``O_NONBLOCK`` keeps a FIFO planted in a shared layout from blocking the open.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotARegularFile(errno.EINVAL, "not a regular file", str(path))
     return os.fdopen(fd, "rb")
 
 
@@ -185,23 +196,36 @@ class Blobs:
             return
         os.replace(tmp, final)
 
+    @contextlib.contextmanager
+    def _open(self, digest: str, what: str) -> Iterator[IO[bytes]]:
+        """Open a blob for reading; OS errors become one line naming ``what``."""
+        name = what or digest
+        try:
+            f = open_blob(self.path(digest))
+        except FileNotFoundError as exc:
+            raise IntegrityError(f"{name} is missing from the store", hint="run `modelpack fsck`") from exc
+        except NotARegularFile as exc:
+            raise IntegrityError(f"{name} is not a regular file", hint="run `modelpack fsck`") from exc
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise IntegrityError(f"{name} is a symbolic link, not a blob", hint="run `modelpack fsck`") from exc
+            raise StoreError(f"cannot read {name}: {exc.strerror}") from exc
+        with f:
+            yield f
+
     def read(self, digest: str, *, what: str = "", limit: int | None = None) -> bytes:
         """Read a blob and check it against its digest (the error names ``what``).
 
         ``limit`` refuses a larger file before reading it (manifests, configs).
         """
         name = what or digest
-        try:
-            with open_blob(self.path(digest)) as f:
-                if limit is not None and os.fstat(f.fileno()).st_size > limit:
-                    raise IntegrityError(f"{name} is larger than {limit:,} bytes", hint="it was not written by a ModelPack tool")
+        with self._open(digest, name) as f:
+            if limit is not None and os.fstat(f.fileno()).st_size > limit:
+                raise IntegrityError(f"{name} is larger than {limit:,} bytes", hint="it was not written by a ModelPack tool")
+            try:
                 data = f.read()
-        except FileNotFoundError as exc:
-            raise IntegrityError(f"{name} is missing from the store", hint="run `modelpack fsck`") from exc
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise IntegrityError(f"{name} is a symbolic link, not a blob", hint="run `modelpack fsck`") from exc
-            raise StoreError(f"cannot read {name}: {exc.strerror}") from exc
+            except OSError as exc:
+                raise StoreError(f"cannot read {name}: {exc.strerror}") from exc
         if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
             raise corrupted(name, digest)
         return data
@@ -233,8 +257,8 @@ class Blobs:
 
         return check
 
-    def iter(self, digest: str, chunk: int = CHUNK) -> Iterator[bytes]:
+    def iter(self, digest: str, chunk: int = CHUNK, *, what: str = "") -> Iterator[bytes]:
         """Yield a blob's raw bytes (unverified: callers that stream verify as they go)."""
-        with open_blob(self.path(digest)) as f:
+        with self._open(digest, what) as f:
             while block := f.read(chunk):
                 yield block
