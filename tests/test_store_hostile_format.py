@@ -236,3 +236,22 @@ def test_a_fifo_in_place_of_a_blob_is_refused_without_blocking(tmp_path):
         bundle.read("model.safetensors")
     with pytest.raises(IntegrityError, match="not a regular file"):
         list(store.iter_blob(bundle.descriptor("model.safetensors").digest))
+
+
+@pytest.mark.parametrize("bad", [5, None, "", "../x", "a b", ["x"]])
+def test_names_and_tags_that_are_not_text_are_one_reference_line(tmp_path, bad):
+    store = Store(tmp_path / "s")
+    _commit(store)
+    with pytest.raises(InvalidReference):
+        store.tag("good:1", bad)
+    with pytest.raises(InvalidReference):
+        store.commit(Draft(name=bad, layers=[]))
+    with pytest.raises(InvalidReference):
+        store.commit(Draft(name="good", layers=[]), tags=[bad])
+    assert [i.ref for i in store.list()] == ["good:1"]
+
+
+def test_a_tag_given_twice_is_indexed_once(tmp_path):
+    store = Store(tmp_path / "s")
+    info = store.commit(Draft(name="m", layers=[]), tags=["prod", "prod"])
+    assert info.tags == ["1", "latest", "prod"] and len(store.entries()) == 3

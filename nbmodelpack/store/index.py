@@ -50,8 +50,9 @@ class IndexDoc:
 
     def point(self, name: str, tags: list[str], digest: str, size: int) -> None:
         """Make ``name:tag`` name ``digest`` for each tag (moving tags that exist)."""
-        self.drop(name, set(tags))
-        self.entries += [new_entry(name, tag, digest, size) for tag in tags]
+        unique = list(dict.fromkeys(tags))
+        self.drop(name, set(unique))
+        self.entries += [new_entry(name, tag, digest, size) for tag in unique]
 
 
 def entry_ref(entry: Entry) -> tuple[str, str] | None:
