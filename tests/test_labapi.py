@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import tornado.httpclient
-from conftest import ROOT
 from jupyter_server.auth.authorizer import Authorizer
 
 import nbmodelpack
@@ -482,13 +481,18 @@ def test_the_rest_listing_imports_nothing_from_the_serve_extra(run_py):
     assert out.strip() == "[] ['nbmodelpack.serving', 'nbmodelpack.serving.registry']"
 
 
-async def test_serving_a_bundle_that_cannot_be_rebuilt_fails_its_job_in_one_line(api, monkeypatch):
-    # The server's child process cannot import the class this bundle names: the probe refuses it.
+async def test_serving_a_bundle_that_cannot_be_loaded_fails_its_job_in_one_line(api, home):
+    # The server's child process probes the bundle as a worker would (here: no key to decrypt it)
+    # and exits with one line before any worker starts; that line is the job's error.
+    import shutil
+
     _pack()
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # tests/models.py, which defines the class, is not importable
-    status, body = await api("POST", "actions/serve", {"ref": "tiny:1"})
+    _, recipient = nbmodelpack.keygen_age()
+    nbmodelpack.encrypt("tiny:1", recipients=[recipient])
+    shutil.rmtree(home / "keys")
+    status, body = await api("POST", "actions/serve", {"ref": "tiny:2"})
     assert status == 202
     job = await asyncio.to_thread(JOBS.wait, body["job"]["id"], 120)
     assert job.state == "error" and job.error and "\n" not in job.error
-    assert job.error.startswith("serve: the server exited: error: architecture: "), job.error
+    assert job.error.startswith("serve: the server exited: error: decryption: model.safetensors is encrypted and no age identity"), job.error
     assert nbmodelpack.servers() == []

@@ -150,7 +150,14 @@ def test_json_nested_ten_thousand_deep_is_a_400_not_a_crash(depth, opener):
 
 
 def test_each_refusal_names_its_http_status():
-    from nbmodelpack.serving.codec import BodyTooLarge, NotReady, RequestError, Unauthorized, UnknownModel, UnsupportedMedia
+    from nbmodelpack.serving.codec import (
+        BodyTooLarge,
+        NotReady,
+        RequestError,
+        Unauthorized,
+        UnknownModel,
+        UnsupportedMedia,
+    )
 
     statuses = {cls.__name__: cls("x").http_status for cls in (BadRequest, BodyTooLarge, UnsupportedMedia, Unauthorized, UnknownModel, NotReady)}
     assert statuses == {"BadRequest": 400, "BodyTooLarge": 413, "UnsupportedMedia": 415, "Unauthorized": 401, "UnknownModel": 404, "NotReady": 503}
@@ -175,3 +182,18 @@ def test_a_malformed_bundle_signature_is_refused_in_one_line(sig):
     with pytest.raises(ModelPackError) as err:
         signature_specs(sig, "m:1")
     assert "m:1" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_worker_whose_model_fails_to_load_answers_not_ready_in_one_line(capfd):
+    from starlette.testclient import TestClient
+
+    from nbmodelpack.serving.app import create_app
+
+    with TestClient(create_app(ServeOptions(ref="nothing:1"))) as client:
+        ready = client.get("/v2/health/ready")
+        assert ready.status_code == 503 and ready.json() == {"ready": False, "error": "bundle not found: nothing:1 (run `modelpack ls` to see what exists)"}
+        infer = client.post("/v2/models/nothing/infer", content=b"{}")
+        assert infer.status_code == 503 and infer.json() == {"error": "the model did not load: bundle not found: nothing:1 (run `modelpack ls` to see what exists)"}
+        assert client.get("/v2/health/live").status_code == 200
+    err = capfd.readouterr().err
+    assert err.strip() == "error: bundle not found: nothing:1 (run `modelpack ls` to see what exists)"

@@ -557,3 +557,30 @@ def test_a_server_that_cannot_load_its_model_reports_why(mlp_model, module_home,
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # tests/models.py, which defines the class, is not importable
     with pytest.raises(ServingError, match=r"the server exited: error: architecture: cannot import models:MLP"):
         nbmodelpack.serve(mlp_model[1])
+
+
+def test_serve_refuses_a_bundle_it_cannot_load_in_one_line_before_any_worker(tmp_path):
+    home = tmp_path / "home"
+    env = subprocess_env(NBMODELPACK_HOME=str(home))
+    setup = (
+        "import torch, nbmodelpack\n"
+        "from models import MLP\n"
+        "nbmodelpack.pack(MLP(hidden=4), 'tiny', example=torch.zeros(1, 1, 28, 28))\n"
+        "_, r = nbmodelpack.keygen_age()\n"
+        "nbmodelpack.encrypt('tiny:1', recipients=[r])\n"
+    )
+    subprocess.run([sys.executable, "-c", setup], env=env, check=True, timeout=300)
+    (home / "keys" / "age-identity.txt").unlink()  # the key is gone: no worker could decrypt the weights
+    proc = subprocess.run([sys.executable, "-m", "nbmodelpack", "serve", "tiny:2", "--port", "0", "--workers", "2"], env=env, capture_output=True, text=True, timeout=120)
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("error: decryption: model.safetensors is encrypted and no age identity was found")
+    assert list((home / "servers").glob("*.json")) == []  # it never registered: nothing listened
+
+
+def test_serve_of_a_bundle_whose_class_cannot_be_imported_is_one_line_not_a_traceback(mlp_model, module_home):
+    # As test_a_server_that_cannot_load_its_model_reports_why, in the foreground: the probe refuses it.
+    env = {**os.environ, "NBMODELPACK_HOME": str(module_home), "PYTHONPATH": str(ROOT)}  # tests/models.py is not importable
+    proc = subprocess.run([sys.executable, "-m", "nbmodelpack", "serve", mlp_model[1], "--port", "0"], env=env, capture_output=True, text=True, timeout=120)
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode == 1 and lines == ["error: architecture: cannot import models:MLP: No module named 'models'"], lines
