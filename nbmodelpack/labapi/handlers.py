@@ -57,7 +57,7 @@ def replies(method: Callable[..., Awaitable[Reply]]) -> Callable[..., Awaitable[
                 log.exception("%s %s failed", self.request.method, self.request.path)
                 status, payload = 500, {"error": f"internal error: {type(exc).__name__} (see the Jupyter server log)"}
             else:
-                status, payload = error.http_status, {"error": str(error)}
+                status, payload = error.http_status, {"error": str(error).replace("\n", " ")}
         self.set_status(status)
         self.set_header("Server-Timing", f"app;dur={(time.perf_counter() - started) * 1000:.1f}")
         self.finish(None if payload is None else json.dumps(payload))

@@ -129,7 +129,7 @@ class Jobs:
             error = user_error(exc)
             if error is None:  # a bug, not a user error: one line for the user, the rest in the log
                 log.exception("job %s (%s %s) failed", job.id, job.action, job.ref)
-            job.error = str(error) if error is not None else f"internal error in {job.action}: {type(exc).__name__}"
+            job.error = str(error).replace("\n", " ") if error is not None else f"internal error in {job.action}: {type(exc).__name__}"
             job.state = "error"
         finally:
             job.finished = time.time()

@@ -80,7 +80,7 @@ def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) ->
 
 def _error(message: str, status: int) -> Response:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return _json({"error": message.splitlines()[0] if message else "error"}, status, headers)
+    return _json({"error": message.replace("\n", " ") or "error"}, status, headers)
 
 
 def one_line(exc: BaseException) -> str:

@@ -12,7 +12,8 @@ import urllib.request
 from typing import Any
 
 from ..errors import ServingError
-from .runner import ServerEntry, curl_line, stop
+from .registry import ServerEntry, stop
+from .runner import curl_line
 
 
 class Server:

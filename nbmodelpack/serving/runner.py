@@ -36,7 +36,6 @@ from typing import Any
 
 from ..errors import ModelPackError, ServingError
 from ..store import get_store
-from .model import signature_specs
 from .options import IDENTITY_ENV, TOKEN_ENV, ServeOptions, is_loopback, validate
 from .registry import ServerEntry, alive, folder, register, servers, stop
 
@@ -54,6 +53,9 @@ def check(options: ServeOptions) -> tuple[str, str]:
         >>> check(ServeOptions(ref="mnist-mlp:1"))  # doctest: +SKIP
         ('mnist-mlp@sha256:…', 'mnist-mlp:1')
     """
+    # numpy is the serve extra; the registry functions this module re-exports need none.
+    from .model import signature_specs
+
     validate(options)
     bundle = get_store().open(options.ref)
     if not bundle.has("signature.json"):
