@@ -25,6 +25,7 @@ ENDPOINTS = [
     ("POST", "actions/tag"),
     ("GET", "jobs"),
     ("GET", "jobs/" + "0" * 32),
+    ("GET", "no/such/endpoint"),
 ]
 
 
@@ -156,6 +157,17 @@ async def test_bad_tag_requests_are_400_and_change_nothing(api, body):
     status, reply = await api("POST", "actions/tag", body)
     assert status == 400 and set(reply) == {"error"}
     assert (nbmodelpack.get_store().root / "index.json").read_bytes() == before
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "nope"), ("POST", "bundles/x/y"), ("GET", "jobs/1/2")])
+async def test_unknown_endpoints_are_a_json_404(api, method, path):
+    status, body = await api(method, path)
+    assert status == 404 and set(body) == {"error"} and body["error"].startswith("no such endpoint")
+
+
+async def test_a_wrong_method_is_a_json_405(api):
+    status, body = await api("POST", "bundles", {})
+    assert status == 405 and set(body) == {"error"}
 
 
 async def test_non_json_body_and_unknown_action(api):
@@ -302,7 +314,7 @@ def test_every_handler_is_authenticated_and_authorized(jp_serverapp):
         if "/nbmodelpack/api/" in (getattr(rule.matcher, "_path", None) or "")
     ]
     handlers = {rule.target for rule in rules}
-    assert len(rules) == 7 and len(handlers) == 6
+    assert len(rules) == 8 and len(handlers) == 7
     for handler in handlers:
         assert handler.auth_resource == AUTH_RESOURCE
         for verb in ("get", "post"):

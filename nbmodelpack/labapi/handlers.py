@@ -149,6 +149,18 @@ class JobsHandler(_Handler):
         return 200, {"job": JOBS.get(job_id).to_json()}
 
 
+class UnknownRouteHandler(_Handler):
+    """Anything else under the API prefix: a JSON 404, like every other answer here."""
+
+    @tornado.web.authenticated
+    @authorized
+    @replies
+    async def get(self, path: str) -> Reply:
+        raise views.NotFound(f"no such endpoint: {path[:80]!r}", hint="see GET bundles, remotes, jobs; POST actions/ACTION")
+
+    post = get
+
+
 def setup_handlers(web_app: Any) -> None:
     """Add the routes under ``{base_url}nbmodelpack/api/``."""
     base = url_path_join(web_app.settings["base_url"], "nbmodelpack", "api")
@@ -163,6 +175,7 @@ def setup_handlers(web_app: Any) -> None:
             (url_path_join(base, "actions", segment), ActionHandler),
             (url_path_join(base, "jobs"), JobsHandler),
             (url_path_join(base, "jobs", segment), JobsHandler),
+            (url_path_join(base, "(.*)"), UnknownRouteHandler),
         ],
     )
 
