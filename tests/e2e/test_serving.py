@@ -230,6 +230,9 @@ def _with(**changes: object) -> bytes:
 
 BAD = [
     ("malformed JSON", "/v2/models/mnist-mlp/infer", b'{"inputs": [', {}, 400, "malformed JSON"),
+    ("JSON nested 10,000 deep", "/v2/models/mnist-mlp/infer", b"[" * 10_000 + b"]" * 10_000, {}, 400, "malformed JSON"),
+    ("predict: JSON nested 10,000 deep", "/predict", b'{"input": ' + b"[" * 10_000 + b"1" + b"]" * 10_000 + b"}", {}, 400, "malformed JSON"),
+    ("data nested 10,000 deep", "/v2/models/mnist-mlp/infer", _with(data=[]).replace(b'"data": []', b'"data": ' + b"[" * 10_000 + b"]" * 10_000), {}, 400, "malformed JSON"),
     ("wrong shape", "/v2/models/mnist-mlp/infer", _with(shape=[1, 784], data=[0.0] * 784), {}, 400, "shape [1, 784]"),
     ("data does not fit shape", "/v2/models/mnist-mlp/infer", _with(data=[0.0] * 10), {}, 400, "needs 784"),
     ("wrong datatype", "/v2/models/mnist-mlp/infer", _with(datatype="INT64", data=[0] * 784), {}, 400, "the model takes FP32"),
