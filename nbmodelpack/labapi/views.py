@@ -71,7 +71,7 @@ def version_summary(info: BundleInfo, serving: dict[str, str]) -> dict[str, Any]
         >>> version_summary(info, {})["ref"]
         'm:1'
     """
-    recipe = info.recipe or {}
+    recipe = info.recipe if isinstance(info.recipe, dict) else {}
     badges = list(info.badges)
     url = serving.get(info.digest)
     if url:
@@ -181,8 +181,9 @@ def bundle_detail(name: str, ref: str | None) -> dict[str, Any]:
         raise UsageError(f"{target} is not a version of {name}")
     opened = store.open(target)  # one read of the manifest for the info and the card
     info = dataclasses.replace(opened.info, published=places.get(opened.digest, []))
-    recipe = info.recipe or {}
-    lineage = [*recipe.get("lineage", []), {k: v for k, v in recipe.items() if k != "lineage"}]
+    recipe = info.recipe if isinstance(info.recipe, dict) else {}
+    earlier = recipe.get("lineage")  # a bundle's own annotation: shown only if it has the expected shape
+    steps = [*(earlier if isinstance(earlier, list) else []), {k: v for k, v in recipe.items() if k != "lineage"}]
     return {
         "name": name,
         "versions": group(infos, serving)[0]["versions"],
@@ -190,7 +191,7 @@ def bundle_detail(name: str, ref: str | None) -> dict[str, Any]:
             **version_summary(info, serving),
             "card": opened.card().render(),
             "recipe": recipe,
-            "lineage": [step for step in lineage if step],
+            "lineage": [step for step in steps if isinstance(step, dict) and step],
             "layers": info.layers,
         },
     }
