@@ -508,3 +508,21 @@ async def test_serving_a_bundle_that_cannot_be_loaded_fails_its_job_in_one_line(
     assert job.state == "error" and job.error and "\n" not in job.error
     assert job.error.startswith("serve: the server exited: error: decryption: model.safetensors is encrypted and no age identity"), job.error
     assert nbmodelpack.servers() == []
+
+
+async def test_jobs_beyond_the_pending_limit_are_refused_not_queued(api):
+    import threading
+
+    from nbmodelpack.labapi.jobs import MAX_PENDING, Jobs
+
+    jobs, release = Jobs(workers=1), threading.Event()
+    try:
+        for _ in range(MAX_PENDING):
+            jobs.submit("publish", "tiny:1", lambda: release.wait(10))
+        with pytest.raises(nbmodelpack.errors.UsageError, match="already waiting or running"):
+            jobs.submit("publish", "tiny:1", lambda: None)
+    finally:
+        release.set()
+    last = jobs.list()[0]
+    assert (await asyncio.to_thread(jobs.wait, last.id)).state == "done"
+    assert jobs.submit("publish", "tiny:1", lambda: "ok") is not None

@@ -22,6 +22,7 @@ from ..errors import ModelPackError, UsageError
 
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _KEEP = 200  # finished jobs kept for polling; older ones are forgotten
+MAX_PENDING = 32  # running or queued jobs; more are refused rather than queued without bound
 
 
 log = logging.getLogger("nbmodelpack.labapi")
@@ -110,6 +111,8 @@ class Jobs:
         """Start ``fn`` in a worker thread; return its job at once."""
         job = Job(id=uuid.uuid4().hex, action=action, ref=ref)
         with self._lock:
+            if sum(j.state == "running" for j in self._jobs.values()) >= MAX_PENDING:
+                raise UsageError(f"{MAX_PENDING} actions are already waiting or running", hint="wait for some to finish")
             self._jobs[job.id] = job
             finished = [j for j in self._jobs.values() if j.state != "running"]
             for old in sorted(finished, key=lambda j: j.started)[: max(0, len(finished) - _KEEP)]:
