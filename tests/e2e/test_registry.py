@@ -93,9 +93,9 @@ def test_publish_sends_the_exact_manifest_and_tags_then_pull_loads_the_same_mode
     result = remote.publish(ref, "team", tag="prod")
     assert result.tags == ["1", "latest", "prod"]
     assert result.blobs_sent == len(local.layers) + 1
-    assert sorted(remote._client(team).tags(team.repository("mlp"))) == ["1", "latest", "prod"]
+    assert sorted(remote.open_transport(team).tags(team.repository("mlp"))) == ["1", "latest", "prod"]
     for t in ("1", "latest", "prod"):
-        raw, digest = remote._client(team).get_manifest(team.repository("mlp"), t)
+        raw, digest = remote.open_transport(team).get_manifest(team.repository("mlp"), t)
         assert digest == local.digest
         assert raw == api.get_store().read_blob(local.digest)
     assert api.show(ref).published == ["team/mlp:1"]
@@ -255,7 +255,7 @@ def test_a_manifest_corrupted_on_the_registry_is_refused_and_nothing_is_written(
         remote.pull("team/blobby:1", store=fresh)
     assert store_files(fresh) == before
     with pytest.raises(IntegrityError):  # the listing skips it rather than show damaged data
-        remote._client(team).get_manifest(team.repository("blobby"), "latest")
+        remote.open_transport(team).get_manifest(team.repository("blobby"), "latest")
 
 
 def test_a_blob_corrupted_on_the_registry_is_refused_and_nothing_is_written(team: remote.Remote, registry: Registry, tmp_path: Path) -> None:
@@ -327,7 +327,7 @@ def test_an_upload_interrupted_between_chunks_resumes_at_the_registry_offset(tea
     monkeypatch.setenv("NBMODELPACK_CHUNK_SIZE", str(chunk))
     ref = random_bundle(size=4 << 20)
     weights = api.get_store().open(ref).descriptor("model.safetensors")
-    client = remote._client(team)
+    transport = remote.open_transport(team)
     sent: list[int] = []
 
     def interrupt_after_five_chunks(n: int) -> None:
@@ -335,7 +335,7 @@ def test_an_upload_interrupted_between_chunks_resumes_at_the_registry_offset(tea
         if len(sent) == 5:
             raise KeyboardInterrupt  # like Ctrl-C in the notebook, after the 5th chunk was accepted
     with pytest.raises(KeyboardInterrupt):
-        client.upload_blob(team.repository("blobby"), weights.digest, weights.size, api.get_store().blob_path(weights.digest), on_bytes=interrupt_after_five_chunks)
+        transport.put_blob(team.repository("blobby"), weights, api.get_store().blob_path(weights.digest), interrupt_after_five_chunks)
     assert len(list((home / "uploads").glob("*.json"))) == 1
     mark = registry.log_mark()
     result = remote.publish(ref, "team")
