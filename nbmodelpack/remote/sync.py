@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -156,12 +157,42 @@ def publish_to(
     todo = [d for d in todo if d.digest not in mounted]
     with progress(total=sum(d.size for d in todo), desc=f"publish {label or repo}") as bar:
         order = sorted(todo, key=lambda d: -d.size)  # biggest first, so small blobs fill in beside it
-        with ThreadPoolExecutor(_WORKERS) as pool:
-            sent = list(pool.map(lambda d: transport.put_blob(repo, d, local.blob_path(d.digest), bar.update), order))
+        sent = _upload_all(transport, local, repo, order, bar.update)
     result.blobs_sent = len(todo)
     result.bytes_sent = sum(sent)
     transport.put_manifest(repo, manifest.raw, manifest.digest, tags)
     return result
+
+
+class _Stopped(Exception):
+    """Raised in an upload worker at a chunk boundary once the publish is being abandoned."""
+
+
+def _upload_all(transport: Transport, local: Store, repo: str, order: list[Descriptor], update: Callable[[int], Any]) -> list[int]:
+    """Upload blobs in parallel; on any failure or Ctrl-C, stop every upload at its next chunk boundary.
+
+    ``on_bytes`` runs after a chunk was accepted and its session saved, so raising
+    there leaves each session where the remote can resume it (a connection cut
+    inside a chunk makes docker-registry 2.8 cancel the session instead).
+    """
+    stop = threading.Event()
+
+    def on_bytes(n: int) -> None:
+        update(n)
+        if stop.is_set():
+            raise _Stopped
+
+    pool = ThreadPoolExecutor(_WORKERS)
+    futures = [pool.submit(transport.put_blob, repo, d, local.blob_path(d.digest), on_bytes) for d in order]
+    try:
+        return [f.result() for f in futures]
+    except BaseException:
+        stop.set()
+        for f in futures:
+            f.cancel()
+        raise
+    finally:
+        pool.shutdown(wait=True)  # the workers stop at their next chunk boundary
 
 
 def _mount_sources(local: Store, target: Remote, repo: str) -> dict[str, str]:

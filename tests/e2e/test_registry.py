@@ -322,6 +322,34 @@ def test_a_push_killed_mid_upload_resumes_without_resending_finished_blobs(team:
     assert remote.pull("team/blobby:1", store=fresh).digest == api.show(ref).digest
 
 
+def test_a_push_stopped_with_ctrl_c_resumes_at_the_registry_offset(team: remote.Remote, registry: Registry, home: Path, cli) -> None:
+    size, chunk = 48 << 20, 1 << 20
+    ref = random_bundle(size=size)
+    env = dict(os.environ, NBMODELPACK_CHUNK_SIZE=str(chunk), PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, "-m", "nbmodelpack", "publish", ref, "--to", "team"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    uploads = home / "uploads"
+    deadline = time.time() + 60
+    interrupted_at = 0
+    while time.time() < deadline and proc.poll() is None:
+        states = [json.loads(p.read_text()) for p in uploads.glob("*.json")] if uploads.exists() else []
+        if states and states[0]["offset"] >= size // 3:
+            proc.send_signal(signal.SIGINT)  # what a notebook's interrupt button sends
+            interrupted_at = states[0]["offset"]
+            break
+        time.sleep(0.005)
+    _, err = proc.communicate(timeout=60)
+    assert interrupted_at, "the push finished before it could be interrupted"
+    assert proc.returncode == 130 and b"Traceback" not in err, err
+    mark = registry.log_mark()
+    result = json.loads(cli("publish", ref, "--to", "team", "--json", check=True).stdout)
+    answers = registry.answers_since(mark)
+    # The workers stopped at a chunk boundary, so docker-registry kept the session: no upload restarts.
+    assert [code for m, u, code in answers if m == "GET" and "/blobs/uploads/" in u] == [204], answers
+    assert not [u for m, u, _ in answers if m == "POST"], "the resumed upload must not open a new session"
+    assert result["bytes_sent"] <= size - interrupted_at + chunk
+    assert remote.pull("team/blobby:1", store=Store(home / "check")).digest == api.show(ref).digest
+
+
 def test_an_upload_interrupted_between_chunks_resumes_at_the_registry_offset(team: remote.Remote, registry: Registry, monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
     chunk = 256 << 10
     monkeypatch.setenv("NBMODELPACK_CHUNK_SIZE", str(chunk))
