@@ -16,6 +16,11 @@ from conftest import subprocess_env
 
 from nbmodelpack.bundle import mediatypes as mt
 from nbmodelpack.bundle.draft import Draft
+from nbmodelpack.bundle.manifest import layer
+from nbmodelpack.errors import RemoteError
+from nbmodelpack.remote.registry import RegistryClient
+from nbmodelpack.remote.registry_transport import RegistryTransport
+from nbmodelpack.remote.sync import pull_from
 from nbmodelpack.store import Store
 
 ENDLESS = 1 << 30  # what the hostile server streams for a blob (it stops when the client hangs up)
@@ -84,6 +89,29 @@ class Hostile(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b'{"schemaVersion": 2, "x": "')
             self._stream(HUGE_MANIFEST, b"x")
+        elif self.path == "/v2/ns/broken/manifests/1":
+            self.send_response(500)  # a 10 MiB error page, several lines long
+            self.send_header("Content-Length", str(10 << 20))
+            self.end_headers()
+            self._stream(10 << 20, b"<html>\n")
+        elif self.path == "/v2/ns/html/manifests/1":
+            body = b"<html><body>Welcome to our proxy</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.path.startswith("/v2/ns/loop/tags/list"):
+            body = json.dumps({"tags": ["1"]}).encode()
+            self.send_response(200)
+            self.send_header("Link", '</v2/ns/loop/tags/list?n=1000&last=1>; rel="next"')
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.path.startswith("/v2/ns/redirect/"):
+            self.send_response(302)  # to itself, with a body requests would read whole
+            self.send_header("Location", self.path)
+            self.end_headers()
+            self._stream(1 << 20, b"r")
         else:
             self.send_response(404)
             self.send_header("Content-Length", "0")
@@ -132,3 +160,27 @@ def test_a_200_mib_manifest_is_refused_after_4_mib_in_one_line(hostile: tuple[st
     assert stderr == [f"error: remote: a manifest from {host}/ns/huge is larger than 4096 KiB (the remote is not a well-behaved registry; nothing was written)"]
     assert stats["read"] <= (4 << 20) + (64 << 10), stats
     assert stats["grew_mb"] < 100, stats
+
+
+def one_line_error(call: object) -> str:
+    with pytest.raises(RemoteError) as exc:
+        call()  # type: ignore[operator]
+    text = str(exc.value)
+    assert "\n" not in text and exc.value.hint, text
+    return text
+
+
+def test_registry_failures_are_one_line_with_a_hint(hostile: tuple[str, int], tmp_path: Path) -> None:
+    host, _ = hostile
+    t = RegistryTransport(RegistryClient(host, insecure=True))
+    assert one_line_error(lambda: t.get_manifest("ns/broken", "1")) == (
+        f"remote: {host} answered HTTP 500 to GET /v2/ns/broken/manifests/1 (the registry is failing; try again later)"
+    )
+    assert "not a JSON object" in one_line_error(lambda: pull_from(t, Store(tmp_path / "s"), "ns/html", "1", name="html"))
+    assert "is the URL an OCI registry?" in one_line_error(lambda: t.client.request("GET", "/v2/nothing/here"))
+    assert "more than 5 times" in one_line_error(lambda: list(t.get_blob("ns/redirect", layer("x", mt.WEIGHT, "sha256:" + "0" * 64, 1), lambda n: None)))
+
+
+def test_a_tag_list_whose_next_page_repeats_ends(hostile: tuple[str, int]) -> None:
+    host, _ = hostile
+    assert RegistryTransport(RegistryClient(host, insecure=True)).tags("ns/loop") == ["1", "1"]

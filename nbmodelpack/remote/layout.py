@@ -38,7 +38,7 @@ class LayoutTransport:
             try:
                 self._store = Store(self.root, create=create)
             except ModelPackError as exc:
-                raise RemoteError(f"cannot use {self.root}: {exc}") from exc
+                raise RemoteError(f"cannot use {self.root}: {exc.message}", hint=exc.hint or "check the path and its permissions") from exc
         return self._store
 
     def where(self, repo: str) -> str:
@@ -69,7 +69,7 @@ class LayoutTransport:
             with open(layout.blob_path(digest), "rb") as f:
                 raw = read_capped(f.read, MANIFEST_CAP, what="a manifest", where=str(self.root))
         except FileNotFoundError as exc:
-            raise IntegrityError(f"the manifest of {repo}:{reference} is missing from {self.root}") from exc
+            raise IntegrityError(f"the manifest of {repo}:{reference} is missing from {self.root}", hint="the share is damaged; publish the version again") from exc
         if sha256_digest(raw) != digest:
             raise IntegrityError(f"manifest of {repo}:{reference} in {self.root} does not match {digest[:19]}…", hint="the share's copy is damaged; nothing was written")
         return raw, digest
@@ -88,9 +88,9 @@ class LayoutTransport:
         try:
             f = open(self._layout().blob_path(desc.digest), "rb")  # noqa: SIM115 - closed by the generator
         except FileNotFoundError as exc:
-            raise IntegrityError(f"{what} is missing from {self.root}") from exc
+            raise IntegrityError(f"{what} is missing from {self.root}", hint="the share is damaged; publish the version again") from exc
         except OSError as exc:
-            raise StoreError(f"cannot read {what} in {self.root}: {exc.strerror}") from exc
+            raise StoreError(f"cannot read {what} in {self.root}: {exc.strerror}", hint="check the share is mounted and readable") from exc
 
         def chunks() -> Iterator[bytes]:
             with f:

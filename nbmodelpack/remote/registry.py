@@ -75,9 +75,9 @@ def raw_reader(resp: requests.Response, where: str) -> Any:
     def read(n: int) -> bytes:
         try:
             return bytes(resp.raw.read(n, decode_content=False) or b"")
-        except (requests.RequestException, OSError, Exception) as exc:
-            if isinstance(exc, RemoteError):
-                raise
+        except RemoteError:
+            raise
+        except Exception as exc:  # urllib3 and socket errors alike: the connection broke or timed out
             raise RemoteUnavailable(f"lost the connection to {where}", hint="try again") from exc
 
     return read
@@ -140,7 +140,7 @@ class RegistryClient:
         try:
             got = self.session.get(params["realm"], params=query, auth=auth, timeout=_TIMEOUT, stream=True, allow_redirects=False)
         except requests.RequestException as exc:
-            raise RemoteUnavailable(f"cannot reach the token service of {self.host}: {exc.__class__.__name__}") from exc
+            raise RemoteUnavailable(f"cannot reach the token service of {self.host}: {exc.__class__.__name__}", hint="is the registry's auth service running?") from exc
         if got.status_code in (401, 403):
             got.close()
             if auth is None:  # we asked for an anonymous token
@@ -206,7 +206,7 @@ class RegistryClient:
             except (requests.ConnectionError, requests.Timeout) as exc:
                 raise RemoteUnavailable(f"cannot reach {self.host}", hint="is the registry running and the URL right? see `modelpack remote ls`") from exc
             except requests.RequestException as exc:
-                raise RemoteError(f"{method} {url.split('?')[0]} on {self.host} failed: {type(exc).__name__}") from exc
+                raise RemoteError(f"{method} {url.split('?')[0]} on {self.host} failed: {type(exc).__name__}", hint="check the remote URL with `modelpack remote ls`") from exc
             location = resp.headers.get("Location")
             if resp.status_code not in _REDIRECTS or not location or method not in ("GET", "HEAD"):
                 return resp
@@ -214,7 +214,7 @@ class RegistryClient:
             url = urljoin(url, location)
             if not url.startswith(("http://", "https://")):
                 raise RemoteError(f"{self.host} redirected to {url.split('?')[0]!r}", hint="the remote is not a well-behaved registry")
-        raise RemoteError(f"{self.host} redirected {method} {url.split('?')[0]} more than {_MAX_REDIRECTS} times")
+        raise RemoteError(f"{self.host} redirected {method} {url.split('?')[0]} more than {_MAX_REDIRECTS} times", hint="the remote is not a well-behaved registry")
 
     def _error(self, resp: requests.Response, method: str, url: str) -> RemoteError:
         status = resp.status_code
@@ -230,8 +230,13 @@ class RegistryClient:
         except RemoteError:
             detail = body[:120].decode("utf-8", "replace")
         detail = " ".join(detail.split())[:200]  # one line, however the registry wrote it
-        hint = "the registry is failing; try again later" if status >= 500 else ""
-        return RemoteError(f"{self.host} answered HTTP {status} to {method} {url.split('?')[0]}" + (f" ({detail})" if detail else ""), hint=hint or None)
+        if status >= 500:
+            hint = "the registry is failing; try again later"
+        elif status == 404:
+            hint = "is the URL an OCI registry? check it with `modelpack remote ls`"
+        else:
+            hint = "the registry refused the request"
+        return RemoteError(f"{self.host} answered HTTP {status} to {method} {url.split('?')[0]}" + (f": {detail}" if detail else ""), hint=hint)
 
     def ping(self) -> None:
         """``GET /v2/``: checks that the registry answers and that our login is accepted."""

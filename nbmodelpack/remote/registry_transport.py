@@ -102,7 +102,7 @@ class RegistryTransport:
             resp.close()
             got = resp.headers.get("Docker-Content-Digest")
             if got and got != digest:
-                raise IntegrityError(f"{self.client.host} stored the manifest as {got[:19]}…, expected {digest[:19]}…")
+                raise IntegrityError(f"{self.client.host} stored the manifest as {got[:19]}…, expected {digest[:19]}…", hint="the registry rewrote the manifest; use another registry")
 
     def _pages(self, url: str, key: str, scope: str, what: str) -> list[str] | None:
         """Every name of a paginated listing; None on 404/405 (no such repository, or no catalog)."""
@@ -117,12 +117,12 @@ class RegistryTransport:
             doc = loads_answer(read_body(resp, LISTING_CAP, what, self.client.host), what=what, where=self.client.host)
             out += str_list(doc, key, what=what, where=self.client.host)
             if len(out) > LISTING_MAX:
-                raise RemoteError(f"{what} from {self.client.host} lists more than {LISTING_MAX} names")
+                raise RemoteError(f"{what} from {self.client.host} lists more than {LISTING_MAX} names", hint="the remote is not a well-behaved registry")
             if not following or following in seen:
                 return out
             seen.add(following)
             url = following
-        raise RemoteError(f"{what} from {self.client.host} has more than {PAGES_MAX} pages")
+        raise RemoteError(f"{what} from {self.client.host} has more than {PAGES_MAX} pages", hint="the remote is not a well-behaved registry")
 
     def tags(self, repo: str) -> list[str]:
         return self._pages(f"/v2/{repo}/tags/list?n=1000", "tags", f"repository:{repo}:pull", "a tag list") or []
@@ -157,7 +157,7 @@ class RegistryTransport:
         resp = self.client.request("GET", f"/v2/{repo}/blobs/{desc.digest}", scope=f"repository:{repo}:pull", allow=(404,))
         if resp.status_code == 404:
             resp.close()
-            raise IntegrityError(f"{what} ({desc.digest[:19]}…) is missing on {self.where(repo)}")
+            raise IntegrityError(f"{what} ({desc.digest[:19]}…) is missing on {self.where(repo)}", hint="the registry's copy is damaged; publish the version again")
         declared = resp.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) != desc.size:
             resp.close()
@@ -183,7 +183,7 @@ class RegistryTransport:
         location = resp.headers.get("Location")
         if not location:
             if fallback is None:
-                raise RemoteError(f"{self.client.host} sent no upload location")
+                raise RemoteError(f"{self.client.host} sent no upload location", hint="the remote is not a well-behaved registry")
             return fallback
         return self._absolute(location)
 

@@ -255,7 +255,7 @@ def pull_from(
     check_manifest_bytes(raw, where=transport.where(repo))
     manifest = parse_manifest(raw, digest)  # refuses odd or duplicate filepaths before anything is written
     if manifest.config.media_type != mt.CONFIG:
-        raise BundleFormatError(f"{origin} is not a ModelPack bundle (config type {manifest.config.media_type})")
+        raise BundleFormatError(f"{origin} is not a ModelPack bundle (config type {manifest.config.media_type})", hint="pull it with a tool made for that artifact type")
     tags = _local_tags(local, name, manifest, tag, origin)
     checks = list(_pull_checks)
     if not checks and _trust_required():

@@ -104,7 +104,7 @@ def read_exactly(
         nbmodelpack.errors.IntegrityError: x from here is longer than its descriptor's 3 bytes
     """
     if size < 0:
-        raise IntegrityError(f"{what} from {where} has a negative size in its descriptor")
+        raise IntegrityError(f"{what} from {where} has a negative size in its descriptor", hint="the remote copy is damaged or hostile; nothing was written")
     done = 0
     while True:
         piece = read(min(BLOCK, size - done + 1))
@@ -197,5 +197,5 @@ def str_list(doc: dict[str, Any], key: str, *, what: str, where: str) -> list[st
     """
     value = doc.get(key) or []
     if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-        raise RemoteError(f"{what} from {where} is not a list of names")
+        raise RemoteError(f"{what} from {where} is not a list of names", hint="the remote is not a well-behaved registry")
     return value
