@@ -101,7 +101,7 @@ def read_exactly(
         >>> list(read_exactly(io.BytesIO(b"abcd").read, 3, what="x", where="here"))
         Traceback (most recent call last):
         ...
-        nbmodelpack.errors.IntegrityError: x from here is longer than its descriptor's 3 bytes
+        nbmodelpack.errors.IntegrityError: integrity check failed: x from here is longer than its descriptor's 3 bytes (...)
     """
     if size < 0:
         raise IntegrityError(f"{what} from {where} has a negative size in its descriptor", hint="the remote copy is damaged or hostile; nothing was written")

@@ -17,7 +17,7 @@ Example:
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "b"; _ = p.write_bytes(b"x" * 10)
     >>> from nbmodelpack.bundle.manifest import Descriptor
     >>> d = Descriptor("application/octet-stream", "sha256:" + hashlib.sha256(b"x" * 10).hexdigest(), 10, {})
-    >>> put_resumable(MemoryTransport(), "r", d, p, chunk=4)
+    >>> put_resumable(MemoryTransport(), "r", d, p, chunk=16)
     10
 """
 
