@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..bundle import mediatypes as mt
 from ..bundle.info import BundleInfo, human_bytes
@@ -53,6 +53,7 @@ from .connect import open_transport
 from .transport import Transport, check_manifest_bytes
 
 _WORKERS = 4
+T = TypeVar("T")
 PullCheck = Callable[[StoredBundle], Any]
 _pull_checks: list[PullCheck] = []
 
@@ -157,7 +158,7 @@ def publish_to(
     todo = [d for d in todo if d.digest not in mounted]
     with progress(total=sum(d.size for d in todo), desc=f"publish {label or repo}") as bar:
         order = sorted(todo, key=lambda d: -d.size)  # biggest first, so small blobs fill in beside it
-        sent = _upload_all(transport, local, repo, order, bar.update)
+        sent = _in_parallel(lambda d, on_bytes: transport.put_blob(repo, d, local.blob_path(d.digest), on_bytes), order, bar.update)
     result.blobs_sent = len(todo)
     result.bytes_sent = sum(sent)
     transport.put_manifest(repo, manifest.raw, manifest.digest, tags)
@@ -165,15 +166,16 @@ def publish_to(
 
 
 class _Stopped(Exception):
-    """Raised in an upload worker at a chunk boundary once the publish is being abandoned."""
+    """Raised in a transfer worker at a block boundary once the whole transfer is being abandoned."""
 
 
-def _upload_all(transport: Transport, local: Store, repo: str, order: list[Descriptor], update: Callable[[int], Any]) -> list[int]:
-    """Upload blobs in parallel; on any failure or Ctrl-C, stop every upload at its next chunk boundary.
+def _in_parallel(work: Callable[[Descriptor, Callable[[int], None]], T], items: list[Descriptor], update: Callable[[int], Any]) -> list[T]:
+    """``work(item, on_bytes)`` for every item on a few threads; on any failure or Ctrl-C, every worker stops at its next block.
 
-    ``on_bytes`` runs after a chunk was accepted and its session saved, so raising
-    there leaves each session where the remote can resume it (a connection cut
-    inside a chunk makes docker-registry 2.8 cancel the session instead).
+    ``on_bytes`` runs after an upload chunk was accepted (and its session saved), so
+    raising there leaves each upload session where the remote can resume it (a
+    connection cut inside a chunk makes docker-registry 2.8 cancel the session).
+    Without this, an interrupted transfer would first run every queued one to its end.
     """
     stop = threading.Event()
 
@@ -183,7 +185,7 @@ def _upload_all(transport: Transport, local: Store, repo: str, order: list[Descr
             raise _Stopped
 
     pool = ThreadPoolExecutor(_WORKERS)
-    futures = [pool.submit(transport.put_blob, repo, d, local.blob_path(d.digest), on_bytes) for d in order]
+    futures = [pool.submit(work, item, on_bytes) for item in items]
     try:
         return [f.result() for f in futures]
     except BaseException:
@@ -192,7 +194,7 @@ def _upload_all(transport: Transport, local: Store, repo: str, order: list[Descr
             f.cancel()
         raise
     finally:
-        pool.shutdown(wait=True)  # the workers stop at their next chunk boundary
+        pool.shutdown(wait=True)  # the workers stop at their next block
 
 
 def _mount_sources(local: Store, target: Remote, repo: str) -> dict[str, str]:
@@ -300,16 +302,13 @@ def _staging_dir(local: Store) -> Path:
 
 
 def _fetch(transport: Transport, repo: str, staged: Store, todo: Iterable[Descriptor], *, label: str) -> None:
-    todo = sorted(todo, key=lambda d: -d.size)
-    with progress(total=sum(d.size for d in todo), desc=f"pull {label}") as bar:
+    order = sorted(todo, key=lambda d: -d.size)
+    with progress(total=sum(d.size for d in order), desc=f"pull {label}") as bar:
 
-        def one(d: Descriptor) -> None:
-            what = d.filepath or "config"
-            staged.put_chunks(transport.get_blob(repo, d, bar.update), expected=d.digest, what=what)
+        def one(d: Descriptor, on_bytes: Callable[[int], None]) -> None:
+            staged.put_chunks(transport.get_blob(repo, d, on_bytes), expected=d.digest, what=d.filepath or "config")
 
-        with ThreadPoolExecutor(_WORKERS) as pool:
-            for _ in pool.map(one, todo):
-                pass
+        _in_parallel(one, order, bar.update)
 
 
 def _local_tags(local: Store, name: str, manifest: Manifest, tag: str | None, origin: str) -> list[str]:
