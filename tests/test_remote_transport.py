@@ -275,3 +275,12 @@ def test_a_layout_blob_longer_than_its_descriptor_is_refused(store: Store, fresh
     with pytest.raises(IntegrityError, match="longer than its descriptor"):
         pull_from(share, fresh, "blobby", "1", name="blobby")
     assert files(fresh) == before
+
+
+def test_a_share_with_an_oversized_index_is_refused_unread(tmp_path: Path) -> None:
+    share = tmp_path / "share"
+    Store(share)
+    with open(share / "index.json", "r+b") as f:
+        f.truncate(65 << 20)  # sparse: costs no disk
+    with pytest.raises(RemoteError, match="index.json is larger than 64 MiB"):
+        LayoutTransport("share", share).tags("blobby")

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from ..bundle.manifest import Descriptor, sha256_digest
 from ..errors import BundleNotFound, IntegrityError, ModelPackError, RemoteError, StoreError
 from ..store import Store
 from .transport import MANIFEST_CAP, OnBytes, read_capped, read_exactly
+
+INDEX_CAP = 64 << 20  # index.json of a share: about 150,000 tags
 
 
 class LayoutTransport:
@@ -32,6 +35,10 @@ class LayoutTransport:
         self._store: Store | None = None
 
     def _layout(self, *, create: bool = False) -> Store:
+        index = self.root / "index.json"
+        with contextlib.suppress(OSError):
+            if index.stat().st_size > INDEX_CAP:  # the store reads it whole, on every lookup
+                raise RemoteError(f"{index} is larger than {INDEX_CAP >> 20} MiB", hint="the share is damaged or hostile; nothing was read")
         if self._store is None:
             if not create and not (self.root / "index.json").exists():
                 raise RemoteError(f"{self.root} is not an OCI layout (no index.json)", hint="check the path with `modelpack remote ls`")
