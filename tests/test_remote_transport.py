@@ -284,3 +284,39 @@ def test_a_share_with_an_oversized_index_is_refused_unread(tmp_path: Path) -> No
         f.truncate(65 << 20)  # sparse: costs no disk
     with pytest.raises(RemoteError, match="index.json is larger than 64 MiB"):
         LayoutTransport("share", share).tags("blobby")
+
+
+def test_a_pull_check_sees_blobs_the_store_already_had_without_touching_them(store: Store, fresh: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = make_bundle(store)
+    t = MemoryTransport(chunk=CHUNK)
+    publish(t, store, first)
+    pull_from(t, fresh, REPO, "1", name="blobby")
+    weights = first.descriptor("model.safetensors")
+    second = store.open(store.commit(Draft(name="blobby", layers=[weights], recipe={"op": "pack"})).ref)
+    publish_to(t, store, second.manifest, REPO, ["2"])
+    kept = fresh.blob_path(weights.digest)
+    before = (kept.read_bytes(), kept.stat().st_ino, kept.stat().st_nlink)
+    seen: list[bytes] = []
+
+    def refuse(staged: StoredBundle) -> None:
+        seen.append(staged.read("model.safetensors"))
+        raise SignatureError("not signed")
+
+    monkeypatch.setattr(sync, "_pull_checks", [refuse])
+    with pytest.raises(SignatureError):
+        pull_from(t, fresh, REPO, "2", name="blobby")
+    assert seen == [before[0]]
+    assert (kept.read_bytes(), kept.stat().st_ino, kept.stat().st_nlink) == before
+    assert [i.ref for i in fresh.list()] == ["blobby:1"]
+
+
+def test_two_files_with_the_same_content_pull_as_one_blob(store: Store, fresh: Store) -> None:
+    data = os.urandom(3 * CHUNK)
+    a = store.put_layer("model.safetensors", mt.WEIGHT, data)
+    b = store.put_layer("copy.safetensors", mt.WEIGHT, data)
+    bundle = store.open(store.commit(Draft(name="twins", layers=[a, b], recipe={"op": "pack"})).ref)
+    t = MemoryTransport(chunk=CHUNK)
+    publish_to(t, store, bundle.manifest, "twins", ["1"])
+    info = pull_from(t, fresh, "twins", "1", name="twins")
+    assert info.digest == bundle.digest and fresh.fsck() == []
+    assert [op for op, x in t.log if op == "get_blob" and x == a.digest] == ["get_blob"]

@@ -147,7 +147,7 @@ def publish_to(
         4
     """
     result = PublishResult(ref=label, digest=manifest.digest, remote=transport.name, location=transport.where(repo), tags=tags)
-    blobs = [manifest.config, *manifest.layers]
+    blobs = list({d.digest: d for d in (manifest.config, *manifest.layers)}.values())  # two files may share one blob
     with ThreadPoolExecutor(_WORKERS) as pool:
         present = list(pool.map(lambda d: transport.has_blob(repo, d.digest), blobs))
     todo = [d for d, there in zip(blobs, present, strict=True) if not there]
@@ -265,19 +265,14 @@ def pull_from(
             "the trust policy requires signatures, but signature checking is not loaded",
             hint="pull through nbmodelpack.pull or the modelpack CLI",
         )
-    blobs = [manifest.config, *manifest.layers]
-    todo = [d for d in blobs if not local.has_blob(d.digest)]
+    unique = {d.digest: d for d in (manifest.config, *manifest.layers)}  # two files may share one blob
+    todo = [d for d in unique.values() if not local.has_blob(d.digest)]
     staging = _staging_dir(local)
     try:
         staged = Store(staging)
         _fetch(transport, repo, staged, todo, label=name)
-        if checks:
-            fetched = {d.digest for d in todo}
-            for d in blobs:  # the checks see the whole bundle: link in what the store already had
-                if d.digest not in fetched and not staged.has_blob(d.digest):
-                    os.link(local.blob_path(d.digest), staged.blob_path(d.digest))
-            for check in checks:
-                check(StoredBundle(staged, name, manifest))
+        for check in checks:  # they see the whole bundle: what was fetched, and what the store had
+            check(StoredBundle(_StagedView(staged, local), name, manifest))
         for d in todo:
             os.replace(staged.blob_path(d.digest), local.blob_path(d.digest))
         return local.add_manifest(name, raw, tags)
@@ -285,6 +280,21 @@ def pull_from(
         shutil.rmtree(staging, ignore_errors=True)
         with contextlib.suppress(OSError):
             staging.parent.rmdir()  # only when no other pull or import is staging there
+
+
+class _StagedView(Store):
+    """A staged pull seen whole: its fetched blobs, else the local store's (nothing is linked or copied)."""
+
+    def __init__(self, staged: Store, local: Store) -> None:
+        super().__init__(staged.root, create=False)
+        self._local = local
+
+    def blob_path(self, digest: str) -> Path:
+        path = super().blob_path(digest)
+        return path if path.exists() else self._local.blob_path(digest)
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).exists()
 
 
 def _staging_dir(local: Store) -> Path:
