@@ -21,11 +21,12 @@ import io
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..bundle.manifest import Descriptor
 from ..errors import BundleNotFound, IntegrityError, RemoteError, RemoteUnavailable
-from .transport import MANIFEST_CAP, OnBytes, read_capped, read_exactly
-from .uploads import put_resumable
+from .transport import MANIFEST_CAP, OnBytes, Transport, read_capped, read_exactly
+from .uploads import UploadSessions, put_resumable
 
 
 def _sha(data: bytes) -> str:
@@ -141,3 +142,8 @@ class MemoryTransport:
             raise IntegrityError(f"{self.name} received {_sha(blob)[:19]}…, expected {digest[:19]}…")
         self.blobs[digest] = blob
         self.repo_blobs.setdefault(repo, set()).add(digest)
+
+
+if TYPE_CHECKING:  # mypy checks that this is a whole transport with upload sessions
+    _transport: Transport = MemoryTransport()
+    _sessions: UploadSessions = MemoryTransport()
