@@ -35,9 +35,9 @@ def published_places(store: Store) -> dict[str, list[str]]:
         >>> published_places(api.get_store())  # doctest: +SKIP
         {'sha256:…': ['team/mnist-mlp:1']}
     """
-    # LEAD: at merge this body becomes `return remote.published.places(store)` (the remote helper's
-    # nbmodelpack/remote/published.py); Store.published() goes away then.
-    return store.published()
+    from ..remote import published
+
+    return published.places(store)
 
 
 def serving_urls(store: Store) -> dict[str, str]:

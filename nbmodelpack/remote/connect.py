@@ -7,13 +7,19 @@ Example:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..errors import UsageError
 from .config import Remote, get_remote
 from .credentials import Credentials, read_credentials, save_credentials
 from .layout import LayoutTransport
-from .registry import RegistryClient
-from .registry_transport import RegistryTransport
 from .transport import Transport
+
+if TYPE_CHECKING:
+    from .registry import RegistryClient
+
+# The registry client needs `requests` (the `remote` extra); it is imported only when a
+# registry is used, so listings and file:// remotes work without it.
 
 
 def registry_client(remote: Remote) -> RegistryClient:
@@ -23,6 +29,8 @@ def registry_client(remote: Remote) -> RegistryClient:
         >>> registry_client(get_remote("team")).host  # doctest: +SKIP
         '127.0.0.1:5000'
     """
+    from .registry import RegistryClient
+
     return RegistryClient(remote.host, insecure=remote.insecure, credentials=read_credentials(remote.host), remote_name=remote.name)
 
 
@@ -35,6 +43,8 @@ def open_transport(remote: Remote) -> Transport:
     """
     if remote.kind == "file":
         return LayoutTransport(remote.name, remote.path)
+    from .registry_transport import RegistryTransport
+
     return RegistryTransport(registry_client(remote))
 
 
@@ -56,6 +66,8 @@ def login(remote: str, username: str | None = None, password: str | None = None,
         creds = Credentials(username, password)
     else:
         raise UsageError("give a username and password, or a token")
+    from .registry import RegistryClient
+
     RegistryClient(r.host, insecure=r.insecure, credentials=creds, remote_name=r.name).ping()
     path = save_credentials(r.host, creds)
     who = f" as {username}" if username and not token else " with a token"

@@ -23,7 +23,6 @@ import contextlib
 import os
 import shutil
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,11 +41,11 @@ from ..errors import (
     ModelPackError,
     RemoteError,
     SignatureError,
-    StoreError,
     UsageError,
 )
 from ..progress import progress
 from ..store import Store, StoredBundle, get_store
+from ..store.blobs import Blobs
 from . import published
 from .config import Remote, get_remote, list_remotes, split_remote_ref
 from .connect import open_transport
@@ -267,7 +266,7 @@ def pull_from(
         )
     unique = {d.digest: d for d in (manifest.config, *manifest.layers)}  # two files may share one blob
     todo = [d for d in unique.values() if not local.has_blob(d.digest)]
-    staging = _staging_dir(local)
+    staging = local.new_staging("pull")  # same filesystem as the store: blobs move by rename
     try:
         staged = Store(staging)
         _fetch(transport, repo, staged, todo, label=name)
@@ -287,28 +286,19 @@ class _StagedView(Store):
 
     def __init__(self, staged: Store, local: Store) -> None:
         super().__init__(staged.root, create=False)
+        self.blobs = _FallbackBlobs(staged.blobs, local.blobs)
+
+
+class _FallbackBlobs(Blobs):
+    """Reads a staged blob where there is one, else the local store's (read-only use)."""
+
+    def __init__(self, staged: Blobs, local: Blobs) -> None:
+        super().__init__(staged.dir)
         self._local = local
 
-    def blob_path(self, digest: str) -> Path:
-        path = super().blob_path(digest)
-        return path if path.exists() else self._local.blob_path(digest)
-
-    def has_blob(self, digest: str) -> bool:
-        return self.blob_path(digest).exists()
-
-
-def _staging_dir(local: Store) -> Path:
-    """A new ``<store root>/staging/pull-<uuid>/`` (same filesystem as the store, so blobs move by rename)."""
-    staging = local.root / "staging" / f"pull-{uuid.uuid4().hex}"
-    for _ in range(3):  # another pull may remove the empty parent between our two mkdirs
-        try:
-            staging.mkdir(parents=True)
-            return staging
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise StoreError(f"cannot stage a pull in {staging.parent}: {exc.strerror}", hint="check the disk (full? read-only?)") from exc
-    raise StoreError(f"cannot stage a pull in {staging.parent}", hint="try again")
+    def path(self, digest: str) -> Path:
+        path = super().path(digest)
+        return path if path.is_file() else self._local.path(digest)
 
 
 def _fetch(transport: Transport, repo: str, staged: Store, todo: Iterable[Descriptor], *, label: str) -> None:

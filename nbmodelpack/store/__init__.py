@@ -133,11 +133,15 @@ class Store:
         if not kind.isalpha() or not kind.islower():
             raise UsageError(f"staging kind {kind!r:.40} is not a lowercase word")
         path = self.root / "staging" / f"{kind}-{uuid.uuid4().hex}"
-        try:
-            path.mkdir(parents=True)
-        except OSError as exc:
-            raise store_error(exc, f"a staging directory in {self.root}") from exc
-        return path
+        for _ in range(3):  # a finishing pull may remove the empty parent between our two mkdirs
+            try:
+                path.mkdir(parents=True)
+                return path
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise store_error(exc, f"a staging directory in {self.root}") from exc
+        raise StoreError(f"cannot create a staging directory in {self.root}", hint="try again")
 
     @contextlib.contextmanager
     def staging(self, kind: str) -> Iterator[Path]:
