@@ -16,13 +16,12 @@ Target: ≤ 300 ms server time for the local list.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,12 +29,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+from processes import answers, free_port, running  # noqa: E402
 
 
 def _fill(versions: int, names: int) -> str:
@@ -138,25 +133,15 @@ def main() -> None:
         json.dumps(handlers.local_listing()[1])
         first.append((time.perf_counter() - start) * 1000)
 
-    port, token = _free_port(), secrets.token_hex(8)
+    port, token = free_port(), secrets.token_hex(8)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", f"--port={port}", "--port-retries=0",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp}",
-         "--ServerApp.jpserver_extensions={'nbmodelpack.labapi': True}", "--ServerApp.log_level=WARN"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    cmd = [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", f"--port={port}", "--port-retries=0",
+           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp}",
+           "--ServerApp.jpserver_extensions={'nbmodelpack.labapi': True}", "--ServerApp.log_level=WARN"]
     base = f"http://127.0.0.1:{port}/nbmodelpack/api"
+    server = contextlib.ExitStack()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                _get(f"{base}/remotes", token)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("jupyter server did not start") from None
-                time.sleep(0.3)
+        server.enter_context(running(cmd, env=env, ready=answers(f"{base}/remotes", headers={"Authorization": f"token {token}"}), timeout=60))
         _get(f"{base}/bundles", token)
         cold, cold_client, warm, poll = [], [], [], []
         size = 0
@@ -199,8 +184,7 @@ def main() -> None:
             print(f"\nGET remotes/{name}/bundles ({kind} remote, {len(tags)} tags): server time median {med(times):.1f} ms;"
                   f" baseline list_remote() in-process {med(direct):.1f} ms, ratio {med(direct) / med(times):.2f}x")
     finally:
-        server.terminate()
-        server.wait(timeout=20)
+        server.close()
         if registry_cm is not None:
             registry_cm.__exit__(None, None, None)
         shutil.rmtree(tmp, ignore_errors=True)
