@@ -17,7 +17,8 @@ from pathlib import Path
 PACKAGE = "nbmodelpack"
 ROOT = Path(__file__).resolve().parents[1]
 
-# Top-level names (module or subpackage) per layer, lowest first. The package root and
+# Top-level names (module or subpackage) per layer, lowest first. ``exchange`` (export and
+# import of OCI layouts) is part of the one API, which re-exports it. The package root and
 # ``__main__`` are doors: the root imports everything lazily.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "paths", "_files", "version", "config", "extras", "progress"),
@@ -25,7 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("store", "remote"),
     ("pytorch",),
     ("compression", "crypto", "signing"),
-    ("api",),
+    ("api", "exchange"),
     ("commands",),
     ("cli", "notebook", "labapi", "serving", "__init__", "__main__"),
 )
