@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 from typing import Any
 
 import pytest
 import tornado.httpclient
+from e2e.processes import free_port
 from jupyter_server.auth.authorizer import Authorizer
 
 import nbmodelpack
@@ -56,12 +56,6 @@ def _pack(name: str = "tiny", **kwargs: Any) -> nbmodelpack.BundleInfo:
     from models import MLP
 
     return nbmodelpack.pack(MLP(hidden=4), name, example=torch.zeros(1, 1, 28, 28), **kwargs)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _add_remote(name: str, url: str) -> None:
@@ -251,7 +245,7 @@ async def test_unknown_or_bad_remote_names(api):
 
 
 async def test_registry_down_is_a_one_line_503(api):
-    _add_remote("down", f"oci://127.0.0.1:{_free_port()}/team")
+    _add_remote("down", f"oci://127.0.0.1:{free_port()}/team")
     status, body = await api("GET", "remotes/down/bundles")
     assert status == 503 and set(body) == {"error"} and body["error"].startswith("remote: ")
     _pack()
