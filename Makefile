@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := docker-registry chromium age skopeo apache2-utils openssl
 export NBMODELPACK_NO_PROGRESS ?=
 
-.PHONY: demo test lab venv system-deps lint typecheck bench clean labext
+.PHONY: demo test test-fast lab venv system-deps lint typecheck bench clean labext
 
 # System packages the tests drive for real (registry, browser, age CLI, skopeo).
 system-deps:
@@ -32,8 +32,25 @@ venv: $(VENV)/.stamp-install
 demo: venv
 	$(BIN)/python scripts/demo.py
 
+# The doctests of the pure core (no torch, no network, no store), in a process of their own.
+DOCTESTS := nbmodelpack/errors.py nbmodelpack/paths.py nbmodelpack/_files.py nbmodelpack/version.py \
+	nbmodelpack/config.py nbmodelpack/extras.py nbmodelpack/progress.py nbmodelpack/bundle
+
+# pytest exits 5 when it collected nothing: a failure, and said in words.
+define pytest
+	$(BIN)/python -m pytest $(1); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; fi; exit $$rc
+endef
+
+# Everything: doctests, unit tests, notebooks, registry, serving and browser end-to-end tests.
 test: system-deps venv labext
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(call pytest,-q --doctest-modules $(DOCTESTS) tests/e2e/processes.py)
+	$(call pytest,-q $(PYTEST_ARGS))
+
+# Unit tests only (no e2e, notebooks, browser, registry, nor tests marked slow): under a minute.
+test-fast: venv
+	$(call pytest,-q --doctest-modules $(DOCTESTS))
+	$(call pytest,-q -m "not e2e and not slow" $(PYTEST_ARGS))
 
 # The JupyterLab sidebar: TypeScript in labextension/, built with jlpm (from the venv's
 # jupyterlab) into nbmodelpack/labextension/ (shipped prebuilt in the wheel). The lock

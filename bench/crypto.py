@@ -10,7 +10,7 @@ Baselines, run on the same bytes in the same run:
 - ``sha256sum`` (and Python's OpenSSL ``hashlib``, faster here: SHA-NI) of the files a
   signature covers: the floor for any verification, since model_signing hashes every byte.
 
-Goals (issue 5): encrypt+decrypt ≥ 0.8× the age CLI; verify within 1.5× of hashing.
+Goals: encrypt+decrypt ≥ 0.8× the age CLI; verify within 1.5× of hashing.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python bench/pack_load.py [--gib 1.0] [--repeat 3]
 Prints seconds (best of --repeat) and each time as a ratio to safetensors.
-Goals (issue 2): pack <= 1.3x save_file, load <= 1.3x load_file.
+Goals: pack <= 1.3x save_file, load <= 1.3x load_file.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def main() -> None:
     load_ratio = results["nbmodelpack.load"] / load_ref
     floor_ratio = results["nbmodelpack.load"] / results["load_file + sha256 (floor)"]
     print(f"\npack = {pack_ratio:.2f}x save_file (goal <= 1.3x); load = {load_ratio:.2f}x load_file (goal <= 1.3x)")
-    print(f"load = {floor_ratio:.2f}x the verified floor (load_file + sha256): every blob is hashed on read (DESIGN.md §1)")
+    print(f"load = {floor_ratio:.2f}x the verified floor (load_file + sha256): every blob is hashed on read")
     shutil.rmtree(work, ignore_errors=True)
 
 

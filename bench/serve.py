@@ -12,24 +12,24 @@ Prints req/s, p50 and p99 for each, and the ratios against the best Flask setup.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+from processes import answers, free_port, running  # noqa: E402
 
 
 class BenchMLP(nn.Module):
@@ -39,27 +39,6 @@ class BenchMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(url: str, body: bytes, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"server exited with {proc.returncode}")
-        try:
-            req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    sys.exit(f"{url} not ready")
 
 
 def ab(url: str, body_file: Path, seconds: float, concurrency: int, tmp: Path) -> dict[str, float]:
@@ -72,12 +51,6 @@ def ab(url: str, body_file: Path, seconds: float, concurrency: int, tmp: Path) -
     with open(pct) as f:
         rows = {int(r[0]): float(r[1]) for r in csv.reader(f) if r and r[0].isdigit()}
     return {"rps": rps, "p50": rows[50], "p99": rows[99], "failed": failed + (int(non2xx.group(1)) if non2xx else 0)}
-
-
-def start(cmd: list[str], env: dict[str, str], url: str, body: bytes) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, start_new_session=True)
-    wait_ready(url, body, proc)
-    return proc
 
 
 def median(values: list[float]) -> float:
@@ -116,30 +89,29 @@ def main() -> None:
     env = dict(os.environ, MODEL_REF=info.ref, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     bin_dir = Path(sys.executable).parent
     print(f"MNIST MLP {info.ref}; {os.cpu_count()} cores shared with the client; ab -k -c {args.concurrency}, {args.rounds} interleaved rounds of {args.seconds:.0f} s per server (medians)\n")
-    servers: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}
-    try:
+    servers: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+
+        def start(name: str, cmd: list[str], port: int, threads: str | None = None) -> None:
+            url = f"http://127.0.0.1:{port}/predict"
+            ready = answers(url, data=body, headers={"Content-Type": "application/json"})
+            stack.enter_context(running(cmd, env=dict(env, TORCH_THREADS=threads) if threads else env, ready=ready, cwd=ROOT))
+            servers[name] = url
+
         port = free_port()
-        url = f"http://127.0.0.1:{port}/predict"
-        servers["flask (1 process)"] = (url, start([sys.executable, "bench/baselines/flask_seed.py", str(port)], dict(env, TORCH_THREADS="2"), url, body))
+        start("flask (1 process)", [sys.executable, "bench/baselines/flask_seed.py", str(port)], port, threads="2")
         port = free_port()
-        url = f"http://127.0.0.1:{port}/predict"
         gunicorn = [str(bin_dir / "gunicorn"), "-w", "2", "-k", "sync", "-b", f"127.0.0.1:{port}", "--chdir", "bench/baselines", "flask_seed:app"]
-        servers["flask on gunicorn -w 2"] = (url, start(gunicorn, dict(env, TORCH_THREADS="1"), url, body))
+        start("flask on gunicorn -w 2", gunicorn, port, threads="1")
         port = free_port()
-        url = f"http://127.0.0.1:{port}/predict"
-        ours = [sys.executable, "-m", "nbmodelpack", "serve", info.ref, "--port", str(port), "--workers", "2"]
-        servers["modelpack serve --workers 2"] = (url, start(ours, env, url, body))
-        for url, _ in servers.values():
+        start("modelpack serve --workers 2", [sys.executable, "-m", "nbmodelpack", "serve", info.ref, "--port", str(port), "--workers", "2"], port)
+        for url in servers.values():
             ab(url, body_file, 2, args.concurrency, tmp)  # warm-up
         # Interleave short rounds so that load from elsewhere on the machine hits every server alike.
         runs: dict[str, list[dict[str, float]]] = {k: [] for k in servers}
         for _ in range(args.rounds):
-            for name, (url, _) in servers.items():
+            for name, url in servers.items():
                 runs[name].append(ab(url, body_file, args.seconds, args.concurrency, tmp))
-    finally:
-        for _, proc in servers.values():
-            os.killpg(proc.pid, 15)
-            proc.wait(timeout=30)
     results = {}
     for name, rs in runs.items():
         r = {k: median([x[k] for x in rs]) for k in ("rps", "p50", "p99")}

@@ -16,11 +16,11 @@ Target: ≤ 300 ms server time for the local list.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,12 +30,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+from processes import answers, free_port, running  # noqa: E402
 
 
 def _fill(versions: int, names: int) -> str:
@@ -54,6 +50,15 @@ def _fill(versions: int, names: int) -> str:
         draft = Draft.from_parent(parent, name=f"bench-{i % names}", op="copy", params={"i": i})
         store.commit(draft)
     return first.ref
+
+
+COLD_LISTING = """
+import json, time
+from nbmodelpack.labapi.views import local_listing
+start = time.perf_counter()
+json.dumps(local_listing()[1])
+print((time.perf_counter() - start) * 1000)
+"""
 
 
 def _get(url: str, token: str) -> tuple[int, float, float, bytes]:
@@ -100,63 +105,46 @@ def main() -> None:
     ref = _fill(args.versions, args.names)
     print(f"store: {len(api.ls())} versions of {args.names} bundles (filled in {time.perf_counter() - t0:.1f} s)")
 
-    remotes: list[str] = []
+    from nbmodelpack import remote as remote_mod
+
+    remotes: list[str] = ["share"]
+    remote_mod.add_remote("share", (tmp / "share").as_uri())
     registry_cm = None
-    try:
-        from nbmodelpack import remote as remote_mod
-    except ImportError:
-        print("remotes: skipped (nbmodelpack.remote is not installed)")
+    if shutil.which("docker-registry"):
+        from registry_server import running_registry
+
+        os.environ["DOCKER_CONFIG"] = str(tmp / "docker")
+        registry_cm = running_registry(tmp / "registry")
+        registry = registry_cm.__enter__()
+        remote_mod.add_remote("team", f"oci://{registry.host}/bench", insecure=True)
+        remote_mod.login("team", registry.user, registry.password)
+        remotes.append("team")
     else:
-        remote_mod.add_remote("share", (tmp / "share").as_uri())
-        remotes.append("share")
-        if shutil.which("docker-registry"):
-            sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-            from registry_server import running_registry
-
-            os.environ["DOCKER_CONFIG"] = str(tmp / "docker")
-            registry_cm = running_registry(tmp / "registry")
-            registry = registry_cm.__enter__()
-            remote_mod.add_remote("team", f"oci://{registry.host}/bench", insecure=True)
-            remote_mod.login("team", registry.user, registry.password)
-            remotes.append("team")
-        for name in remotes:
-            t0 = time.perf_counter()
-            for i in range(args.tags - 2):  # + the version number and latest = args.tags tags
-                remote_mod.publish(ref, name, tag=f"t{i}")
-            print(f"remote {name}: {ref} published under {args.tags} tags (in {time.perf_counter() - t0:.1f} s)")
-
-    from nbmodelpack.labapi import handlers
+        print("registry: not measured (docker-registry is not installed: apt-get install docker-registry)")
+    for name in remotes:
+        t0 = time.perf_counter()
+        for i in range(args.tags - 2):  # + the version number and latest = args.tags tags
+            remote_mod.publish(ref, name, tag=f"t{i}")
+        print(f"remote {name}: {ref} published under {args.tags} tags (in {time.perf_counter() - t0:.1f} s)")
 
     baseline, first = [], []
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     for _ in range(args.runs):
         start = time.perf_counter()
         api.to_json(api.ls())
         baseline.append((time.perf_counter() - start) * 1000)
-        handlers._info_cache.clear()
-        handlers._list_cache.clear()
-        start = time.perf_counter()
-        json.dumps(handlers.local_listing()[1])
-        first.append((time.perf_counter() - start) * 1000)
+        # Empty caches: a fresh process, timed after its imports.
+        out = subprocess.run([sys.executable, "-c", COLD_LISTING], env=env, capture_output=True, text=True, check=True).stdout
+        first.append(float(out))
 
-    port, token = _free_port(), secrets.token_hex(8)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", f"--port={port}", "--port-retries=0",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp}",
-         "--ServerApp.jpserver_extensions={'nbmodelpack.labapi': True}", "--ServerApp.log_level=WARN"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    port, token = free_port(), secrets.token_hex(8)
+    cmd = [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", f"--port={port}", "--port-retries=0",
+           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp}",
+           "--ServerApp.jpserver_extensions={'nbmodelpack.labapi': True}", "--ServerApp.log_level=WARN"]
     base = f"http://127.0.0.1:{port}/nbmodelpack/api"
+    server = contextlib.ExitStack()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                _get(f"{base}/remotes", token)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("jupyter server did not start") from None
-                time.sleep(0.3)
+        server.enter_context(running(cmd, env=env, ready=answers(f"{base}/remotes", headers={"Authorization": f"token {token}"}), timeout=60))
         _get(f"{base}/bundles", token)
         cold, cold_client, warm, poll = [], [], [], []
         size = 0
@@ -199,8 +187,7 @@ def main() -> None:
             print(f"\nGET remotes/{name}/bundles ({kind} remote, {len(tags)} tags): server time median {med(times):.1f} ms;"
                   f" baseline list_remote() in-process {med(direct):.1f} ms, ratio {med(direct) / med(times):.2f}x")
     finally:
-        server.terminate()
-        server.wait(timeout=20)
+        server.close()
         if registry_cm is not None:
             registry_cm.__exit__(None, None, None)
         shutil.rmtree(tmp, ignore_errors=True)

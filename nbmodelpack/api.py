@@ -19,7 +19,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import crypto  # noqa: F401 - registers the +age layer codec with the store
+from . import (
+    crypto,  # noqa: F401 - registers the +age layer codec with the store
+    signing,  # noqa: F401 - registers the trust policy as a pull check
+)
 from .bundle.info import BundleInfo
 from .bundle.refs import parse, validate_name
 from .compression import Comparison, CompressionReport, compare, compress

@@ -43,6 +43,7 @@ from .bundle.info import BundleInfo
 from .bundle.manifest import Descriptor
 from .crypto import SIGNATURE_FILE, write_private
 from .errors import SignatureError, StoreError, UsageError
+from .remote import register_pull_check
 
 SIGNING_ENV = "NBMODELPACK_SIGNING_KEY"
 DEFAULT_KEY_FILE = "signing.pem"
@@ -431,3 +432,7 @@ __all__ = [
     "verify",
     "verify_bundle",
 ]
+
+
+# Pulls check a staged bundle against the trust policy before it enters the store.
+register_pull_check(enforce_trust_policy)

@@ -1,6 +1,6 @@
 """`make demo`: the main job end to end on the default local store.
 
-Each issue adds its step; every step prints one line of what it did.
+Every step prints one line of what it did.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def step(title: str) -> None:
 
 
 def encrypt_sign_load(info: nbmodelpack.BundleInfo, acc: float) -> None:
-    """Issue 5: encrypt for my age key, sign with my ECDSA key, load in a fresh process under a trust policy."""
+    """Encrypt for my age key, sign with my ECDSA key, load in a fresh process under a trust policy."""
     from nbmodelpack import crypto, paths
     from nbmodelpack.config import edit_config
 
@@ -119,7 +119,7 @@ def serve_step(ref: str) -> None:
         srv.stop()
     print("server stopped")
 def step_compress_int8(ref: str, test: torch.utils.data.DataLoader) -> None:
-    """Issue 4: int8 weight-only quantization as a new version, with its size/accuracy row."""
+    """Int8 weight-only quantization as a new version, with its size/accuracy row."""
     step(f"compress {ref} to int8 (new version, zstd weights)")
     report = nbmodelpack.compress(ref, quantize="int8", eval=test)
     print(report)
@@ -175,7 +175,7 @@ def main() -> None:
     if abs(loaded["accuracy"] - acc) > 1e-9:
         sys.exit("demo failed: accuracy changed across pack/load")
 
-    # The pipeline of DESIGN.md: compress → encrypt → sign → publish → pull → serve.
+    # The whole pipeline: compress → encrypt → sign → publish → pull → serve.
     step_compress_int8(info.ref, test)
     encrypt_sign_load(info, acc)
     publish_and_pull(info, acc)

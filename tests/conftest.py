@@ -1,4 +1,9 @@
-"""Shared fixtures: every test gets its own NBMODELPACK_HOME and no progress bars."""
+"""Shared fixtures: every test gets its own NBMODELPACK_HOME and no progress bars.
+
+Markers by place (so ``make test-fast`` = ``-m "not e2e and not slow"`` needs no list of
+files): everything under ``tests/e2e/`` is ``e2e``; a ``test_notebook_*`` file runs a
+notebook on a real kernel and is ``notebook`` and ``slow``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,47 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
+E2E = TESTS / "e2e"
+
+# Tests that take 1.5 s or more here (fresh Python processes importing torch, concurrent or
+# killed packs, ResNet-18): `make test` runs them, `make test-fast` does not.
+SLOW = {
+    "test_cli.py::test_a_broken_config_toml_is_one_line_and_left_as_it_was",
+    "test_cli.py::test_import_pth_via_cli",
+    "test_compress.py::test_child_records_recipe_zstd_layer_and_metrics_on_its_card",
+    "test_compress.py::test_cli_compress_prints_report_and_refuses_bad_scheme",
+    "test_compress.py::test_each_variant_loads_in_a_fresh_process_like_the_compressed_model",
+    "test_compress.py::test_int8_kernel_path_matches_dequantized_path",
+    "test_compress.py::test_notebook_verb_evaluates_on_a_notebook_variable",
+    "test_crypto.py::test_a_passphrase_passed_as_a_plain_string_is_not_echoed",
+    "test_crypto.py::test_bad_keys_and_damaged_or_swapped_layers_are_refused_naming_the_file_with_no_plaintext_on_disk",
+    "test_crypto.py::test_cli_encrypt_with_passphrase_from_env_then_decrypt",
+    "test_crypto.py::test_passphrase_encryption_round_trips_and_a_wrong_passphrase_is_refused",
+    "test_labapi.py::test_serve_shows_a_serving_badge_and_stop_removes_it",
+    "test_pack_load.py::test_class_defined_in_main_loads_in_a_process_that_never_saw_it",
+    "test_pack_load.py::test_cnn_with_batchnorm_buffers_round_trips_exactly",
+    "test_pack_load.py::test_mlp_round_trip_is_exact_in_a_fresh_process",
+    "test_pack_load.py::test_resnet18_round_trips_by_factory_name",
+    "test_pack_load.py::test_source_strategy_needs_trust_code_to_pack_and_to_load",
+    "test_pack_load.py::test_tied_weights_are_stored_once_and_stay_tied",
+    "test_signing.py::test_cli_sign_and_verify_with_default_keys",
+    "test_signing.py::test_model_signing_cli_verifies_the_exported_files_and_catches_tampering",
+    "test_store_safety.py::test_disk_full_during_pack_leaves_nothing_and_says_so",
+    "test_store_safety.py::test_eight_concurrent_packs_give_eight_versions",
+    "test_store_safety.py::test_kill_9_during_pack_leaves_no_half_version",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.path
+        if E2E in path.parents:
+            item.add_marker(pytest.mark.e2e)
+        if f"{path.name}::{getattr(item, 'originalname', item.name)}" in SLOW:
+            item.add_marker(pytest.mark.slow)
+        if path.name.startswith("test_notebook"):
+            item.add_marker(pytest.mark.notebook)
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 from typing import Any
 
 import pytest
 import tornado.httpclient
+from e2e.processes import free_port
 from jupyter_server.auth.authorizer import Authorizer
 
 import nbmodelpack
@@ -25,6 +25,7 @@ ENDPOINTS = [
     ("POST", "actions/tag"),
     ("GET", "jobs"),
     ("GET", "jobs/" + "0" * 32),
+    ("GET", "no/such/endpoint"),
 ]
 
 
@@ -57,25 +58,11 @@ def _pack(name: str = "tiny", **kwargs: Any) -> nbmodelpack.BundleInfo:
     return nbmodelpack.pack(MLP(hidden=4), name, example=torch.zeros(1, 1, 28, 28), **kwargs)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _add_remote(name: str, url: str) -> None:
     from nbmodelpack.config import edit_config
 
     with edit_config() as cfg:
         cfg.setdefault("remotes", {})[name] = {"url": url}
-
-
-def _missing_remote_module() -> bool:
-    try:
-        import nbmodelpack.remote  # noqa: F401
-    except ImportError:
-        return True
-    return False
 
 
 # ---- listing --------------------------------------------------------------------------------
@@ -166,6 +153,17 @@ async def test_bad_tag_requests_are_400_and_change_nothing(api, body):
     assert (nbmodelpack.get_store().root / "index.json").read_bytes() == before
 
 
+@pytest.mark.parametrize(("method", "path"), [("GET", "nope"), ("POST", "bundles/x/y"), ("GET", "jobs/1/2")])
+async def test_unknown_endpoints_are_a_json_404(api, method, path):
+    status, body = await api(method, path)
+    assert status == 404 and set(body) == {"error"} and body["error"].startswith("no such endpoint")
+
+
+async def test_a_wrong_method_is_a_json_405(api):
+    status, body = await api("POST", "bundles", {})
+    assert status == 405 and set(body) == {"error"}
+
+
 async def test_non_json_body_and_unknown_action(api):
     status, body = await api("POST", "actions/tag", "{not json")
     assert status == 400 and body == {"error": "the request body is not JSON"}
@@ -173,11 +171,11 @@ async def test_non_json_body_and_unknown_action(api):
     assert status == 404 and body["error"].startswith("unknown action 'format-disk'")
 
 
-async def test_unknown_and_malformed_job_ids(api):
-    status, body = await api("GET", "jobs/" + "f" * 32)
-    assert status == 404 and body["error"].startswith("no such job")
-    status, body = await api("GET", "jobs/not-a-job")
-    assert status == 400 and body["error"].startswith("bad job id")
+async def test_unknown_and_malformed_job_ids_are_404_with_one_line(api):
+    for job_id in ("f" * 32, "nope", "not-a-job", "x" * 500):
+        status, body = await api("GET", f"jobs/{job_id}")
+        assert status == 404 and set(body) == {"error"} and body["error"].startswith("no such job")
+        assert "\n" not in body["error"] and len(body["error"]) < 200
 
 
 # ---- actions ---------------------------------------------------------------------------------
@@ -246,11 +244,10 @@ async def test_unknown_or_bad_remote_names(api):
     assert status == 404
 
 
-@pytest.mark.skipif(_missing_remote_module(), reason="needs nbmodelpack.remote (issue 6)")
-async def test_registry_down_is_a_one_line_502(api):
-    _add_remote("down", f"oci://127.0.0.1:{_free_port()}/team")
+async def test_registry_down_is_a_one_line_503(api):
+    _add_remote("down", f"oci://127.0.0.1:{free_port()}/team")
     status, body = await api("GET", "remotes/down/bundles")
-    assert status == 502 and set(body) == {"error"} and body["error"].startswith("remote: ")
+    assert status == 503 and set(body) == {"error"} and body["error"].startswith("remote: ")
     _pack()
     status, body = await api("POST", "actions/publish", {"ref": "tiny:1", "remote": "down"})
     assert status == 202
@@ -258,7 +255,6 @@ async def test_registry_down_is_a_one_line_502(api):
     assert job.state == "error" and job.error and job.error.startswith("remote: ")
 
 
-@pytest.mark.skipif(_missing_remote_module(), reason="needs nbmodelpack.remote (issue 6)")
 async def test_publish_to_a_file_remote_then_list_and_pull_back(api, tmp_path):
     _add_remote("share", (tmp_path / "share").as_uri())
     info = _pack()
@@ -312,7 +308,7 @@ def test_every_handler_is_authenticated_and_authorized(jp_serverapp):
         if "/nbmodelpack/api/" in (getattr(rule.matcher, "_path", None) or "")
     ]
     handlers = {rule.target for rule in rules}
-    assert len(rules) == 7 and len(handlers) == 6
+    assert len(rules) == 8 and len(handlers) == 7
     for handler in handlers:
         assert handler.auth_resource == AUTH_RESOURCE
         for verb in ("get", "post"):
@@ -351,15 +347,6 @@ async def test_job_progress_follows_the_bars_the_work_opens(api):
     assert body["job"]["progress"]["done"] == 4.0 and body["job"]["result"] == "pushed"
 
 
-def _missing_serving_module() -> bool:
-    try:
-        import nbmodelpack.serving  # noqa: F401
-    except ImportError:
-        return True
-    return False
-
-
-@pytest.mark.skipif(_missing_serving_module(), reason="needs nbmodelpack.serving (issue 7)")
 async def test_serve_shows_a_serving_badge_and_stop_removes_it(api):
     _pack()
     status, body = await api("POST", "actions/serve", {"ref": "tiny:latest"})
@@ -417,3 +404,119 @@ async def test_encrypted_and_signed_versions_carry_their_badges_and_a_readable_c
     status, body = await api("GET", "bundles/tiny", params={"ref": "3"})
     assert status == 200 and "secret weights" in body["detail"]["card"]
     assert [step["op"] for step in body["detail"]["lineage"]] == ["pack", "encrypt", "sign"]
+
+
+# ---- one error path, bounded bodies, optional extras ------------------------------------------
+@pytest.mark.parametrize("opener", ["[", '{"a":'])
+async def test_a_body_nested_ten_thousand_deep_is_a_one_line_400(api, opener):
+    closer = "]" if opener == "[" else "}"
+    status, body = await api("POST", "actions/tag", opener * 10_000 + "1" + closer * 10_000)
+    assert status == 400 and body == {"error": "the request body is not JSON"}
+
+
+async def test_an_oversized_action_body_is_refused_before_it_is_parsed(api):
+    _pack()
+    status, body = await api("POST", "actions/tag", {"ref": "tiny:1", "tag": "prod", "pad": "x" * 100_000})
+    assert status == 400 and body["error"].startswith("the request body is too large")
+    assert "prod" not in nbmodelpack.show("tiny:1").tags
+
+
+async def test_a_bug_in_a_view_is_a_logged_one_line_500_without_a_traceback(api, monkeypatch):
+    from nbmodelpack.labapi import views
+
+    def broken(*args: Any) -> Any:
+        raise KeyError("secret internals")
+
+    monkeypatch.setattr(views, "remotes", broken)
+    status, body = await api("GET", "remotes")
+    assert status == 500 and body == {"error": "internal error: KeyError (see the Jupyter server log)"}
+
+
+async def test_rest_errors_use_the_status_their_class_carries(api, monkeypatch):
+    from nbmodelpack import errors
+    from nbmodelpack.labapi import views
+
+    for cls in (errors.CryptoError, errors.StoreError, errors.IntegrityError, errors.RemoteUnavailable):
+
+        def fails(*args: Any, cls: type[errors.ModelPackError] = cls) -> Any:
+            raise cls("one line", hint="do this")
+
+        monkeypatch.setattr(views, "remotes", fails)
+        status, body = await api("GET", "remotes")
+        assert (status, body) == (cls.http_status, {"error": str(cls("one line", hint="do this"))})
+
+
+@pytest.fixture
+def without_serve_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process as it is without the serve extra: starlette and uvicorn cannot be imported."""
+    import sys
+
+    import nbmodelpack.serving
+
+    monkeypatch.setattr(nbmodelpack, "serving", nbmodelpack.serving)  # restored after the test
+    for name in [m for m in sys.modules if m.startswith("nbmodelpack.serving.") and m.split(".")[-1] not in ("registry", "options")]:
+        monkeypatch.delitem(sys.modules, name)
+    for name in [m for m in sys.modules if m.split(".")[0] in ("starlette", "uvicorn")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "starlette", None)
+    monkeypatch.setitem(sys.modules, "uvicorn", None)
+
+
+async def test_listing_works_without_the_serve_extra_and_serve_names_the_extra(api, without_serve_extra):
+    _pack()
+    jobs_before = len(JOBS.list())
+    status, body = await api("GET", "bundles")
+    assert status == 200 and [v["ref"] for v in body["bundles"][0]["versions"]] == ["tiny:1"]
+    assert body["bundles"][0]["versions"][0]["serving"] is None
+    status, body = await api("GET", "bundles/tiny")
+    assert status == 200 and body["detail"]["ref"] == "tiny:1"
+    status, body = await api("POST", "actions/serve", {"ref": "tiny:1"})
+    assert status == 400 and body == {"error": "serving needs the serve extra (pip install 'nbmodelpack[serve]')"}
+    assert len(JOBS.list()) == jobs_before  # refused at once, no job started
+
+
+def test_the_rest_listing_imports_nothing_from_the_serve_extra(run_py):
+    code = (
+        "import sys\n"
+        "for m in ('starlette', 'uvicorn', 'torch'): sys.modules[m] = None\n"
+        "from nbmodelpack.labapi import views\n"
+        "etag, payload = views.local_listing()\n"
+        "print(payload['bundles'], sorted(m for m in sys.modules if m.startswith('nbmodelpack.serving')))\n"
+    )
+    out = run_py(code).stdout
+    assert out.strip() == "[] ['nbmodelpack.serving', 'nbmodelpack.serving.registry']"
+
+
+async def test_serving_a_bundle_that_cannot_be_loaded_fails_its_job_in_one_line(api, home):
+    # The server's child process probes the bundle as a worker would (here: no key to decrypt it)
+    # and exits with one line before any worker starts; that line is the job's error.
+    import shutil
+
+    _pack()
+    _, recipient = nbmodelpack.keygen_age()
+    nbmodelpack.encrypt("tiny:1", recipients=[recipient])
+    shutil.rmtree(home / "keys")
+    status, body = await api("POST", "actions/serve", {"ref": "tiny:2"})
+    assert status == 202
+    job = await asyncio.to_thread(JOBS.wait, body["job"]["id"], 120)
+    assert job.state == "error" and job.error and "\n" not in job.error
+    assert job.error.startswith("serve: the server exited: error: decryption: model.safetensors is encrypted and no age identity"), job.error
+    assert nbmodelpack.servers() == []
+
+
+async def test_jobs_beyond_the_pending_limit_are_refused_not_queued(api):
+    import threading
+
+    from nbmodelpack.labapi.jobs import MAX_PENDING, Jobs
+
+    jobs, release = Jobs(workers=1), threading.Event()
+    try:
+        for _ in range(MAX_PENDING):
+            jobs.submit("publish", "tiny:1", lambda: release.wait(10))
+        with pytest.raises(nbmodelpack.errors.UsageError, match="already waiting or running"):
+            jobs.submit("publish", "tiny:1", lambda: None)
+    finally:
+        release.set()
+    last = jobs.list()[0]
+    assert (await asyncio.to_thread(jobs.wait, last.id)).state == "done"
+    assert jobs.submit("publish", "tiny:1", lambda: "ok") is not None

@@ -1,4 +1,7 @@
-"""The house rules, checked like any other behaviour: ruff-clean code, a mypy-clean package."""
+"""The house rules, checked like any other behaviour: ruff-clean code, a mypy-clean package.
+
+Slow (mypy over the package takes tens of seconds), so not part of ``make test-fast``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
 
 
 def test_ruff_finds_nothing():

@@ -12,6 +12,7 @@ import pytest
 from nbmodelpack.serving import codec
 from nbmodelpack.serving.batching import Batcher
 from nbmodelpack.serving.codec import BadRequest, Spec
+from nbmodelpack.serving.model import signature_specs
 from nbmodelpack.serving.runner import ServeOptions, check, is_loopback
 
 IN = [Spec("input", "FP32", [-1, 1, 28, 28])]
@@ -56,7 +57,7 @@ def test_v2_binary_tensor_extension_round_trips():
 def test_bad_v2_requests_are_refused_with_a_clear_message(body, header, message):
     with pytest.raises(BadRequest, match=None) as err:
         codec.decode_infer(body, header, IN, OUT)
-    assert message in str(err.value) and err.value.status == 400
+    assert message in str(err.value) and err.value.http_status == 400
 
 
 def test_integer_and_half_inputs_are_range_checked():
@@ -132,3 +133,67 @@ def test_non_loopback_without_token_is_refused_before_anything_starts():
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4") and not is_loopback("example.org")
     with pytest.raises(ServingError, match="without a token"):
         check(ServeOptions(ref="whatever:1", host="0.0.0.0"))
+
+
+@pytest.mark.parametrize("depth", [100, 1_100, 10_000, 100_000])
+@pytest.mark.parametrize("opener", [b"[", b'{"a":'])
+def test_json_nested_ten_thousand_deep_is_a_400_not_a_crash(depth, opener):
+    closer = b"]" if opener == b"[" else b"}"
+    body = opener * depth + b"1" + closer * depth
+    for decode in (lambda: codec.decode_infer(body, None, IN, OUT), lambda: codec.decode_predict_json(body, IN[0])):
+        with pytest.raises(BadRequest) as err:
+            decode()
+        assert err.value.http_status == 400 and "\n" not in str(err.value)
+    deep_input = b'{"inputs": [{"name": "input", "shape": [1], "datatype": "FP32", "data": ' + b"[" * depth + b"1" + b"]" * depth + b"}]}"
+    with pytest.raises(BadRequest):
+        codec.decode_infer(deep_input, None, IN, OUT)
+
+
+def test_each_refusal_names_its_http_status():
+    from nbmodelpack.serving.codec import (
+        BodyTooLarge,
+        NotReady,
+        RequestError,
+        Unauthorized,
+        UnknownModel,
+        UnsupportedMedia,
+    )
+
+    statuses = {cls.__name__: cls("x").http_status for cls in (BadRequest, BodyTooLarge, UnsupportedMedia, Unauthorized, UnknownModel, NotReady)}
+    assert statuses == {"BadRequest": 400, "BodyTooLarge": 413, "UnsupportedMedia": 415, "Unauthorized": 401, "UnknownModel": 404, "NotReady": 503}
+    assert all(issubclass(cls, RequestError) for cls in (BadRequest, NotReady))
+
+
+@pytest.mark.parametrize(
+    "sig",
+    [
+        [],
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1]}]},
+        {"inputs": [{"name": "x", "datatype": "FP32"}], "outputs": [{"name": "y", "datatype": "FP32", "shape": [1]}]},
+        {"inputs": [{"name": 3, "datatype": "FP32", "shape": [1]}], "outputs": [{"name": "y", "datatype": "FP32", "shape": [1]}]},
+        {"inputs": [{"name": "x", "datatype": "os:system", "shape": [1]}], "outputs": [{"name": "y", "datatype": "FP32", "shape": [1]}]},
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [[1]]}], "outputs": [{"name": "y", "datatype": "FP32", "shape": [1]}]},
+        {"inputs": ["x"], "outputs": [{"name": "y", "datatype": "FP32", "shape": [1]}]},
+    ],
+)
+def test_a_malformed_bundle_signature_is_refused_in_one_line(sig):
+    from nbmodelpack.errors import ModelPackError
+
+    with pytest.raises(ModelPackError) as err:
+        signature_specs(sig, "m:1")
+    assert "m:1" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_worker_whose_model_fails_to_load_answers_not_ready_in_one_line(capfd):
+    from starlette.testclient import TestClient
+
+    from nbmodelpack.serving.app import create_app
+
+    with TestClient(create_app(ServeOptions(ref="nothing:1"))) as client:
+        ready = client.get("/v2/health/ready")
+        assert ready.status_code == 503 and ready.json() == {"ready": False, "error": "bundle not found: nothing:1 (run `modelpack ls` to see what exists)"}
+        infer = client.post("/v2/models/nothing/infer", content=b"{}")
+        assert infer.status_code == 503 and infer.json() == {"error": "the model did not load: bundle not found: nothing:1 (run `modelpack ls` to see what exists)"}
+        assert client.get("/v2/health/live").status_code == 200
+    err = capfd.readouterr().err
+    assert err.strip() == "error: bundle not found: nothing:1 (run `modelpack ls` to see what exists)"

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from ..errors import BundleFormatError
+from .format import fmt_metric
 
 
 @dataclass
@@ -61,7 +62,7 @@ def default_body(front: dict[str, Any]) -> str:
     metrics = front.get("metrics") or {}
     if metrics:
         lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items()]
+        lines += [f"| {k} | {fmt_metric(v)} |" for k, v in metrics.items()]
     lineage = front.get("lineage") or []
     if lineage:
         lines += ["", "## Lineage", ""]
@@ -82,10 +83,6 @@ def _arch_text(arch: Any) -> str:
     if isinstance(arch, dict):
         return f"{arch.get('class', '?')} ({arch.get('strategy', '?')})"
     return str(arch or "")
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _params(params: Any) -> str:

@@ -34,6 +34,8 @@ class Draft:
     datasets: list[str] = field(default_factory=list)
     card_extra: dict[str, Any] = field(default_factory=dict)
     card_body: str | None = None
+    # The framework that rebuilds the model (the card's ``library_name``); its adapter sets it.
+    library: str = ""
     # layer digest -> digest of its uncompressed, unencrypted content (ModelPack diffIds)
     diff_ids: dict[str, str] = field(default_factory=dict)
 
@@ -61,6 +63,7 @@ class Draft:
             datasets=list(summary.get("datasets", [])),
             card_extra=copy.deepcopy(summary.get("card_extra", {})),
             diff_ids=dict(summary.get("diff_ids", {})),
+            library=str(summary.get("library", "")),
         )
 
     def replace_layer(self, new: Descriptor, *, diff_id: str | None = None) -> None:

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import mediatypes as mt
+from .format import fmt_metric, human_bytes
 from .manifest import Manifest
 
 
@@ -96,7 +97,7 @@ class BundleInfo:
 
     def __str__(self) -> str:
         badges = f" [{', '.join(self.badges)}]" if self.badges else ""
-        metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in self.metrics.items())
+        metrics = ", ".join(f"{k}={fmt_metric(v)}" for k, v in self.metrics.items())
         lines = [
             f"{self.ref}{badges}",
             f"  digest      {self.digest}",
@@ -112,32 +113,23 @@ class BundleInfo:
             lines.append(f"  from        {self.recipe.get('op')} of {self.recipe['parent'][:19]}…")
         return "\n".join(lines)
 
-    def _repr_html_(self) -> str:
-        # The card's HTML lives with the notebook door; imported only when a notebook asks.
-        from ..notebook.display import bundle_card_html
 
-        return bundle_card_html(self)
+def listing_order(info: BundleInfo) -> tuple[str, int, str]:
+    """Sort key for listings: by name, newest version first, then digest.
+
+    Example:
+        >>> a, b = (BundleInfo(name="m", version=v, digest="sha256:" + "0" * 64) for v in (1, 2))
+        >>> [i.version for i in sorted([a, b], key=listing_order)]
+        [2, 1]
+    """
+    return (info.name, -(info.version or 0), info.digest)
 
 
 def tag_order(tag: str) -> tuple[int, int, str]:
-    """Sort key for tags: version numbers first (numerically), then names."""
-    return (0, int(tag), "") if tag.isdigit() else (1, 0, tag)
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def human_bytes(n: int | float) -> str:
-    """``1.2 MB`` style sizes (powers of 1000, like `ls -lh --si`).
+    """Sort key for tags: version numbers first (numerically), then names.
 
     Example:
-        >>> human_bytes(1_234_567)
-        '1.2 MB'
+        >>> sorted(["latest", "10", "2", "prod"], key=tag_order)
+        ['2', '10', 'latest', 'prod']
     """
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"
+    return (0, int(tag), "") if tag.isdigit() else (1, 0, tag)

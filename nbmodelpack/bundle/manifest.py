@@ -1,18 +1,26 @@
 """OCI manifest and CNCF ModelPack config: build, serialize, parse.
 
 Pure data: no I/O, no torch. The store decides where bytes live; this module
-decides what the JSON looks like (DESIGN.md §1).
+decides what the JSON looks like, and refuses any manifest whose layers could
+not be written out as plain files side by side (see :func:`check_filepath`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._files import load_json_limited
 from ..errors import BundleFormatError
 from . import mediatypes as mt
+from .refs import DIGEST_RE
+
+# The OCI distribution limit for manifests; configs get the same.
+MAX_MANIFEST_BYTES = 4 << 20
+MAX_CONFIG_BYTES = 4 << 20
 
 
 def sha256_digest(data: bytes) -> str:
@@ -51,15 +59,29 @@ class Descriptor:
 
     @classmethod
     def from_json(cls, obj: Any) -> Descriptor:
+        """A descriptor from manifest JSON; refuses a digest that is not ``sha256:<64 hex>``.
+
+        Example:
+            >>> Descriptor.from_json({"mediaType": "x", "digest": "sha256:" + "0" * 64, "size": 1}).size
+            1
+        """
         try:
-            return cls(
+            desc = cls(
                 media_type=str(obj["mediaType"]),
                 digest=str(obj["digest"]),
                 size=int(obj["size"]),
                 annotations={str(k): str(v) for k, v in (obj.get("annotations") or {}).items()},
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BundleFormatError(f"bad descriptor {obj!r:.80}") from exc
+        if isinstance(obj["size"], bool) or desc.size < 0:
+            raise BundleFormatError(f"bad size {obj['size']!r:.40} for {desc.filepath or desc.digest[:19]}")
+        if not DIGEST_RE.match(desc.digest):
+            raise BundleFormatError(
+                f"{desc.filepath or 'config'} has digest {desc.digest!r:.80}, not sha256:<64 hex>",
+                hint="the manifest was not written by a ModelPack tool",
+            )
+        return desc
 
 
 def layer(filepath: str, media_type: str, digest: str, size: int) -> Descriptor:
@@ -101,10 +123,7 @@ def _json_annotation(annotations: dict[str, str], key: str) -> dict[str, Any]:
     text = annotations.get(key)
     if not text:
         return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BundleFormatError(f"annotation {key} is not JSON") from exc
+    value = load_json_limited(text.encode(), what=f"annotation {key}", max_bytes=MAX_MANIFEST_BYTES)
     return value if isinstance(value, dict) else {}
 
 
@@ -124,22 +143,89 @@ def build_manifest(
 
 
 def parse_manifest(raw: bytes, digest: str | None = None) -> Manifest:
-    """Parse manifest bytes; raise :class:`BundleFormatError` if it is not a ModelPack manifest."""
-    try:
-        doc = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleFormatError("manifest is not JSON") from exc
+    """Parse manifest bytes; raise :class:`BundleFormatError` if it is not a ModelPack manifest.
+
+    Refused: more than 4 MiB, digests that are not ``sha256:<64 hex>``, and layer
+    filepaths that :func:`check_filepath` refuses or that collide.
+
+    Example:
+        >>> parse_manifest(b"[]")
+        Traceback (most recent call last):
+        ...
+        nbmodelpack.errors.BundleFormatError: unreadable bundle: not an OCI image manifest
+    """
+    doc = load_json_limited(raw, what="manifest", max_bytes=MAX_MANIFEST_BYTES)
     if not isinstance(doc, dict) or doc.get("mediaType", mt.MANIFEST) != mt.MANIFEST:
         raise BundleFormatError("not an OCI image manifest")
-    if doc.get("artifactType") not in (mt.ARTIFACT, None) and doc["config"].get("mediaType") != mt.CONFIG:
-        raise BundleFormatError(f"not a model artifact ({doc.get('artifactType')})")
-    try:
-        config = Descriptor.from_json(doc["config"])
-        layers = tuple(Descriptor.from_json(d) for d in doc.get("layers", []))
-    except (KeyError, TypeError) as exc:
-        raise BundleFormatError("manifest lacks config or layers") from exc
-    annotations = {str(k): str(v) for k, v in (doc.get("annotations") or {}).items()}
+    config_doc = doc.get("config")
+    layer_docs = doc.get("layers", [])
+    if not isinstance(config_doc, dict) or not isinstance(layer_docs, list):
+        raise BundleFormatError("manifest lacks config or layers")
+    if doc.get("artifactType") not in (mt.ARTIFACT, None) and config_doc.get("mediaType") != mt.CONFIG:
+        raise BundleFormatError(f"not a model artifact ({doc.get('artifactType')!s:.80})")
+    config = Descriptor.from_json(config_doc)
+    layers = tuple(Descriptor.from_json(d) for d in layer_docs)
+    check_filepaths([d.filepath for d in layers])
+    annotations_doc = doc.get("annotations") or {}
+    if not isinstance(annotations_doc, dict):
+        raise BundleFormatError("manifest annotations are not a mapping")
+    annotations = {str(k): str(v) for k, v in annotations_doc.items()}
     return Manifest(config, layers, annotations, digest or sha256_digest(raw), raw)
+
+
+def check_filepath(filepath: str) -> str:
+    """Refuse a layer filepath that is not a plain relative path (``a/../b``, ``./x``, ``/x``, NUL, ...).
+
+    A bundle's files are written out side by side (``export --files``, signature
+    checks), so a filepath must name exactly one place inside that directory.
+
+    Example:
+        >>> check_filepath("weights/model.safetensors")
+        'weights/model.safetensors'
+        >>> check_filepath("a/../b")
+        Traceback (most recent call last):
+        ...
+        nbmodelpack.errors.BundleFormatError: unreadable bundle: layer filepath 'a/../b' is not a plain relative path (no ., .., empty parts, backslashes or control characters)
+    """
+    parts = filepath.split("/")
+    bad = (
+        not filepath
+        or len(filepath) > 4096
+        or any(part in ("", ".", "..") for part in parts)
+        or "\\" in filepath
+        or any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in filepath)
+    )
+    if bad:
+        raise BundleFormatError(
+            f"layer filepath {filepath!r:.120} is not a plain relative path"
+            " (no ., .., empty parts, backslashes or control characters)"
+        )
+    return filepath
+
+
+def check_filepaths(filepaths: list[str]) -> None:
+    """Refuse bad filepaths (:func:`check_filepath`) and two layers that would land on one file.
+
+    Names are compared as a case-insensitive file system would (NFC, casefolded), and a
+    filepath may not also be a directory of another one.
+
+    Example:
+        >>> check_filepaths(["README.md", "readme.md"])
+        Traceback (most recent call last):
+        ...
+        nbmodelpack.errors.BundleFormatError: unreadable bundle: two layers have the filepath 'readme.md' (a bundle holds each file once)
+    """
+    seen: set[str] = set()
+    for filepath in filepaths:
+        key = unicodedata.normalize("NFC", check_filepath(filepath)).casefold()
+        if key in seen:
+            raise BundleFormatError(f"two layers have the filepath {filepath!r:.120} (a bundle holds each file once)")
+        seen.add(key)
+    for key in seen:
+        parts = key.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in seen:
+                raise BundleFormatError(f"layer filepath {key!r:.120} lies inside another layer's file")
 
 
 def build_config(

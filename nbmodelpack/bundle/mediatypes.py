@@ -1,4 +1,4 @@
-"""Media types and annotation keys of a CNCF ModelPack bundle (DESIGN.md §1)."""
+"""Media types and annotation keys of a CNCF ModelPack bundle."""
 
 from __future__ import annotations
 

@@ -57,9 +57,9 @@ def validate_name(name: str) -> str:
         >>> validate_name("mnist-mlp")
         'mnist-mlp'
     """
-    if not NAME_RE.match(name or ""):
+    if not isinstance(name, str) or not NAME_RE.match(name):
         raise InvalidReference(
-            repr(name),
+            f"{name!r:.80}",
             hint="a bundle name is lowercase letters, digits and . _ - (e.g. mnist-mlp)",
         )
     return name
@@ -67,8 +67,8 @@ def validate_name(name: str) -> str:
 
 def validate_tag(tag: str) -> str:
     """Check a tag (``1``, ``latest``, ``prod-2024``)."""
-    if not TAG_RE.match(tag or ""):
-        raise InvalidReference(repr(tag), hint="a tag is letters, digits and . _ - (up to 128)")
+    if not isinstance(tag, str) or not TAG_RE.match(tag):
+        raise InvalidReference(f"{tag!r:.80}", hint="a tag is letters, digits and . _ - (up to 128)")
     return tag
 
 
@@ -81,7 +81,9 @@ def parse(text: str, *, default_tag: str | None = "latest") -> Reference:
         >>> parse("127.0.0.1:5000/team/mnist").remote
         '127.0.0.1:5000'
     """
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
+        raise InvalidReference(f"{text!r:.60}", hint="a reference is text like NAME, NAME:VERSION or NAME@sha256:…")
+    if not text.strip():
         raise InvalidReference("empty reference", hint="use NAME, NAME:VERSION or NAME@sha256:…")
     raw = text.strip()
     if any(c.isspace() for c in raw):

@@ -2,7 +2,10 @@
 
 Enabled automatically by ``jupyter-config/server-config/nbmodelpack.json``
 (installed into ``etc/jupyter/jupyter_server_config.d`` by the wheel). Routes
-live under ``/nbmodelpack/api/`` and call :mod:`nbmodelpack.api` only.
+live under ``/nbmodelpack/api/``: :mod:`.handlers` (a few lines each, one error
+path) over :mod:`.views` (what the sidebar lists and shows) and :mod:`.actions`
+(tag, delete, stop; publish, pull, serve as background :mod:`.jobs`), which call
+:mod:`nbmodelpack.api`, :mod:`nbmodelpack.remote` and :mod:`nbmodelpack.serving`.
 
 Example:
     >>> _jupyter_server_extension_points()

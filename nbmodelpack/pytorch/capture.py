@@ -324,4 +324,5 @@ def draft_from(
         description=description or "",
         license=license,
         datasets=list(datasets or []),
+        library="pytorch",
     )

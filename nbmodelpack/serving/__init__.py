@@ -1,5 +1,8 @@
 """Serving: an Open Inference Protocol v2 server for one bundle (container contexts: :mod:`.containerize`).
 
+``servers`` and ``stop_server`` need only the standard library; ``serve`` needs
+the ``serve`` extra (starlette, uvicorn) and torch.
+
 Example:
     >>> srv = nbmodelpack.serve("mnist-mlp:latest")  # doctest: +SKIP
     >>> srv.url  # doctest: +SKIP
@@ -13,7 +16,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .handle import Server
-    from .runner import ServerEntry
+    from .registry import ServerEntry
 
 
 def serve(
@@ -40,8 +43,8 @@ def serve(
     Example:
         >>> srv = nbmodelpack.serve("mnist-mlp:latest", workers=2)  # doctest: +SKIP
     """
-    from .app import ServeOptions
     from .handle import Server
+    from .options import ServeOptions
     from .runner import serve as run_foreground
     from .runner import start
 
@@ -58,7 +61,7 @@ def servers() -> list[ServerEntry]:
     Example:
         >>> [s.url for s in nbmodelpack.servers()]  # doctest: +SKIP
     """
-    from .runner import servers as listed
+    from .registry import servers as listed
 
     return listed()
 
@@ -69,7 +72,7 @@ def stop_server(which: str = "all") -> list[ServerEntry]:
     Example:
         >>> nbmodelpack.stop_server("mnist-mlp:latest")  # doctest: +SKIP
     """
-    from .runner import stop
+    from .registry import stop
 
     return stop(which)
 

@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import json
 import logging
 import os
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -32,54 +29,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..errors import ModelPackError, ServingError
+from ..errors import ModelPackError
 from ..version import __version__
 from . import codec
 from .batching import Batcher
-from .codec import BadRequest, Spec
+from .codec import (
+    BadRequest,
+    BodyTooLarge,
+    NotReady,
+    RequestError,
+    Unauthorized,
+    UnknownModel,
+    UnsupportedMedia,
+)
+from .model import LoadedModel
+from .options import IDENTITY_ENV, TOKEN_ENV, ServeOptions
 
 log = logging.getLogger("nbmodelpack.serve")
-OPTIONS_ENV = "NBMODELPACK_SERVE_OPTIONS"
-TOKEN_ENV = "NBMODELPACK_SERVE_TOKEN"
-IDENTITY_ENV = "NBMODELPACK_SERVE_IDENTITY"
-
-
-@dataclass
-class ServeOptions:
-    """How to serve one bundle (``modelpack serve`` flags).
-
-    Example:
-        >>> ServeOptions(ref="mnist-mlp:1", port=0).host
-        '127.0.0.1'
-    """
-
-    ref: str
-    host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 1
-    token: str | None = None
-    max_batch: int = 32
-    max_delay_ms: float = 2.0
-    identity: str | None = None
-    max_body: int = 8 * 1024 * 1024
-    threads: int = 0  # torch threads per worker; 0 = cores / workers
-
-    def to_env(self) -> dict[str, str]:
-        """Environment for worker processes; the token and identity travel in their own variables."""
-        doc = asdict(self)
-        env = {OPTIONS_ENV: json.dumps({k: v for k, v in doc.items() if k not in ("token", "identity")})}
-        if self.token:
-            env[TOKEN_ENV] = self.token
-        if self.identity:
-            env[IDENTITY_ENV] = self.identity
-        return env
-
-    @classmethod
-    def from_env(cls) -> ServeOptions:
-        raw = os.environ.get(OPTIONS_ENV)
-        if not raw:
-            raise ServingError(f"{OPTIONS_ENV} is not set", hint="start the server with `modelpack serve REF`")
-        return cls(**json.loads(raw), token=os.environ.get(TOKEN_ENV) or None, identity=os.environ.get(IDENTITY_ENV) or None)
 
 
 class _Metrics:
@@ -108,85 +74,26 @@ class _Metrics:
         return pc.generate_latest(registry)
 
 
-class LoadedModel:
-    """The served bundle: module, signature, processing; ``run`` is called on the model thread."""
-
-    def __init__(self, options: ServeOptions) -> None:
-        import torch
-
-        import nbmodelpack
-
-        self.threads = options.threads or max(1, (os.cpu_count() or 1) // max(1, options.workers))
-        torch.set_num_threads(self.threads)
-        bundle = nbmodelpack.get_store().open(options.ref)
-        self.info = bundle.info
-        self.name = bundle.name
-        self.version = str(self.info.version if self.info.version is not None else 1)
-        sig = bundle.read_json("signature.json", identity=options.identity)
-        self.inputs = [Spec(s["name"], s["datatype"], list(s["shape"])) for s in sig.get("inputs", [])]
-        self.outputs = [Spec(s["name"], s["datatype"], list(s["shape"])) for s in sig.get("outputs", [])]
-        processing = bundle.read_json("processing.json", identity=options.identity) if bundle.has("processing.json") else {}
-        self.preprocess: dict[str, Any] | None = processing.get("preprocess")
-        self.labels: list[str] | None = processing.get("labels")
-        self.softmax = bool((processing.get("postprocess") or {}).get("softmax"))
-        self.module = nbmodelpack.load(bundle, identity=options.identity)
-        self._torch = torch
-        self._bf16 = {s.name for s in self.inputs if s.datatype == "BF16"}
-
-    def init_thread(self) -> None:
-        """Run on the model thread: OpenMP's thread count is per thread, so set it there too."""
-        self._torch.set_num_threads(self.threads)
-
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        torch = self._torch
-        args = []
-        for spec in self.inputs:
-            t = torch.from_numpy(inputs[spec.name])
-            args.append(t.to(torch.bfloat16) if spec.name in self._bf16 else t)
-        rows = args[0].shape[0] if args and args[0].dim() else 1
-        with torch.inference_mode():
-            out = self.module(*args)
-        outs = tuple(out) if isinstance(out, tuple | list) else (out,)
-        result = {}
-        for spec, t in zip(self.outputs, outs, strict=False):
-            t = t.detach().cpu()
-            if t.dtype == torch.bfloat16:
-                t = t.float()
-            if not t.dim() or t.shape[0] != rows:
-                raise RuntimeError(f"output {spec.name} has {t.shape[0] if t.dim() else 0} rows for {rows} input rows")
-            result[spec.name] = t.numpy()
-        return result
-
-    def warm_up(self) -> float:
-        """Run a batch of one zero input a few times; return the fastest call in seconds (inf if it fails)."""
-        example = {s.name: np.zeros([1 if d == -1 else d for d in s.shape], dtype=codec.DATATYPES[s.datatype]) for s in self.inputs}
-        best = float("inf")
-        for _ in range(5):
-            start = time.perf_counter()
-            try:
-                self.run(example)
-            except Exception:
-                return float("inf")
-            best = min(best, time.perf_counter() - start)
-        return best
-
-    def metadata(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "versions": [self.version],
-            "platform": "pytorch",
-            "inputs": [asdict(s) for s in self.inputs],
-            "outputs": [asdict(s) for s in self.outputs],
-        }
-
-
 def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type="application/json", headers=headers)
 
 
 def _error(message: str, status: int) -> Response:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return _json({"error": message}, status, headers)
+    return _json({"error": message.replace("\n", " ") or "error"}, status, headers)
+
+
+def one_line(exc: BaseException) -> str:
+    """The line a user sees for a failure: a ModelPackError's own text, else the type and first line.
+
+    Example:
+        >>> one_line(ValueError("bad\\nworse"))
+        'ValueError: bad'
+    """
+    if isinstance(exc, ModelPackError):
+        return str(exc)
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
 async def _read_body(request: Request, cap: int) -> bytes:
@@ -196,14 +103,14 @@ async def _read_body(request: Request, cap: int) -> bytes:
         if not length.isdigit():
             raise BadRequest("Content-Length is not a number")
         if int(length) > cap:
-            raise BadRequest(f"body too large (limit {cap} bytes)", 413)
+            raise BodyTooLarge(f"body too large (limit {cap} bytes)")
     if request.headers.get("content-encoding", "identity").lower() not in ("identity", ""):
-        raise BadRequest("Content-Encoding is not supported; send the body uncompressed", 415)
+        raise UnsupportedMedia("Content-Encoding is not supported; send the body uncompressed")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > cap:
-            raise BadRequest(f"body too large (limit {cap} bytes)", 413)
+            raise BodyTooLarge(f"body too large (limit {cap} bytes)")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -211,8 +118,11 @@ async def _read_body(request: Request, cap: int) -> bytes:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def create_app(options: ServeOptions | None = None) -> Starlette:
+def create_app(options: ServeOptions | None = None, *, loaded: LoadedModel | None = None) -> Starlette:
     """The ASGI app for one bundle (options from the environment when not given).
+
+    ``loaded`` is a model the caller built already (the runner's probe, when the
+    app runs in the same process); otherwise the app loads it at startup.
 
     Example:
         >>> app = create_app(ServeOptions(ref="mnist-mlp:1"))  # doctest: +SKIP
@@ -226,7 +136,7 @@ def create_app(options: ServeOptions | None = None) -> Starlette:
     def model() -> LoadedModel:
         m = state.get("model")
         if m is None:
-            raise BadRequest("the model is still loading", 503)
+            raise NotReady(f"the model did not load: {state['failed']}" if "failed" in state else "the model is still loading")
         return m
 
     def check_name(request: Request) -> LoadedModel:
@@ -234,9 +144,9 @@ def create_app(options: ServeOptions | None = None) -> Starlette:
         name = request.path_params["name"]
         version = request.path_params.get("version")
         if name != m.name:
-            raise BadRequest(f"unknown model {name[:60]!r} (this server serves {m.name!r})", 404)
+            raise UnknownModel(f"unknown model {name[:60]!r} (this server serves {m.name!r})")
         if version is not None and version != m.version:
-            raise BadRequest(f"unknown version {version[:20]!r} of {m.name} (this server serves {m.version})", 404)
+            raise UnknownModel(f"unknown version {version[:20]!r} of {m.name} (this server serves {m.version})")
         return m
 
     def guarded(endpoint: str, fn: Handler, *, auth: bool = True, timed: bool = False) -> Handler:
@@ -247,10 +157,12 @@ def create_app(options: ServeOptions | None = None) -> Starlette:
                     given = request.headers.get("authorization", "")
                     scheme, _, value = given.partition(" ")
                     if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token):
-                        raise BadRequest("missing or wrong bearer token", 401)
+                        raise Unauthorized("missing or wrong bearer token")
                 response = await fn(request)
-            except BadRequest as exc:
-                response = _error(str(exc), exc.status)
+            except (RequestError, ModelPackError) as exc:
+                response = _error(str(exc), exc.http_status)
+            except RecursionError:  # a body nested deeper than any parser limit we set
+                response = _error("the body is nested too deeply", 400)
             except Exception:
                 log.exception("%s failed", endpoint)
                 response = _error("the model failed on this request", 500)
@@ -265,8 +177,9 @@ def create_app(options: ServeOptions | None = None) -> Starlette:
         return _json({"live": True})
 
     async def ready(request: Request) -> Response:
-        ok = "model" in state
-        return _json({"ready": ok}, 200 if ok else 503)
+        if "model" in state:
+            return _json({"ready": True})
+        return _json({"ready": False, **({"error": state["failed"]} if "failed" in state else {})}, 503)
 
     async def server_meta(request: Request) -> Response:
         return _json({"name": "nbmodelpack", "version": __version__, "extensions": ["binary_tensor_data"]})
@@ -305,7 +218,7 @@ def create_app(options: ServeOptions | None = None) -> Starlette:
             image = codec.looks_like_image(body, content_type)
         if image:
             if not m.preprocess:
-                raise BadRequest("this model takes JSON input only (its bundle has no image preprocessing)", 415)
+                raise UnsupportedMedia("this model takes JSON input only (its bundle has no image preprocessing)")
             x = codec.decode_image(body, m.preprocess, spec)
         else:
             x = codec.decode_predict_json(body, spec)
@@ -325,20 +238,28 @@ def create_app(options: ServeOptions | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        try:
-            loaded = LoadedModel(opts)
-        except ModelPackError as exc:
-            # One readable line for the terminal and for `start`, which reports the last `error:` line.
-            print(f"error: {exc}", file=sys.stderr, flush=True)
-            raise
-        inline = loaded.warm_up() < 0.002
+        m = loaded
+        if m is None:
+            try:
+                m = LoadedModel(opts)
+            except Exception as exc:
+                # The runner's probe loaded this bundle already, so this is rare (a key or file
+                # gone since). One line, and the worker stays up answering not-ready: uvicorn
+                # would print a traceback, and a supervisor would restart a dead worker forever.
+                state["failed"] = one_line(exc)
+                print(f"error: {state['failed']}", file=sys.stderr, flush=True)
+                if not isinstance(exc, ModelPackError):
+                    log.debug("model load failed", exc_info=True)
+                yield
+                return
+        inline = m.warm_up() < 0.002
         batcher = Batcher(
-            loaded.run, max_batch=opts.max_batch, max_delay=opts.max_delay_ms / 1000, on_batch=metrics.batch.observe,
-            thread_init=loaded.init_thread, inline=inline,
+            m.run, max_batch=opts.max_batch, max_delay=opts.max_delay_ms / 1000, on_batch=metrics.batch.observe,
+            thread_init=m.init_thread, inline=inline,
         )
         batcher.start()
-        state.update(model=loaded, batcher=batcher)
-        log.info("serving %s (%s), batches of up to %d, model on %s", loaded.info.ref, loaded.info.digest[:19], opts.max_batch, "the event loop" if inline else "its own thread")
+        state.update(model=m, batcher=batcher)
+        log.info("serving %s (%s), batches of up to %d, model on %s", m.info.ref, m.info.digest[:19], opts.max_batch, "the event loop" if inline else "its own thread")
         try:
             yield
         finally:
@@ -375,3 +296,6 @@ async def _multipart_file(request: Request, body: bytes) -> bytes:
             return data
     await form.close()
     raise BadRequest("the multipart form has no file; upload the image as a file field")
+
+
+__all__ = ["IDENTITY_ENV", "TOKEN_ENV", "LoadedModel", "ServeOptions", "create_app", "one_line"]

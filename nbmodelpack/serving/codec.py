@@ -1,7 +1,7 @@
 """Request bodies → arrays, arrays → response bodies (Open Inference Protocol v2, ``/predict``).
 
-Every problem with a request raises :class:`BadRequest` carrying a short,
-non-leaky message and an HTTP status; nothing here touches the model. The v2
+Every problem with a request raises a :class:`RequestError` carrying a short,
+non-leaky message and its HTTP status; nothing here touches the model. The v2
 binary tensor extension (``Inference-Header-Content-Length``, the default of
 ``tritonclient``) is decoded and encoded too: no library implements the
 server side of it for Python ASGI apps, so it is written here.
@@ -41,12 +41,49 @@ _KINDS = {"BOOL": "b", "BYTES": "US"}
 _MAX_DIMS = 16
 
 
-class BadRequest(Exception):
-    """A request the server refuses; ``status`` is the HTTP code, ``str()`` the message."""
+class RequestError(Exception):
+    """A request the server refuses: ``str()`` is one line for the client, ``http_status`` its code.
 
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+    These are refusals of one HTTP request by the server door, not errors of the
+    library (those are :class:`~nbmodelpack.errors.ModelPackError`, which carry
+    ``http_status`` too); the server answers both the same way.
+    """
+
+    http_status = 400
+
+
+class BadRequest(RequestError):
+    """A body or header that does not parse or does not fit the model's signature."""
+
+
+class BodyTooLarge(RequestError):
+    """A body (or a decoded image) above the server's cap."""
+
+    http_status = 413
+
+
+class UnsupportedMedia(RequestError):
+    """A content type or encoding this model or server does not take."""
+
+    http_status = 415
+
+
+class Unauthorized(RequestError):
+    """A missing or wrong bearer token."""
+
+    http_status = 401
+
+
+class UnknownModel(RequestError):
+    """A model name or version this server does not serve."""
+
+    http_status = 404
+
+
+class NotReady(RequestError):
+    """The model is not loaded (yet, or at all)."""
+
+    http_status = 503
 
 
 @dataclass
@@ -295,9 +332,9 @@ def decode_image(data: bytes, preprocess: dict[str, Any], spec: Spec) -> np.ndar
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img: Image.Image = Image.open(io.BytesIO(data))
             if img.width * img.height > 25_000_000:
-                raise BadRequest("the image is too large", 413)
+                raise BodyTooLarge("the image is too large")
             img.load()
-    except BadRequest:
+    except RequestError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombWarning, Image.DecompressionBombError):
         raise BadRequest("the body is not a readable image (send PNG or JPEG)") from None

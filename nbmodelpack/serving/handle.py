@@ -1,4 +1,8 @@
-"""A running server as the notebook sees it: URL, ``curl`` line, ``predict``, a try-it widget."""
+"""A running server as the notebook sees it: URL, ``curl`` line, ``predict``, a try-it widget.
+
+The widget offers sample images only when the caller gives them (``srv.samples``);
+no library path reads demo data on its own.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ import urllib.request
 from typing import Any
 
 from ..errors import ServingError
-from .runner import ServerEntry, curl_line, stop
+from .registry import ServerEntry, stop
+from .runner import curl_line
 
 
 class Server:
@@ -31,6 +36,8 @@ class Server:
         self.ref = entry.ref
         self.pid = entry.pid
         self._token = token
+        # (images, labels) the widget offers as samples, e.g. ``srv.samples = mnist()``; none by default.
+        self.samples: tuple[Any, Any] | None = None
 
     @property
     def curl(self) -> str:
@@ -88,10 +95,14 @@ class Server:
 
         display(HTML(self._repr_html_()))
         with contextlib.suppress(ImportError):
-            display(self.widget())
+            display(self.widget(self.samples))
 
-    def widget(self) -> Any:
-        """Upload an image or pick an MNIST test sample → the server's prediction."""
+    def widget(self, samples: tuple[Any, Any] | None = None) -> Any:
+        """Upload an image, or pick one of ``samples`` (``uint8`` images and their labels) → the server's prediction.
+
+        Example:
+            >>> srv.widget(samples=mnist())  # doctest: +SKIP
+        """
         import ipywidgets as w
 
         out = w.Output()
@@ -118,7 +129,6 @@ class Server:
 
         upload.observe(on_upload, names="value")
         rows: list[Any] = [upload]
-        samples = _mnist_samples()
         if samples is not None:
             images, labels = samples
             index = w.BoundedIntText(value=0, min=0, max=len(images) - 1, description="Test sample", layout=w.Layout(width="180px"))
@@ -148,15 +158,8 @@ def _mnist() -> tuple[Any, Any]:
     return mnist()
 
 
-def _mnist_samples() -> tuple[Any, Any] | None:
-    try:
-        return _mnist()
-    except Exception:  # no MNIST files, or no torch: the widget offers upload only
-        return None
-
-
 def mnist_png(index: int) -> tuple[bytes, int]:
-    """The MNIST test image ``index`` as PNG bytes, and its label.
+    """The MNIST test image ``index`` as PNG bytes, and its label (for demos and tests; read only when called).
 
     Example:
         >>> png, label = mnist_png(0)  # doctest: +SKIP

@@ -1,92 +1,86 @@
-"""Run the server: checks, socket, worker processes, the registry of running servers.
+"""Run the server: checks, the start-up probe, socket, worker processes.
 
 ``serve`` runs in the foreground (the terminal's ``modelpack serve``); ``start``
-launches it as a background process (the notebook's ``%modelpack serve``) and
-waits until it answers ``/v2/health/ready``. Each server writes
-``$NBMODELPACK_HOME/servers/<pid>.json`` (pid, url, ref) so ``servers`` and
-``stop`` find it from any process; entries of dead processes are pruned.
+launches it as a background process (the notebook's ``%modelpack serve``, the
+sidebar's serve action) and waits until it answers ``/v2/health/ready``.
+
+Before any socket or worker exists, ``serve`` does what a worker does once —
+open the bundle, apply the trust policy, try the key, rebuild the module through
+:func:`nbmodelpack.load` — so a bundle that cannot be served is refused in one
+line. ``start`` checks only what needs no torch (options, the bundle's
+signature) in the calling process, which may be a Jupyter server; the probe
+runs in the child and its one line becomes the error ``start`` raises.
 
 Worker processes are uvicorn's own supervisor (``uvicorn.supervisors.Multiprocess``:
 spawned workers sharing one listening socket, dead workers replaced); each
 worker builds the app with :func:`nbmodelpack.serving.app.create_app` and loads
-the model itself.
+the model itself. A single worker serves in this process with the probe's model.
+Running servers are listed in :mod:`nbmodelpack.serving.registry`.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import dataclasses
-import ipaddress
-import json
 import os
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import paths
-from .._files import atomic_write
-from ..errors import ModelPackError, ServingError, UsageError
-from .app import IDENTITY_ENV, TOKEN_ENV, ServeOptions
+from ..errors import ModelPackError, ServingError
+from ..store import get_store
+from .options import IDENTITY_ENV, TOKEN_ENV, ServeOptions, is_loopback, validate
+from .registry import ServerEntry, alive, folder, register, servers, stop
 
 PARENT_ENV = "NBMODELPACK_SERVE_PARENT"
 _started_here: list[int] = []
 
 
-def is_loopback(host: str) -> bool:
-    """``127.0.0.1``, ``::1`` and ``localhost`` are loopback; anything else is not.
+def check(options: ServeOptions) -> tuple[str, str]:
+    """Refuse unsafe or impossible options and unservable bundles; return ``(ref by digest, shown ref)``.
+
+    Reads JSON only (no torch, no bundle code): the options, and the bundle's
+    ``signature.json``, which must name inputs and outputs.
 
     Example:
-        >>> is_loopback("127.0.0.1"), is_loopback("0.0.0.0")
-        (True, False)
+        >>> check(ServeOptions(ref="mnist-mlp:1"))  # doctest: +SKIP
+        ('mnist-mlp@sha256:…', 'mnist-mlp:1')
     """
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    # numpy is the serve extra; the registry functions this module re-exports need none.
+    from .model import signature_specs
 
-
-def check(options: ServeOptions, *, probe: bool = True) -> tuple[str, str]:
-    """Refuse unsafe or impossible options before anything starts; return ``(ref by digest, name)``.
-
-    ``probe`` also applies the trust policy and tries the key on an encrypted
-    bundle (a full decrypt): done once, by whoever starts the server; workers
-    load through :func:`nbmodelpack.load`, which applies the policy again.
-    """
-    if not is_loopback(options.host) and not options.token:
-        raise ServingError(
-            f"refusing to listen on {options.host} without a token",
-            hint="pass --token (or set NBMODELPACK_SERVE_TOKEN), or keep the default --host 127.0.0.1",
-        )
-    if options.workers < 1 or options.max_batch < 1 or options.max_delay_ms < 0 or options.max_body < 1024:
-        raise UsageError("--workers and --max-batch must be ≥ 1, --max-delay-ms ≥ 0, --max-body ≥ 1024")
-    if not 0 <= options.port <= 65535:
-        raise UsageError(f"--port {options.port} is not a port number")
-    from ..signing import enforce_trust_policy
-    from ..store import get_store
-
+    validate(options)
     bundle = get_store().open(options.ref)
-    if probe:
-        enforce_trust_policy(bundle)  # refused here in one line, before any worker starts
     if not bundle.has("signature.json"):
         raise ServingError(f"{bundle.info.ref} has no signature.json", hint="pack it with example= so its inputs are known")
-    sig = bundle.read_json("signature.json", identity=options.identity)
-    if not sig.get("inputs") or not sig.get("outputs"):
-        raise ServingError(f"{bundle.info.ref} does not say its inputs and outputs", hint="re-pack it with example=")
-    if probe and bundle.info.encrypted:
-        bundle.plaintext("model.safetensors", identity=options.identity)  # a wrong key fails here, not in every worker
+    signature_specs(bundle.read_json("signature.json", identity=options.identity), bundle.info.ref)
     return f"{bundle.name}@{bundle.digest}", bundle.info.ref
+
+
+def probe(options: ServeOptions) -> Any:
+    """Load the model once, as a worker will (trust policy, key, rebuild); return the loaded model.
+
+    Example:
+        >>> probe(ServeOptions(ref="mnist-mlp:1")).name  # doctest: +SKIP
+        'mnist-mlp'
+    """
+    from .model import LoadedModel
+
+    try:
+        return LoadedModel(options)
+    except ModelPackError:
+        raise
+    except Exception as exc:  # a module whose rebuild or forward fails in a way we did not foresee
+        from .app import one_line
+
+        raise ServingError(f"cannot load {options.ref}: {one_line(exc)}") from exc
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -109,106 +103,6 @@ def url_of(host: str, port: int) -> str:
     return f"http://[{shown}]:{port}" if ":" in shown and not shown.startswith("[") else f"http://{shown}:{port}"
 
 
-# ---- registry ------------------------------------------------------------------------------
-def _registry() -> Path:
-    return paths.home() / "servers"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours is dead for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return True
-
-
-@dataclass
-class ServerEntry:
-    """One running server as the registry lists it."""
-
-    pid: int
-    url: str
-    ref: str
-    name: str
-    workers: int = 1
-    started: float = 0.0
-    token: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def servers() -> list[ServerEntry]:
-    """Running servers (entries of dead processes are removed).
-
-    Example:
-        >>> [s.url for s in servers()]  # doctest: +SKIP
-        ['http://127.0.0.1:8000']
-    """
-    out = []
-    folder = _registry()
-    for file in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        try:
-            doc = json.loads(file.read_text())
-            entry = ServerEntry(**{f.name: doc[f.name] for f in dataclasses.fields(ServerEntry)})
-        except (OSError, ValueError, KeyError, TypeError):
-            file.unlink(missing_ok=True)
-            continue
-        if _alive(entry.pid):
-            out.append(entry)
-        else:
-            file.unlink(missing_ok=True)
-    return out
-
-
-def _register(entry: ServerEntry) -> Path:
-    folder = _registry()
-    folder.mkdir(parents=True, exist_ok=True)
-    file = folder / f"{entry.pid}.json"
-    atomic_write(file, json.dumps(entry.to_json()).encode(), fsync=False)
-    return file
-
-
-def stop(which: str = "all", *, timeout: float = 10.0) -> list[ServerEntry]:
-    """Stop servers: ``"all"``, a pid, a URL, or a bundle ref/name; return those stopped.
-
-    Example:
-        >>> [s.ref for s in stop("mnist-mlp")]  # doctest: +SKIP
-        ['mnist-mlp:3']
-    """
-    running = servers()
-    chosen = [s for s in running if which in ("all", str(s.pid), s.url, s.ref, s.name, f"{s.name}:latest")]
-    if not chosen:
-        shown = ", ".join(f"{s.ref} ({s.url})" for s in running) or "none"
-        raise UsageError(f"no running server matches {which!r}", hint=f"running: {shown}")
-    for s in chosen:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(s.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for s in chosen:
-        while _alive(s.pid) and time.monotonic() < deadline:
-            _reap(s.pid)
-            time.sleep(0.05)
-        if _alive(s.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(s.pid, signal.SIGKILL)
-        _reap(s.pid)
-        (_registry() / f"{s.pid}.json").unlink(missing_ok=True)
-    return chosen
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-
-
 # ---- foreground ----------------------------------------------------------------------------
 def serve(options: ServeOptions) -> None:
     """Serve ``options.ref`` in this process until Ctrl-C / SIGTERM (or the launching parent exits).
@@ -219,7 +113,10 @@ def serve(options: ServeOptions) -> None:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    pinned, shown_ref = check(options, probe=PARENT_ENV not in os.environ)  # start() probed already
+    from .app import create_app
+
+    pinned, shown_ref = check(options)
+    loaded = probe(ServeOptions(**{**options.__dict__, "ref": pinned}))  # one line here, before any worker
     sock = _bind(options.host, options.port)
     port = sock.getsockname()[1]
     url = url_of(options.host, port)
@@ -229,12 +126,18 @@ def serve(options: ServeOptions) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     # Idle OpenMP threads that spin between requests burn the cores the other workers need.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    config = uvicorn.Config(
-        "nbmodelpack.serving.app:create_app", factory=True, workers=options.workers, log_level="warning",
-        access_log=False, timeout_graceful_shutdown=5, server_header=False, lifespan="on",
-    )
+    common: dict[str, Any] = {
+        "workers": options.workers, "log_level": "warning", "access_log": False,
+        "timeout_graceful_shutdown": 5, "server_header": False, "lifespan": "on",
+    }
+    if options.workers > 1:
+        # Each spawned worker loads its own copy; the probe's copy is not needed here.
+        loaded = None
+        config = uvicorn.Config("nbmodelpack.serving.app:create_app", factory=True, **common)
+    else:
+        config = uvicorn.Config(create_app(worker_opts, loaded=loaded), **common)
     entry = ServerEntry(pid=os.getpid(), url=url, ref=shown_ref, name=shown_ref.rsplit(":", 1)[0], workers=options.workers, started=time.time(), token=bool(options.token))
-    reg = _register(entry)
+    reg = register(entry)
     print(f"serving {shown_ref} at {url} with {options.workers} worker(s); Ctrl-C stops", file=sys.stderr, flush=True)
     try:
         if options.workers > 1:
@@ -263,7 +166,7 @@ def _watch_parent(stop_now: Any) -> None:
     parent = int(raw)
 
     def watch() -> None:
-        while os.getppid() == parent and _alive(parent):
+        while os.getppid() == parent and alive(parent):
             time.sleep(0.5)
         stop_now()
 
@@ -289,14 +192,14 @@ def start(options: ServeOptions, *, timeout: float = 120.0) -> ServerEntry:
         >>> entry.url  # doctest: +SKIP
         'http://127.0.0.1:41234'
     """
-    check(options)
+    check(options)  # the child probes the rest (trust policy, key, rebuild) and exits with one line
     env = dict(os.environ)
     env[PARENT_ENV] = str(os.getpid())
     # Secrets travel in the environment, never on the command line (visible in ps).
     for key in (TOKEN_ENV, IDENTITY_ENV):
         env.pop(key, None)
     env.update({k: v for k, v in options.to_env().items() if k in (TOKEN_ENV, IDENTITY_ENV)})
-    log_path = _registry() / "logs" / f"serve-{int(time.time() * 1000)}.log"
+    log_path = folder() / "logs" / f"serve-{int(time.time() * 1000)}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "nbmodelpack", *_cli_args(options)], env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -305,6 +208,7 @@ def start(options: ServeOptions, *, timeout: float = 120.0) -> ServerEntry:
     entry = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            _started_here.remove(proc.pid)
             raise ServingError(f"the server exited: {_last_line(log_path)}")
         entry = next((s for s in servers() if s.pid == proc.pid), None)
         if entry is not None and _ready(entry.url):
@@ -337,7 +241,7 @@ def _last_line(path: Path) -> str:
 @atexit.register
 def _stop_started_here() -> None:
     for pid in _started_here:
-        if _alive(pid):
+        if alive(pid):
             with contextlib.suppress(ModelPackError):
                 stop(str(pid), timeout=5)
 
@@ -346,3 +250,6 @@ def curl_line(entry: ServerEntry) -> str:
     """A ready-to-paste ``curl`` that sends one PNG to ``/predict`` (``$TOKEN`` stands for the token)."""
     auth = f" -H {shlex.quote('Authorization: Bearer $TOKEN')}" if entry.token else ""
     return f"curl -s{auth} -H 'Content-Type: image/png' --data-binary @digit.png {entry.url}/predict"
+
+
+__all__ = ["PARENT_ENV", "ServeOptions", "ServerEntry", "check", "curl_line", "is_loopback", "probe", "serve", "servers", "start", "stop", "url_of"]

@@ -13,24 +13,16 @@ import json
 import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
+from processes import answers, free_port, running
 
 USER = "tester"
 PASSWORD = "s3cret-pw"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -205,31 +197,10 @@ def running_registry(workdir: Path, *, auth: bool | str = True) -> Iterator[Regi
         next(token_service)
     config.write_text(text)
     log_path = workdir / "registry.log"
-    log = open(log_path, "ab")  # noqa: SIM115 - closed below, after the process
-    proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    reg = Registry(host=f"127.0.0.1:{port}", storage=storage, log_path=log_path, proc=proc)
     try:
-        deadline = time.time() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"docker-registry exited: {log_path.read_text()[-2000:]}")
-            try:
-                if requests.get(f"{reg.url}/v2/", timeout=1).status_code in (200, 401):
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError("docker-registry did not start in 30 s")
-            time.sleep(0.05)
-        yield reg
+        ready = answers(f"http://127.0.0.1:{port}/v2/", statuses=(200, 401))
+        with running([binary, "serve", str(config)], ready=ready, log=log_path, timeout=30) as proc:
+            yield Registry(host=f"127.0.0.1:{port}", storage=storage, log_path=log_path, proc=proc)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
         if token_service is not None:
             next(token_service, None)

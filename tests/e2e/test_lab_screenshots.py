@@ -75,7 +75,7 @@ def lab(executed_tutorial, tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
         f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     ]
     base = f"http://127.0.0.1:{port}"
-    with running(cmd, env=env, log=tmp_path / "lab.log", ready_url=f"{base}/api/status?token={token}"):
+    with running(cmd, env=env, log=tmp_path / "lab.log", ready=f"{base}/api/status?token={token}"):
         yield base, token, tmp_path
 
 

@@ -93,9 +93,9 @@ def test_publish_sends_the_exact_manifest_and_tags_then_pull_loads_the_same_mode
     result = remote.publish(ref, "team", tag="prod")
     assert result.tags == ["1", "latest", "prod"]
     assert result.blobs_sent == len(local.layers) + 1
-    assert sorted(remote._client(team).tags(team.repository("mlp"))) == ["1", "latest", "prod"]
+    assert sorted(remote.open_transport(team).tags(team.repository("mlp"))) == ["1", "latest", "prod"]
     for t in ("1", "latest", "prod"):
-        raw, digest = remote._client(team).get_manifest(team.repository("mlp"), t)
+        raw, digest = remote.open_transport(team).get_manifest(team.repository("mlp"), t)
         assert digest == local.digest
         assert raw == api.get_store().read_blob(local.digest)
     assert api.show(ref).published == ["team/mlp:1"]
@@ -255,7 +255,7 @@ def test_a_manifest_corrupted_on_the_registry_is_refused_and_nothing_is_written(
         remote.pull("team/blobby:1", store=fresh)
     assert store_files(fresh) == before
     with pytest.raises(IntegrityError):  # the listing skips it rather than show damaged data
-        remote._client(team).get_manifest(team.repository("blobby"), "latest")
+        remote.open_transport(team).get_manifest(team.repository("blobby"), "latest")
 
 
 def test_a_blob_corrupted_on_the_registry_is_refused_and_nothing_is_written(team: remote.Remote, registry: Registry, tmp_path: Path) -> None:
@@ -322,12 +322,40 @@ def test_a_push_killed_mid_upload_resumes_without_resending_finished_blobs(team:
     assert remote.pull("team/blobby:1", store=fresh).digest == api.show(ref).digest
 
 
+def test_a_push_stopped_with_ctrl_c_resumes_at_the_registry_offset(team: remote.Remote, registry: Registry, home: Path, cli) -> None:
+    size, chunk = 48 << 20, 1 << 20
+    ref = random_bundle(size=size)
+    env = dict(os.environ, NBMODELPACK_CHUNK_SIZE=str(chunk), PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, "-m", "nbmodelpack", "publish", ref, "--to", "team"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    uploads = home / "uploads"
+    deadline = time.time() + 60
+    interrupted_at = 0
+    while time.time() < deadline and proc.poll() is None:
+        states = [json.loads(p.read_text()) for p in uploads.glob("*.json")] if uploads.exists() else []
+        if states and states[0]["offset"] >= size // 3:
+            proc.send_signal(signal.SIGINT)  # what a notebook's interrupt button sends
+            interrupted_at = states[0]["offset"]
+            break
+        time.sleep(0.005)
+    _, err = proc.communicate(timeout=60)
+    assert interrupted_at, "the push finished before it could be interrupted"
+    assert proc.returncode == 130 and b"Traceback" not in err, err
+    mark = registry.log_mark()
+    result = json.loads(cli("publish", ref, "--to", "team", "--json", check=True).stdout)
+    answers = registry.answers_since(mark)
+    # The workers stopped at a chunk boundary, so docker-registry kept the session: no upload restarts.
+    assert [code for m, u, code in answers if m == "GET" and "/blobs/uploads/" in u] == [204], answers
+    assert not [u for m, u, _ in answers if m == "POST"], "the resumed upload must not open a new session"
+    assert result["bytes_sent"] <= size - interrupted_at + chunk
+    assert remote.pull("team/blobby:1", store=Store(home / "check")).digest == api.show(ref).digest
+
+
 def test_an_upload_interrupted_between_chunks_resumes_at_the_registry_offset(team: remote.Remote, registry: Registry, monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
     chunk = 256 << 10
     monkeypatch.setenv("NBMODELPACK_CHUNK_SIZE", str(chunk))
     ref = random_bundle(size=4 << 20)
     weights = api.get_store().open(ref).descriptor("model.safetensors")
-    client = remote._client(team)
+    transport = remote.open_transport(team)
     sent: list[int] = []
 
     def interrupt_after_five_chunks(n: int) -> None:
@@ -335,7 +363,7 @@ def test_an_upload_interrupted_between_chunks_resumes_at_the_registry_offset(tea
         if len(sent) == 5:
             raise KeyboardInterrupt  # like Ctrl-C in the notebook, after the 5th chunk was accepted
     with pytest.raises(KeyboardInterrupt):
-        client.upload_blob(team.repository("blobby"), weights.digest, weights.size, api.get_store().blob_path(weights.digest), on_bytes=interrupt_after_five_chunks)
+        transport.put_blob(team.repository("blobby"), weights, api.get_store().blob_path(weights.digest), interrupt_after_five_chunks)
     assert len(list((home / "uploads").glob("*.json"))) == 1
     mark = registry.log_mark()
     result = remote.publish(ref, "team")

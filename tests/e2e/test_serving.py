@@ -230,6 +230,9 @@ def _with(**changes: object) -> bytes:
 
 BAD = [
     ("malformed JSON", "/v2/models/mnist-mlp/infer", b'{"inputs": [', {}, 400, "malformed JSON"),
+    ("JSON nested 10,000 deep", "/v2/models/mnist-mlp/infer", b"[" * 10_000 + b"]" * 10_000, {}, 400, "malformed JSON"),
+    ("predict: JSON nested 10,000 deep", "/predict", b'{"input": ' + b"[" * 10_000 + b"1" + b"]" * 10_000 + b"}", {}, 400, "malformed JSON"),
+    ("data nested 10,000 deep", "/v2/models/mnist-mlp/infer", _with(data=[]).replace(b'"data": []', b'"data": ' + b"[" * 10_000 + b"]" * 10_000), {}, 400, "malformed JSON"),
     ("wrong shape", "/v2/models/mnist-mlp/infer", _with(shape=[1, 784], data=[0.0] * 784), {}, 400, "shape [1, 784]"),
     ("data does not fit shape", "/v2/models/mnist-mlp/infer", _with(data=[0.0] * 10), {}, 400, "needs 784"),
     ("wrong datatype", "/v2/models/mnist-mlp/infer", _with(datatype="INT64", data=[0] * 784), {}, 400, "the model takes FP32"),
@@ -316,7 +319,12 @@ def test_fuzz_random_bodies_never_get_a_5xx(servers):
         return {rng.choice(["name", "shape", "datatype", "data", "inputs", "outputs", "parameters", "id", "input", "x"]): value(depth + 1) for _ in range(rng.randint(0, 4))}
 
     def body() -> tuple[bytes, dict[str, str]]:
-        kind = rng.randrange(6)
+        kind = rng.randrange(7)
+        if kind == 6:  # nested far past any parser's limit, alone or inside a tensor
+            depth = rng.choice([500, 1_100, 10_000, 50_000])
+            deep = (b"[" * depth + b"]" * depth) if rng.random() < 0.5 else (b'{"a":' * depth + b"1" + b"}" * depth)
+            raw = rng.choice([deep, _with(data=[]).replace(b'"data": []', b'"data": ' + deep), b'{"input": ' + deep + b"}"])
+            return raw, {"Content-Type": "application/json"}
         if kind == 0:
             return rng.randbytes(rng.randint(0, 300)), {"Content-Type": rng.choice(["application/json", "image/png", "application/octet-stream"])}
         if kind == 1:
@@ -343,7 +351,7 @@ def test_fuzz_random_bodies_never_get_a_5xx(servers):
     deadline = time.monotonic() + 90
     sent = 0
     with httpx.Client(timeout=30) as client:
-        while sent < 1200 and time.monotonic() < deadline:
+        while sent < 1500 and time.monotonic() < deadline:
             raw, headers = body()
             path = rng.choice(paths)
             r = client.post(s.url + path, content=raw, headers=headers)
@@ -351,7 +359,7 @@ def test_fuzz_random_bodies_never_get_a_5xx(servers):
             assert r.status_code < 500, (path, raw[:300], r.text)
             assert "error" in r.json() or r.status_code == 200
             sent += 1
-    assert sent >= 1000, f"only {sent} bodies in 90 s"
+    assert sent >= 1500, f"only {sent} bodies in 90 s"
     assert sum(v for k, v in statuses.items() if 400 <= k < 500) > 500
     _alive(s)
 
@@ -396,8 +404,11 @@ def test_notebook_serve_verb_starts_lists_and_stops_a_background_server(mlp_mode
         assert server.predict(png)["prediction"] in {str(i) for i in range(10)}
         listed = commands.run("servers")
         assert server.url in str(listed) and server.pid in [e["pid"] for e in listed.to_json()]
-        widget = server.widget()
-        assert widget.children  # upload + sample picker + output
+        upload_only = server.widget()
+        assert len(upload_only.children[0].children) == 1  # no demo data unless given
+        images, labels = mnist()
+        widget = server.widget(samples=(images[:10], labels[:10]))
+        assert len(widget.children[0].children) == 2  # upload + sample picker
     finally:
         text = str(commands.run(f"stop {mlp_model[1]}"))
     assert "stopped mnist-mlp:1" in text
@@ -558,3 +569,30 @@ def test_a_server_that_cannot_load_its_model_reports_why(mlp_model, module_home,
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # tests/models.py, which defines the class, is not importable
     with pytest.raises(ServingError, match=r"the server exited: error: architecture: cannot import models:MLP"):
         nbmodelpack.serve(mlp_model[1])
+
+
+def test_serve_refuses_a_bundle_it_cannot_load_in_one_line_before_any_worker(tmp_path):
+    home = tmp_path / "home"
+    env = subprocess_env(NBMODELPACK_HOME=str(home))
+    setup = (
+        "import torch, nbmodelpack\n"
+        "from models import MLP\n"
+        "nbmodelpack.pack(MLP(hidden=4), 'tiny', example=torch.zeros(1, 1, 28, 28))\n"
+        "_, r = nbmodelpack.keygen_age()\n"
+        "nbmodelpack.encrypt('tiny:1', recipients=[r])\n"
+    )
+    subprocess.run([sys.executable, "-c", setup], env=env, check=True, timeout=300)
+    (home / "keys" / "age-identity.txt").unlink()  # the key is gone: no worker could decrypt the weights
+    proc = subprocess.run([sys.executable, "-m", "nbmodelpack", "serve", "tiny:2", "--port", "0", "--workers", "2"], env=env, capture_output=True, text=True, timeout=120)
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("error: decryption: model.safetensors is encrypted and no age identity was found")
+    assert list((home / "servers").glob("*.json")) == []  # it never registered: nothing listened
+
+
+def test_serve_of_a_bundle_whose_class_cannot_be_imported_is_one_line_not_a_traceback(mlp_model, module_home):
+    # As test_a_server_that_cannot_load_its_model_reports_why, in the foreground: the probe refuses it.
+    env = {**os.environ, "NBMODELPACK_HOME": str(module_home), "PYTHONPATH": str(ROOT)}  # tests/models.py is not importable
+    proc = subprocess.run([sys.executable, "-m", "nbmodelpack", "serve", mlp_model[1], "--port", "0"], env=env, capture_output=True, text=True, timeout=120)
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode == 1 and lines == ["error: architecture: cannot import models:MLP: No module named 'models'"], lines

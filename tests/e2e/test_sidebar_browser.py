@@ -93,7 +93,7 @@ def lab(tmp_path: Path, home: Path, team: str) -> Iterator[dict[str, str]]:
     )
     url = f"http://127.0.0.1:{port}"
     ready = f"{url}/nbmodelpack/api/bundles"
-    with running([sys.executable, "-m", "jupyterlab"], env=env, log=tmp_path / "jupyter-lab.log", ready_url=ready, headers={"Authorization": f"token {token}"}, timeout=60, cwd=root_dir):
+    with running([sys.executable, "-m", "jupyterlab"], env=env, log=tmp_path / "jupyter-lab.log", ready=ready, headers={"Authorization": f"token {token}"}, timeout=60, cwd=root_dir):
         yield {"url": url, "token": token, "remote": team, "log": str(tmp_path / "jupyter-lab.log")}
 
 

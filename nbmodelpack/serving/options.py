@@ -1,0 +1,94 @@
+"""How to serve one bundle: the ``modelpack serve`` flags, their checks, and how they reach workers.
+
+Standard library only, so a door can check options (and the registry can be
+read) on a machine without the ``serve`` extra.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from dataclasses import asdict, dataclass
+
+from ..errors import ServingError, UsageError
+
+OPTIONS_ENV = "NBMODELPACK_SERVE_OPTIONS"
+TOKEN_ENV = "NBMODELPACK_SERVE_TOKEN"
+IDENTITY_ENV = "NBMODELPACK_SERVE_IDENTITY"
+
+
+@dataclass
+class ServeOptions:
+    """How to serve one bundle (``modelpack serve`` flags).
+
+    Example:
+        >>> ServeOptions(ref="mnist-mlp:1", port=0).host
+        '127.0.0.1'
+    """
+
+    ref: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    token: str | None = None
+    max_batch: int = 32
+    max_delay_ms: float = 2.0
+    identity: str | None = None
+    max_body: int = 8 * 1024 * 1024
+    threads: int = 0  # torch threads per worker; 0 = cores / workers
+
+    def to_env(self) -> dict[str, str]:
+        """Environment for worker processes; the token and identity travel in their own variables."""
+        doc = asdict(self)
+        env = {OPTIONS_ENV: json.dumps({k: v for k, v in doc.items() if k not in ("token", "identity")})}
+        if self.token:
+            env[TOKEN_ENV] = self.token
+        if self.identity:
+            env[IDENTITY_ENV] = self.identity
+        return env
+
+    @classmethod
+    def from_env(cls) -> ServeOptions:
+        """The options a worker process was started with."""
+        raw = os.environ.get(OPTIONS_ENV)
+        if not raw:
+            raise ServingError(f"{OPTIONS_ENV} is not set", hint="start the server with `modelpack serve REF`")
+        return cls(**json.loads(raw), token=os.environ.get(TOKEN_ENV) or None, identity=os.environ.get(IDENTITY_ENV) or None)
+
+
+def is_loopback(host: str) -> bool:
+    """``127.0.0.1``, ``::1`` and ``localhost`` are loopback; anything else is not.
+
+    Example:
+        >>> is_loopback("127.0.0.1"), is_loopback("0.0.0.0")
+        (True, False)
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def validate(options: ServeOptions) -> None:
+    """Refuse unsafe or impossible options (no bundle is read).
+
+    Example:
+        >>> validate(ServeOptions(ref="m:1", host="0.0.0.0"))
+        Traceback (most recent call last):
+        nbmodelpack.errors.ServingError: serve: refusing to listen on 0.0.0.0 without a token (pass --token (or set NBMODELPACK_SERVE_TOKEN), or keep the default --host 127.0.0.1)
+    """
+    if not is_loopback(options.host) and not options.token:
+        raise ServingError(
+            f"refusing to listen on {options.host} without a token",
+            hint="pass --token (or set NBMODELPACK_SERVE_TOKEN), or keep the default --host 127.0.0.1",
+        )
+    if options.workers < 1 or options.max_batch < 1 or options.max_delay_ms < 0 or options.max_body < 1024:
+        raise UsageError("--workers and --max-batch must be ≥ 1, --max-delay-ms ≥ 0, --max-body ≥ 1024")
+    if not 0 <= options.port <= 65535:
+        raise UsageError(f"--port {options.port} is not a port number")
+
+
+__all__ = ["IDENTITY_ENV", "OPTIONS_ENV", "TOKEN_ENV", "ServeOptions", "is_loopback", "validate"]

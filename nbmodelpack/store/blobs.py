@@ -1,0 +1,264 @@
+"""Content-addressed blob files: ``blobs/sha256/<hex>``, written once, never written through.
+
+Two writers: :meth:`Blobs.write_chunks` (bytes or a stream of chunks) and
+:meth:`Blobs.write_with` (a function such as ``safetensors.save_file`` writes the
+file). Both write a fresh temp file and rename it into place, so an existing
+blob (which may be hard-linked or mapped elsewhere) is never opened for writing.
+Reads refuse a blob that is a symbolic link: a store only ever holds files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import mmap
+import os
+import re
+import stat
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import IO
+
+from ..bundle.refs import DIGEST_RE
+from ..errors import IntegrityError, InvalidReference, StoreError
+
+CHUNK = 8 << 20
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+# Like git, blobs are not fsynced by default (a killed process still leaves no half
+# bundle: the rename and the index update come after the write). index.json always is.
+# NBMODELPACK_FSYNC=1 also syncs blobs, for power-loss safety at the cost of disk speed.
+FSYNC_BLOBS = os.environ.get("NBMODELPACK_FSYNC", "") not in ("", "0")
+TEMP_PREFIX = ".tmp-"
+
+
+def store_error(exc: OSError, what: str) -> StoreError:
+    """One line for an OS error while writing ``what`` (disk full, permissions, ...)."""
+    if exc.errno in DISK_ERRNOS:
+        return StoreError(f"disk full while writing {what}; nothing was saved", hint="free some space and retry")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StoreError(f"cannot write {what}: {exc.strerror}", hint="check NBMODELPACK_HOME permissions")
+    return StoreError(f"cannot write {what}: {exc.strerror or exc}")
+
+
+def corrupted(name: str, digest: str) -> IntegrityError:
+    return IntegrityError(
+        f"{name} is corrupted (content does not match {digest[:19]}…)",
+        hint="re-pull or re-pack it; `modelpack fsck` lists every damaged blob",
+    )
+
+
+class NotARegularFile(OSError):
+    """A FIFO, device or directory where a blob file should be."""
+
+
+def open_blob(path: Path) -> IO[bytes]:
+    """Open a blob file read-only, refusing a symbolic link (ELOOP) or anything but a regular file.
+
+    ``O_NONBLOCK`` keeps a FIFO planted in a shared layout from blocking the open.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotARegularFile(errno.EINVAL, "not a regular file", str(path))
+    return os.fdopen(fd, "rb")
+
+
+def hash_file(path: Path) -> str:
+    """sha256 of a blob file through a read-only map (no copy; hashlib drops the GIL)."""
+    h = hashlib.sha256()
+    with open_blob(path) as f:
+        if os.fstat(f.fileno()).st_size:
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                h.update(view)
+    return "sha256:" + h.hexdigest()
+
+
+def _hash_and_write(chunks: Iterable[bytes | memoryview], out: IO[bytes]) -> tuple[str, int]:
+    """Write chunks while hashing them on a second thread (hashlib drops the GIL)."""
+    h = hashlib.sha256()
+    size = 0
+    pending: threading.Thread | None = None
+    for chunk in chunks:
+        if pending is not None:
+            pending.join()
+        if len(chunk) >= (1 << 20):
+            pending = threading.Thread(target=h.update, args=(chunk,))
+            pending.start()
+        else:
+            h.update(chunk)
+            pending = None
+        out.write(chunk)
+        size += len(chunk)
+    if pending is not None:
+        pending.join()
+    return "sha256:" + h.hexdigest(), size
+
+
+def split(data: bytes | memoryview, step: int = 64 << 20) -> Iterator[memoryview]:
+    """Views of ``data`` in ``step``-sized pieces (no copies)."""
+    view = memoryview(data)
+    for start in range(0, len(view), step):
+        yield view[start : start + step]
+
+
+def _os_error_in_text(exc: Exception) -> OSError | None:
+    # Writers in other languages (safetensors is Rust) report OS errors as text.
+    code = re.search(r"(?:os error|code:) (\d+)", str(exc))
+    if code and int(code.group(1)) in DISK_ERRNOS:
+        return OSError(int(code.group(1)), os.strerror(int(code.group(1))))
+    return None
+
+
+class Blobs:
+    """The blob directory of one store.
+
+    Example:
+        >>> import tempfile
+        >>> blobs = Blobs(Path(tempfile.mkdtemp()))
+        >>> digest, size = blobs.write_chunks([b"hello"])
+        >>> blobs.read(digest)
+        b'hello'
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+
+    def path(self, digest: str) -> Path:
+        if not isinstance(digest, str) or not DIGEST_RE.match(digest):
+            raise InvalidReference(repr(digest), hint="a digest is sha256: followed by 64 hex digits")
+        return self.dir / digest.split(":", 1)[1]
+
+    def has(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def _temp(self) -> Path:
+        return self.dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+
+    def write_chunks(
+        self, chunks: Iterable[bytes | memoryview], *, expected: str | None = None, what: str = "a blob"
+    ) -> tuple[str, int]:
+        """Stream chunks into a blob, hashing as they go; refuse if ``expected`` does not match."""
+        tmp = self._temp()
+        try:
+            try:
+                with open(tmp, "xb") as f:
+                    digest, size = _hash_and_write(chunks, f)
+                    if FSYNC_BLOBS:
+                        f.flush()
+                        os.fsync(f.fileno())
+            except OSError as exc:
+                raise store_error(exc, what) from exc
+            if expected is not None and digest != expected:
+                raise IntegrityError(f"{what} has digest {digest[:19]}…, expected {expected[:19]}…")
+            self._settle(tmp, digest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return digest, size
+
+    def write_with(self, write: Callable[[Path], None], *, what: str) -> tuple[str, int]:
+        """Let ``write(path)`` produce the file (e.g. ``safetensors.save_file``), then hash it.
+
+        Saves building the whole file in memory first: for large weights this is
+        the fast path (one write, one hashing read from the page cache).
+        """
+        tmp = self._temp()
+        try:
+            try:
+                write(tmp)
+                if FSYNC_BLOBS:
+                    with open(tmp, "rb") as f:
+                        os.fsync(f.fileno())
+            except OSError as exc:
+                raise store_error(exc, what) from exc
+            except Exception as exc:
+                os_error = _os_error_in_text(exc)
+                if os_error is not None:
+                    raise store_error(os_error, what) from exc
+                raise
+            size = tmp.stat().st_size
+            digest = hash_file(tmp)
+            self._settle(tmp, digest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return digest, size
+
+    def _settle(self, tmp: Path, digest: str) -> None:
+        final = self.path(digest)
+        if final.is_file() and not final.is_symlink():
+            # Same content is already there: keep it (replacing a large file costs a
+            # truncate), and mark it fresh so `gc` gives the writer its grace period.
+            # A read-only or foreign-owned blob cannot be touched: commit's re-check under the lock still protects it.
+            with contextlib.suppress(OSError):
+                os.utime(final, follow_symlinks=False)
+            return
+        os.replace(tmp, final)
+
+    @contextlib.contextmanager
+    def _open(self, digest: str, what: str) -> Iterator[IO[bytes]]:
+        """Open a blob for reading; OS errors become one line naming ``what``."""
+        name = what or digest
+        try:
+            f = open_blob(self.path(digest))
+        except FileNotFoundError as exc:
+            raise IntegrityError(f"{name} is missing from the store", hint="run `modelpack fsck`") from exc
+        except NotARegularFile as exc:
+            raise IntegrityError(f"{name} is not a regular file", hint="run `modelpack fsck`") from exc
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise IntegrityError(f"{name} is a symbolic link, not a blob", hint="run `modelpack fsck`") from exc
+            raise StoreError(f"cannot read {name}: {exc.strerror}") from exc
+        with f:
+            yield f
+
+    def read(self, digest: str, *, what: str = "", limit: int | None = None) -> bytes:
+        """Read a blob and check it against its digest (the error names ``what``).
+
+        ``limit`` refuses a larger file before reading it (manifests, configs).
+        """
+        name = what or digest
+        with self._open(digest, name) as f:
+            if limit is not None and os.fstat(f.fileno()).st_size > limit:
+                raise IntegrityError(f"{name} is larger than {limit:,} bytes", hint="it was not written by a ModelPack tool")
+            try:
+                data = f.read()
+            except OSError as exc:
+                raise StoreError(f"cannot read {name}: {exc.strerror}") from exc
+        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            raise corrupted(name, digest)
+        return data
+
+    def verify_in_background(self, digest: str, *, what: str = "") -> Callable[[], None]:
+        """Start hashing a blob file on a second thread; the returned ``check()`` waits and raises on a mismatch.
+
+        Lets a caller map and parse a large blob while it is verified (hashlib
+        releases the GIL); nothing may be handed to the user before ``check()``.
+        """
+        result: list[str | BaseException] = []
+        path = self.path(digest)
+
+        def work() -> None:
+            try:
+                result.append(hash_file(path))
+            except OSError as exc:
+                result.append(exc)
+
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+
+        def check() -> None:
+            worker.join()
+            if isinstance(result[0], BaseException):
+                raise IntegrityError(f"{what or digest} cannot be read: {result[0]}", hint="run `modelpack fsck`")
+            if result[0] != digest:
+                raise corrupted(what or digest, digest)
+
+        return check
+
+    def iter(self, digest: str, chunk: int = CHUNK, *, what: str = "") -> Iterator[bytes]:
+        """Yield a blob's raw bytes (unverified: callers that stream verify as they go)."""
+        with self._open(digest, what) as f:
+            while block := f.read(chunk):
+                yield block

@@ -1,0 +1,185 @@
+"""An opened bundle version (:class:`StoredBundle`) and the codecs that unwrap its layers.
+
+Layer codecs: a media-type suffix (``+age``, ``+zstd``) -> a function that unwraps
+one layer's bytes. Transforms register theirs (crypto registers ``+age``), so the
+store never imports them. Decoding is bounded: ``+zstd`` is accepted on weight
+layers only and never inflates past the size the manifest records.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .._files import load_json_limited
+from ..bundle import mediatypes as mt
+from ..bundle.card import Card
+from ..bundle.info import BundleInfo
+from ..bundle.manifest import MAX_CONFIG_BYTES, Descriptor, Manifest
+from ..errors import BundleFormatError, BundleNotFound, IntegrityError, StoreError
+
+if TYPE_CHECKING:
+    from . import Store
+
+# Arguments: the opened bundle, the layer, its stored bytes, the identity (a key, or None).
+Codec = Callable[["StoredBundle", Descriptor, bytes, Any], bytes]
+_CODECS: dict[str, Codec] = {}
+
+# Without a recorded plain size (bundles written before it was recorded), a zstd layer may
+# inflate to 64x its stored size: int8 weights with most values pruned compress ~10-20x, so
+# 64x leaves room while a bomb (zeros compress ~30,000x) stops early. The absolute ceiling
+# bounds what such a guess may ever allocate; larger unannotated layers are re-written by
+# `compress`, which records the size.
+UNRECORDED_RATIO = 64
+UNRECORDED_CEILING = 8 << 30
+# JSON layers (architecture, signature, processing, shard index) are small; 16 MiB leaves
+# room for label lists of very large classifiers.
+MAX_JSON_LAYER_BYTES = 16 << 20
+
+
+def register_codec(suffix: str, decode: Codec) -> None:
+    """Let the store unwrap layers whose media type ends with ``suffix``.
+
+    Example:
+        >>> register_codec("+rot13", lambda bundle, desc, data, identity: data)
+    """
+    _CODECS[suffix] = decode
+
+
+def codec(suffix: str) -> Codec:
+    try:
+        return _CODECS[suffix]
+    except KeyError:
+        # ``nbmodelpack.api`` imports crypto, which registers ``+age``: reached only below the API.
+        raise StoreError(f"no codec for {suffix} layers", hint="import nbmodelpack.crypto first") from None
+
+
+def plain_size(desc: Descriptor) -> int | None:
+    """The unwrapped size the manifest records for a layer (``PLAIN_SIZE``), if it records one.
+
+    Example:
+        >>> plain_size(Descriptor("x", "sha256:" + "0" * 64, 3, {mt.PLAIN_SIZE: "10"}))
+        10
+    """
+    text = desc.annotations.get(mt.PLAIN_SIZE)
+    if text is None:
+        return None
+    if not text.isdigit():
+        raise BundleFormatError(f"{desc.filepath}: {mt.PLAIN_SIZE} is {text!r:.40}, not a byte count")
+    return int(text)
+
+
+def inflate_limit(desc: Descriptor, stored: int) -> int:
+    """The most bytes a zstd layer may inflate to: its recorded size, else a bound from its stored size.
+
+    Example:
+        >>> inflate_limit(Descriptor("x", "sha256:" + "0" * 64, 1000), 1000)
+        64000
+    """
+    recorded = plain_size(desc)
+    if recorded is not None:
+        return recorded
+    return min(UNRECORDED_RATIO * max(stored, 1), UNRECORDED_CEILING)
+
+
+def inflate_zstd(bundle: StoredBundle, desc: Descriptor, data: bytes, identity: Any) -> bytes:
+    """Inflate a weight layer, never allocating more than :func:`inflate_limit` allows.
+
+    The frame header's declared size is only an upper bound we check against the
+    limit; zstd then refuses output that does not fit that size. A frame that
+    declares nothing is streamed and stopped at the limit.
+    """
+    import zstandard
+
+    if mt.base_media_type(desc.media_type) != mt.WEIGHT:
+        raise BundleFormatError(f"{desc.filepath} is zstd-compressed, which only weight layers may be")
+    limit = inflate_limit(desc, len(data))
+    too_big = BundleFormatError(
+        f"{desc.filepath} inflates to more than {limit:,} bytes, more than its manifest allows",
+        hint="the bundle may be a decompression bomb; it was not loaded",
+    )
+    try:
+        declared = zstandard.frame_content_size(data)
+        if declared > limit:
+            raise too_big
+        if declared >= 0:
+            return zstandard.ZstdDecompressor().decompress(data, allow_extra_data=False)
+        chunks: list[bytes] = []
+        total = 0
+        with zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True) as reader:
+            while block := reader.read(min(8 << 20, limit + 1 - total)):
+                chunks.append(block)
+                total += len(block)
+                if total > limit:
+                    raise too_big
+        return b"".join(chunks)
+    except zstandard.ZstdError as exc:
+        raise IntegrityError(f"{desc.filepath} is not valid zstd data ({exc})") from exc
+
+
+class StoredBundle:
+    """One bundle version in a store, for reading its files (each verified on read)."""
+
+    def __init__(self, store: Store, name: str, manifest: Manifest) -> None:
+        self.store = store
+        self.name = name
+        self.manifest = manifest
+
+    def __repr__(self) -> str:
+        return f"StoredBundle({self.name}@{self.digest[:19]}…)"
+
+    @property
+    def digest(self) -> str:
+        return self.manifest.digest
+
+    @functools.cached_property
+    def info(self) -> BundleInfo:
+        """Name, tags and summary; read once per opened bundle (tags come from index.json)."""
+        return BundleInfo.from_manifest(self.manifest, name=self.name, tags=self.store.tags_of(self.name, self.digest))
+
+    def descriptor(self, filepath: str) -> Descriptor:
+        desc = self.manifest.layer(filepath)
+        if desc is None:
+            raise BundleNotFound(f"{filepath} in {self.name}@{self.digest[:19]}…")
+        return desc
+
+    def has(self, filepath: str) -> bool:
+        return self.manifest.layer(filepath) is not None
+
+    def read(self, filepath: str, *, limit: int | None = None) -> bytes:
+        """The stored (possibly compressed or encrypted) bytes of a layer, verified."""
+        return self.store.read_blob(self.descriptor(filepath).digest, what=filepath, limit=limit)
+
+    def plaintext(self, filepath: str, *, identity: Any = None, inflate: bool = True, limit: int | None = None) -> bytes:
+        """A layer's content with its wrappers removed: age-decrypted (in memory), then zstd-inflated.
+
+        ``inflate=False`` stops after decryption (``decrypt`` keeps compressed layers compressed).
+        """
+        desc = self.descriptor(filepath)
+        data = self.read(filepath, limit=limit)  # ciphertext and compressed bytes are verified before decoding
+        media_type = desc.media_type
+        if media_type.endswith(mt.AGE_SUFFIX):
+            data = codec(mt.AGE_SUFFIX)(self, desc, data, identity)
+            media_type = media_type[: -len(mt.AGE_SUFFIX)]
+        if inflate and media_type.endswith(mt.ZSTD_SUFFIX):
+            data = codec(mt.ZSTD_SUFFIX)(self, desc, data, identity)
+        return data
+
+    def read_json(self, filepath: str, *, identity: Any = None) -> Any:
+        """A JSON layer, parsed with size and depth caps."""
+        raw = self.plaintext(filepath, identity=identity, limit=MAX_JSON_LAYER_BYTES)
+        return load_json_limited(raw, what=filepath, max_bytes=MAX_JSON_LAYER_BYTES)
+
+    def card(self) -> Card:
+        return Card.parse(self.read("README.md", limit=MAX_JSON_LAYER_BYTES).decode("utf-8", "replace"))
+
+    def config(self) -> dict[str, Any]:
+        data = self.store.read_blob(self.manifest.config.digest, what="config", limit=MAX_CONFIG_BYTES)
+        doc = load_json_limited(data, what="config", max_bytes=MAX_CONFIG_BYTES)
+        if not isinstance(doc, dict):
+            raise BundleFormatError("config is not a JSON object")
+        return doc
+
+
+register_codec(mt.ZSTD_SUFFIX, inflate_zstd)
