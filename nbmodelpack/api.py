@@ -29,7 +29,8 @@ from .compression import Comparison, CompressionReport, compare, compress
 from .crypto import Passphrase, decrypt, encrypt, keygen_age, recipient_of
 from .errors import UnsafeFileError, UsageError
 from .exchange import export, import_, layout_members, ref_text
-from .progress import History, Tracker, progress, track
+from .progress import progress
+from .pytorch.tracking import History, Tracker, track
 from .signing import (
     VerifyResult,
     enforce_trust_policy,

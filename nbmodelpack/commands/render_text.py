@@ -11,7 +11,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..api import to_json
-from ..bundle.info import BundleInfo, human_bytes
+from ..bundle.format import human_bytes
+from ..bundle.info import BundleInfo
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from .. import api
-from ..bundle.info import BundleInfo, human_bytes
+from ..bundle.format import human_bytes
+from ..bundle.info import BundleInfo
 from ..errors import UsageError
 from .framework import Context, arg, build_parser, json_arg, subparser, unknown_verb, verb
 from .results import BundleList, FsckReport, Help, Text

@@ -5,7 +5,7 @@ swapped into an ``Image`` widget, so nothing flickers) and a table of the logged
 rows. When the run ends the widgets are replaced by the same content as static
 output, so a saved notebook shows the final dashboard everywhere (nbconvert,
 GitHub, a JupyterLab without the kernel). The tracker itself and its terminal
-view live in :mod:`nbmodelpack.progress`; :mod:`nbmodelpack.notebook.formatters`
+view live in :mod:`nbmodelpack.pytorch.tracking`; :mod:`nbmodelpack.notebook.formatters`
 makes :func:`widget_view` the view wherever a kernel can show widgets.
 """
 
@@ -17,7 +17,8 @@ import io
 import sys
 import time
 
-from ..progress import DashboardView, History, Tracker, fmt_value, track
+from ..bundle.format import fmt_metric
+from ..pytorch.tracking import DashboardView, History, Tracker, track
 
 _PLOT_EVERY = 0.5  # seconds between curve redraws (each is a matplotlib render)
 
@@ -38,8 +39,8 @@ def history_html(history: History) -> str:
     for i in history.table_rows():
         row = history.rows[i]
         weight = "font-weight:bold;" if i == history.kept else ""
-        tds = "".join(f"<td {cell}>{e(fmt_value(row[k])) if k in row else '-'}</td>" for k in keys)
-        body.append(f'<tr style="{weight}"><td {cell}>{e(fmt_value(row.get(history.x, i + 1)))}</td>{tds}</tr>')
+        tds = "".join(f"<td {cell}>{e(fmt_metric(row[k])) if k in row else '-'}</td>" for k in keys)
+        body.append(f'<tr style="{weight}"><td {cell}>{e(fmt_metric(row.get(history.x, i + 1)))}</td>{tds}</tr>')
     caption = e(history.summary_line())
     return (
         f'<div class="nbmp-history"><div>{caption}</div><table style="border-collapse:collapse">'

@@ -13,8 +13,8 @@ import itertools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..bundle.info import BundleInfo, human_bytes
-from ..progress import fmt_value
+from ..bundle.format import fmt_metric, human_bytes
+from ..bundle.info import BundleInfo
 
 # Scoped under .nbmp so nothing leaks into the rest of the notebook.
 _STYLE = """<style>
@@ -99,7 +99,7 @@ def _lineage(recipe: Mapping[str, Any]) -> str:
         if not isinstance(step, Mapping) or not step.get("op"):
             continue
         params = step.get("params") or {}
-        shown = ", ".join(f"{k}={fmt_value(v)}" for k, v in params.items() if not isinstance(v, dict | list))
+        shown = ", ".join(f"{k}={fmt_metric(v)}" for k, v in params.items() if not isinstance(v, dict | list))
         parts.append(_e(step["op"]) + (f' <span class="nbmp-muted">({_e(shown)})</span>' if shown else ""))
     text = " → ".join(parts)
     parent = recipe.get("parent") if recipe else None
@@ -136,7 +136,7 @@ def bundle_card_html(info: BundleInfo, *, heading: str | None = None) -> str:
     rows.append(("digest", f"<code>{_e(info.digest[:19])}…</code>"))
     metrics = ""
     if info.metrics:
-        metrics = f"<div><b>metrics</b>{kv_table((k, _e(fmt_value(v))) for k, v in info.metrics.items())}</div>"
+        metrics = f"<div><b>metrics</b>{kv_table((k, _e(fmt_metric(v))) for k, v in info.metrics.items())}</div>"
     version = f'<span class="nbmp-ver">:{_e(info.version)}</span>' if info.version is not None else ""
     name = f"{info.remote}/{info.name}" if info.remote else info.name
     top = f"<div>{_e(heading)}</div>" if heading else ""
@@ -177,7 +177,7 @@ def bundle_table_html(infos: Iterable[BundleInfo]) -> str:
             (i.size, _e(human_bytes(i.size))),
             (i.parameters, _e(f"{i.parameters:,}")),
             (i.precision, _e(i.precision or "-")),
-            *[(i.metrics.get(k, ""), _e(fmt_value(i.metrics.get(k, "")))) for k in metric_keys],
+            *[(i.metrics.get(k, ""), _e(fmt_metric(i.metrics.get(k, "")))) for k in metric_keys],
             (",".join(i.badges), _badges(i) or '<span class="nbmp-muted">-</span>'),
             (i.created, _e(i.created[:16].replace("T", " "))),
             (hint, f'<span class="nbmp-hint">{_e(hint)}</span><button class="nbmp-copy" data-copy="{_e(hint)}" title="copy">copy</button>'),

@@ -46,7 +46,7 @@ PRINTERS = (
     ("nbmodelpack.bundle.info", "BundleInfo", _card),
     ("nbmodelpack.commands.results", "Loaded", _loaded),
     ("nbmodelpack.commands.results", "BundleList", _table),
-    ("nbmodelpack.progress", "History", _history),
+    ("nbmodelpack.pytorch.tracking", "History", _history),
 )
 
 

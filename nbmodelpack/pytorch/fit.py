@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ..errors import UsageError
-from ..progress import History, Tracker
+from .tracking import History, Tracker
 
 MetricFn = Callable[[torch.Tensor, torch.Tensor], float]
 
