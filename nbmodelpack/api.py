@@ -3,7 +3,7 @@
 The bundle verbs are defined here; the transforms (compress, encrypt, sign),
 the remote verbs and ``fit`` are defined in their own layers and re-exported,
 so a door needs ``nbmodelpack.api`` only. Torch is imported only inside the
-functions that need it; ``fit`` and the remote verbs resolve on first use.
+functions that need it; ``fit`` resolves on first use.
 
 Example:
     >>> from nbmodelpack import api
@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 from collections.abc import Iterable
@@ -31,6 +32,18 @@ from .errors import UnsafeFileError, UsageError
 from .exchange import export, import_, layout_members, ref_text
 from .progress import progress
 from .pytorch.tracking import History, Tracker, track
+from .remote import (
+    PublishResult,
+    Remote,
+    add_remote,
+    list_remote,
+    list_remotes,
+    login,
+    publish,
+    published,
+    pull,
+    remove_remote,
+)
 from .signing import (
     VerifyResult,
     enforce_trust_policy,
@@ -147,7 +160,7 @@ def load(
 
 
 def ls(name: str | None = None, *, store: Store | str | None = None) -> list[BundleInfo]:
-    """Every local bundle version, newest first per name.
+    """Every local bundle version, newest first per name, with where each was published.
 
     Example:
         >>> [i.ref for i in nbmodelpack.ls()]  # doctest: +SKIP
@@ -155,17 +168,21 @@ def ls(name: str | None = None, *, store: Store | str | None = None) -> list[Bun
     """
     if name is not None:
         validate_name(name)
-    return get_store(store).list(name)
+    target = get_store(store)
+    places = published.places(target)
+    return [dataclasses.replace(i, published=places.get(i.digest, [])) for i in target.list(name)]
 
 
 def show(ref: str, *, store: Store | str | None = None) -> BundleInfo:
-    """One version's :class:`BundleInfo`.
+    """One version's :class:`BundleInfo`, with where it was published.
 
     Example:
         >>> nbmodelpack.show("mnist-mlp:latest").version  # doctest: +SKIP
         2
     """
-    return get_store(store).info(ref_text(ref, "show"))
+    target = get_store(store)
+    info = target.info(ref_text(ref, "show"))
+    return dataclasses.replace(info, published=published.places(target).get(info.digest, []))
 
 
 def card(ref: str, *, store: Store | str | None = None) -> str:

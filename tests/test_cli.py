@@ -150,3 +150,13 @@ def test_verbs_return_data_the_cli_renders_as_text_and_json(packed):
     assert json.loads(render(listed, as_json=True))[0]["ref"] == "mnist-mlp:1"
     assert render(commands.run("fsck"), as_json=False) == "ok: every blob matches its digest"
     assert render(commands.BundleList(), as_json=False).startswith("no bundles")
+
+
+def test_ls_and_show_say_where_a_version_was_published(cli, packed):
+    from nbmodelpack.remote import published
+
+    published.record(nbmodelpack.get_store(), packed.digest, "team/mnist-mlp:1")
+    assert nbmodelpack.show("mnist-mlp:1").published == ["team/mnist-mlp:1"]
+    assert nbmodelpack.ls()[0].published == ["team/mnist-mlp:1"]
+    assert "published" in nbmodelpack.show("mnist-mlp:1").badges
+    assert json.loads(cli("show", "mnist-mlp:1", "--json", check=True).stdout)["published"] == ["team/mnist-mlp:1"]
