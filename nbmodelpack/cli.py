@@ -15,6 +15,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from . import commands
     from .commands.render_text import render
     from .errors import ModelPackError, render_error
+    from .extras import missing_extra
     from .serving import verbs  # noqa: F401 - registers serve, servers, stop, containerize
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -23,6 +24,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModelPackError as exc:
         print(render_error(exc), file=sys.stderr)
         return exc.exit_code
+    except ModuleNotFoundError as exc:
+        missing = missing_extra(exc)  # a verb that needs an extra the install lacks
+        if missing is None:
+            raise
+        print(render_error(missing), file=sys.stderr)
+        return missing.exit_code
     except KeyboardInterrupt:
         print("interrupted; nothing half-written was kept", file=sys.stderr)
         return 130

@@ -271,3 +271,26 @@ def test_export_files_into_an_existing_empty_directory_fills_it(packed, tmp_path
     (tmp_path / "empty").mkdir()
     out = nbmodelpack.export(packed.ref, tmp_path / "empty", format="files")
     assert (out / "model.safetensors").is_file() and _leftovers(tmp_path, ".tmp-") == []
+
+
+# ---- a verb that needs an extra the install lacks ----------------------------------------------
+def test_cli_names_the_missing_extra_in_one_line(run_py, tmp_path: Path) -> None:
+    code = f"""
+import sys
+sys.modules["pyrage"] = None  # as in an install without the crypto extra
+from nbmodelpack.cli import main
+sys.exit(main(["keygen", "--age", {str(tmp_path / "id.txt")!r}]))
+"""
+    proc = run_py(code, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == ["error: this needs the 'crypto' extra: module 'pyrage' is not installed (pip install 'nbmodelpack[crypto]')"]
+    assert not (tmp_path / "id.txt").exists()
+
+
+def test_magic_names_the_missing_extra_in_one_line(shell, capsys, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyrage", None)
+    ok, lines = _magic(shell, capsys, f"%modelpack keygen --age {tmp_path / 'id.txt'}")
+    assert not ok and lines == ["UsageError: this needs the 'crypto' extra: module 'pyrage' is not installed (pip install 'nbmodelpack[crypto]')"]
+    assert not (tmp_path / "id.txt").exists()

@@ -15,6 +15,7 @@ from typing import Any
 from .. import commands
 from ..commands.render_text import render
 from ..errors import ModelPackError, UsageError, render_error
+from ..extras import missing_extra
 from ..serving import verbs  # noqa: F401 - registers serve, servers, stop, containerize
 from .formatters import html_of
 
@@ -95,7 +96,13 @@ def run_line(shell: Any, line: str) -> Any:
     except ValueError as exc:
         raise IPythonUsageError(f"cannot split the line: {exc}") from None
     try:
-        return commands.run(argv, NotebookContext(shell))
+        try:
+            return commands.run(argv, NotebookContext(shell))
+        except ModuleNotFoundError as exc:
+            missing = missing_extra(exc)  # a verb that needs an extra the kernel lacks
+            if missing is None:
+                raise
+            raise missing from None
     except UsageError as exc:
         raise IPythonUsageError(str(exc)) from None
     except ModelPackError as exc:
