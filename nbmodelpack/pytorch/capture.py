@@ -1,7 +1,8 @@
-"""Module → bundle: weights, architecture, I/O signature, processing (DESIGN.md §1).
+"""Module → bundle: weights, architecture, I/O signature, processing.
 
 The architecture is captured in the first way that works:
-1. ``class``  – an importable class (or factory) and its init arguments;
+1. ``class``  – an importable class (or a torchvision builder) and its init arguments;
+   ``load`` imports it only from an allowed module (see :mod:`nbmodelpack.bundle.architecture`);
 2. ``export`` – a ``torch.export`` graph whose weights are stripped (meta tensors),
    so ``model.safetensors`` stays the only copy of the weights;
 3. ``source`` – the class source, stored only when the caller passes ``trust_code=True``.
@@ -31,6 +32,7 @@ from ..errors import ArchitectureError, UsageError
 from ..store import Store
 from ._pt2 import strip_pickles
 from ._tensors import V2_DATATYPES, dtype_name, split_aliases
+from .resolve import resolve_architecture
 
 _JSON_SCALARS = (bool, int, float, str, type(None))
 
@@ -50,19 +52,6 @@ class Captured:
 
 
 # ---- architecture ---------------------------------------------------------------------------
-def _resolve(target: str) -> Any:
-    module_name, _, qualname = target.partition(":")
-    if not module_name or not qualname:
-        raise UsageError(f"--arch {target!r} is not module:Name", hint="e.g. torchvision.models:resnet18")
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise ArchitectureError(f"cannot import {target}: {exc}") from exc
-    return obj
-
-
 def _class_path(cls: type) -> str | None:
     """``module:Qualname`` if a fresh process can import ``cls`` by that name."""
     module = getattr(cls, "__module__", "")
@@ -70,9 +59,12 @@ def _class_path(cls: type) -> str | None:
     if not module or module == "__main__" or "<locals>" in qualname or module.startswith("__"):
         return None
     try:
-        return f"{module}:{qualname}" if _resolve(f"{module}:{qualname}") is cls else None
-    except (ArchitectureError, UsageError):
+        obj: Any = importlib.import_module(module)  # the class's own module: already imported
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):
         return None
+    return f"{module}:{qualname}" if obj is cls else None
 
 
 def _guess_init_kwargs(model: torch.nn.Module) -> dict[str, Any] | None:
@@ -167,10 +159,10 @@ def capture_architecture(
     """Pick the first strategy that works; return ``(architecture.json, extra files)``."""
     cls = type(model)
     if arch is not None:
-        factory = _resolve(arch)
-        kwargs = dict(arch_kwargs or {})
-        if not _is_json(kwargs):
+        if not _is_json(dict(arch_kwargs or {})):
             raise UsageError("arch_kwargs must be JSON values (numbers, strings, lists, dicts)")
+        # The same check load applies: a bundle that could not be loaded is not packed.
+        factory, kwargs = resolve_architecture(arch, dict(arch_kwargs or {}), trust_code=trust_code)
         if not _rebuilds(factory, kwargs, model):
             raise ArchitectureError(
                 f"{arch}(**{kwargs}) does not build a module with this model's parameters",
