@@ -15,7 +15,7 @@ from ..bundle import mediatypes as mt
 from ..bundle.architecture import plain_kwargs
 from ..errors import ArchitectureError, BundleFormatError, ModelPackError
 from ..store import StoredBundle
-from ._pt2 import check_no_pickles
+from ._pt2 import check_archive
 from ._tensors import join_aliases, owner_and_attr
 from .quantize import dequantize_state, read_meta, use_int8_kernels
 from .resolve import Factory, resolve_architecture
@@ -133,7 +133,7 @@ def rebuild(
         return put_weights(construct(factory, kwargs, state), state)
     if strategy == "export":
         blob = bundle.plaintext(str(arch.get("file", "model.pt2")), identity=identity)
-        check_no_pickles(blob)
+        check_archive(blob)  # before torch sees it: torch.export.load unpickles and evals
         try:
             program = torch.export.load(io.BytesIO(blob))
         except Exception as exc:
