@@ -43,6 +43,7 @@ from .bundle.info import BundleInfo
 from .bundle.manifest import Descriptor
 from .crypto import SIGNATURE_FILE, write_private
 from .errors import SignatureError, StoreError, UsageError
+from .store import Store, StoredBundle, get_store
 
 SIGNING_ENV = "NBMODELPACK_SIGNING_KEY"
 DEFAULT_KEY_FILE = "signing.pem"
@@ -158,39 +159,63 @@ def _default_verify_keys() -> list[str]:
 
 
 # ---- files of a version --------------------------------------------------------------------
-def _safe_filepath(filepath: str) -> PurePosixPath:
-    p = PurePosixPath(filepath)
-    if not filepath or p.is_absolute() or ".." in p.parts:
-        raise SignatureError(f"layer filepath {filepath!r} is not a plain relative path")
-    return p
+def _safe_filepaths(layers: Iterable[Descriptor]) -> list[tuple[Descriptor, PurePosixPath]]:
+    """Each layer with its filepath, refusing absolute, non-normalised or repeated ones.
+
+    Two layers with one filepath would make the second file land on the first.
+    """
+    out: list[tuple[Descriptor, PurePosixPath]] = []
+    seen: set[str] = set()
+    for desc in layers:
+        filepath = desc.filepath
+        p = PurePosixPath(filepath)
+        if not filepath or p.is_absolute() or str(p) != filepath or any(part in (".", "..") for part in p.parts) or "\0" in filepath:
+            raise SignatureError(f"layer filepath {filepath[:80]!r} is not a plain relative path", hint="the manifest was not written by nbmodelpack")
+        if filepath in seen:
+            raise SignatureError(f"two layers are named {filepath[:80]!r}", hint="the manifest was not written by nbmodelpack")
+        seen.add(filepath)
+        out.append((desc, p))
+    return out
+
+
+def _copy_new(src: Path, target: Path) -> None:
+    """Copy ``src`` to a file that must not exist yet (never writes through an existing path or link)."""
+    with open(src, "rb") as fin, open(target, "xb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
 
 
 @contextlib.contextmanager
-def _materialized(store: Any, layers: Iterable[Descriptor], name: str) -> Iterator[Path]:
-    """The layers as files named by filepath in a temp dir, hard-linked to the blobs (no copy).
+def _materialized(store: Store, layers: Iterable[Descriptor], name: str) -> Iterator[Path]:
+    """The layers as files named by filepath in a fresh temp dir, hard-linked to the blobs where possible.
 
-    model_signing hashes a directory, so the stored blobs are linked there under
-    their file names; when the store cannot take a temp dir (read-only share),
-    they are copied to the system temp dir. Encrypted layers stay ciphertext.
+    model_signing hashes a directory, so the stored blobs appear there under
+    their file names: hard links when the temp dir is on the store's device
+    (nothing ever writes to them: every name is new and unique), else fresh
+    copies made with exclusive creation (read-only share, other device).
+    Encrypted layers stay ciphertext.
     """
+    checked = _safe_filepaths(layers)
     try:
-        root = Path(store.root) / f".tmp-sign-{uuid.uuid4().hex}"
+        (Path(store.root) / "staging").mkdir(exist_ok=True)
+        root = Path(store.root) / "staging" / f"sign-{uuid.uuid4().hex}"
         root.mkdir()
     except OSError:
         root = Path(tempfile.mkdtemp(prefix="nbmodelpack-sign-"))
     try:
         files = root / name
         files.mkdir()
-        for desc in layers:
-            target = files / _safe_filepath(desc.filepath)
+        for desc, rel in checked:
+            target = files / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             blob = store.blob_path(desc.digest)
-            if not blob.exists():
+            if not blob.is_file():
                 raise SignatureError(f"{desc.filepath} is missing from the store", hint="run `modelpack fsck`")
             try:
                 os.link(blob, target)
+            except FileExistsError as exc:  # cannot happen with unique names; never fall back to writing
+                raise SignatureError(f"{desc.filepath} collides with another layer", hint="the manifest was not written by nbmodelpack") from exc
             except OSError:
-                shutil.copyfile(blob, target)
+                _copy_new(blob, target)
         yield files
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -203,7 +228,7 @@ def _hashing_config() -> Any:
     return hashing.Config().set_ignored_paths(paths=[SIGNATURE_FILE], ignore_git_paths=False)
 
 
-def _signer(store: Any, key_path: Path, name: str) -> Any:
+def _signer(store: Store, key_path: Path, name: str) -> Any:
     """The ``Store.commit`` hook: sign the version's files, store the signature as ``model.sig``."""
     from model_signing import signing as ms_signing
 
@@ -222,15 +247,13 @@ def _signer(store: Any, key_path: Path, name: str) -> Any:
 
 
 # ---- sign / verify -------------------------------------------------------------------------
-def sign(ref: str, *, key: str | os.PathLike[str] | None = None, tags: Iterable[str] = (), store: Any = None) -> BundleInfo:
+def sign(ref: str, *, key: str | os.PathLike[str] | None = None, tags: Iterable[str] = (), store: Store | str | None = None) -> BundleInfo:
     """Sign ``ref``'s files (as stored) with an ECDSA key via OpenSSF model_signing; return the new version.
 
     Example:
         >>> nbmodelpack.sign("mnist-mlp:2", key="~/.keys/me.pem").badges  # doctest: +SKIP
         ['encrypted', 'signed']
     """
-    from .store import get_store
-
     key_path = find_signing_key(key)
     private = _load_private(key_path)
     target = get_store(store)
@@ -269,7 +292,7 @@ class VerifyResult:
         return f'<div style="color:{color};font-family:monospace">{html.escape(str(self))}</div>'
 
 
-def verify(ref: str, *, key: str | os.PathLike[str] | Sequence[str] | None = None, store: Any = None) -> VerifyResult:
+def verify(ref: str, *, key: str | os.PathLike[str] | Sequence[str] | None = None, store: Store | str | None = None) -> VerifyResult:
     """Check ``ref``'s ``model.sig`` against its files and a public key; never raises for a bad signature.
 
     Without ``key``: the trust policy's keys, else your own (``keys/signing.pem.pub``).
@@ -278,8 +301,6 @@ def verify(ref: str, *, key: str | os.PathLike[str] | Sequence[str] | None = Non
         >>> nbmodelpack.verify("mnist-mlp:3", key="colleague.pem.pub").ok  # doctest: +SKIP
         True
     """
-    from .store import get_store
-
     bundle = get_store(store).open(ref)
     if key is None:
         keys = _default_verify_keys()
@@ -308,7 +329,7 @@ def _problem(exc: Exception) -> str:
     return f"{SIGNATURE_FILE} does not verify ({text.splitlines()[0][:200] if text else type(exc).__name__})"
 
 
-def verify_bundle(bundle: Any, keys: Sequence[str | os.PathLike[str]]) -> VerifyResult:
+def verify_bundle(bundle: StoredBundle, keys: Sequence[str | os.PathLike[str]]) -> VerifyResult:
     """Verify an open :class:`~nbmodelpack.store.StoredBundle` against any of ``keys``."""
     from model_signing import verifying
 
@@ -325,6 +346,11 @@ def verify_bundle(bundle: Any, keys: Sequence[str | os.PathLike[str]]) -> Verify
     files = [d for d in bundle.manifest.layers if d.filepath != SIGNATURE_FILE]
     result.files = [d.filepath for d in files]
     problems: list[str] = []
+    try:
+        _safe_filepaths([*files, sig])
+    except SignatureError as exc:
+        result.problem = exc.message
+        return result
     try:
         with _materialized(bundle.store, [*files, sig], bundle.name) as model_dir:
             sig_path = model_dir / SIGNATURE_FILE
@@ -370,7 +396,7 @@ def trusted_keys() -> list[str]:
     return out
 
 
-def enforce_trust_policy(bundle: Any) -> VerifyResult | None:
+def enforce_trust_policy(bundle: StoredBundle) -> VerifyResult | None:
     """Refuse ``bundle`` unless it is signed by a trusted key, when config.toml says ``require_signature = true``.
 
     ``load``, ``serve`` and ``pull`` call this before using a bundle. Returns the
@@ -392,7 +418,7 @@ def enforce_trust_policy(bundle: Any) -> VerifyResult | None:
 
 
 # ---- export as plain files -----------------------------------------------------------------
-def export_files(ref: str, out: str | os.PathLike[str], *, store: Any = None) -> Path:
+def export_files(ref: str, out: str | os.PathLike[str], *, store: Store | str | None = None) -> Path:
     """Write a version's files by filepath (as stored: ciphertext stays ciphertext) into directory ``out``.
 
     The result is what ``model_signing verify key OUT --signature OUT/model.sig
@@ -401,20 +427,29 @@ def export_files(ref: str, out: str | os.PathLike[str], *, store: Any = None) ->
     Example:
         >>> export_files("mnist-mlp:3", "mnist-files")  # doctest: +SKIP
     """
-    from .store import get_store
-
     bundle = get_store(store).open(ref)
+    checked = _safe_filepaths(bundle.manifest.layers)
     target = Path(out).expanduser()
     if target.exists() and any(target.iterdir()):
         raise UsageError(f"{target} is not empty", hint="export into a new or empty directory")
+    created = not target.exists()
     target.mkdir(parents=True, exist_ok=True)
-    for desc in bundle.manifest.layers:
-        dest = target / _safe_filepath(desc.filepath)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            dest.write_bytes(bundle.read(desc.filepath))
-        except OSError as exc:
-            raise StoreError(f"cannot write {dest}: {exc.strerror or exc}") from exc
+    try:
+        for desc, rel in checked:
+            dest = target / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with open(dest, "xb") as f:
+                f.write(bundle.read(desc.filepath))
+    except BaseException as exc:
+        # A refused export leaves no partial directory.
+        if created:
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            for child in list(target.iterdir()):
+                shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise StoreError(f"cannot write into {target}: {exc.strerror or exc}") from exc
+        raise
     return target
 
 
