@@ -25,7 +25,7 @@ import math
 import time
 import types
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -533,7 +533,10 @@ def compress(
         # Integer and sparse weights compress well; dense float weights stay raw (DESIGN.md §1).
         packed = zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(raw) if quantize in ("int8", "int4") or (prune and not structured) else None
         if packed is not None and len(packed) < len(raw):
-            draft.replace_layer(target.put_layer("model.safetensors", mt.WEIGHT + mt.ZSTD_SUFFIX, packed), diff_id=sha256_digest(raw))
+            layer = target.put_layer("model.safetensors", mt.WEIGHT + mt.ZSTD_SUFFIX, packed)
+            # The inflated size, which caps decompression on load.
+            layer = replace(layer, annotations={**layer.annotations, mt.PLAIN_SIZE: str(len(raw))})
+            draft.replace_layer(layer, diff_id=sha256_digest(raw))
         else:
             draft.replace_layer(target.put_layer("model.safetensors", mt.WEIGHT, raw))
         if structured:

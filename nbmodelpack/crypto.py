@@ -1,4 +1,4 @@
-"""Encryption: age-encrypted layers, decrypted in memory only (DESIGN.md §1, Encryption).
+"""Encryption: age-encrypted layers, decrypted in memory only.
 
 ``encrypt`` turns the layers that hold weights or code (``model.safetensors``,
 ``model.pt2``, ``model_src.py``: media types ``…weight.v1.raw`` and
@@ -10,6 +10,8 @@ manifest summary already carries), ``signature.json``, ``processing.json``.
 
 Decryption only ever produces bytes in memory: ``StoredBundle.plaintext`` calls
 :func:`decrypt_layer`, and ``safetensors``/``torch.export`` load from bytes.
+It is capped: by the layer's ``mt.PLAIN_SIZE`` annotation (written by
+``encrypt``) and always by the ciphertext's own size (age only adds bytes).
 
 Identities (what opens a layer), in lookup order: the ``identity`` argument (an
 identity file, an ``AGE-SECRET-KEY-1…`` string, a pyrage identity, a
@@ -20,6 +22,7 @@ passphrase-encrypted layers ``$NBMODELPACK_PASSPHRASE``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import os
@@ -32,8 +35,9 @@ from ._files import atomic_write
 from .bundle import mediatypes as mt
 from .bundle.draft import Draft
 from .bundle.info import BundleInfo
+from .bundle.manifest import Descriptor, Manifest
 from .errors import CryptoError, IntegrityError, UsageError
-from .store import register_codec
+from .store import Store, StoredBundle, get_store, register_codec
 
 IDENTITY_ENV = "NBMODELPACK_AGE_IDENTITY"
 PASSPHRASE_ENV = "NBMODELPACK_PASSPHRASE"
@@ -226,13 +230,41 @@ def encrypt_to_file(data: bytes, path: Path, *, recipients: Sequence[Any] = (), 
         pyrage.encrypt_io(io.BytesIO(data), out, list(recipients))
 
 
-def decrypt_layer(data: bytes, *, identity: Any = None, filepath: str) -> bytes:
+class _TooLarge(Exception):
+    """Raised inside pyrage's write callback when the plaintext passes its cap."""
+
+
+class _CappedSink(io.RawIOBase):
+    """A write-only buffer that refuses to grow beyond ``limit`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.buffer = io.BytesIO()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        if self.buffer.tell() + len(b) > self.limit:
+            raise _TooLarge
+        return self.buffer.write(b)
+
+
+def _too_large(filepath: str, limit: int) -> IntegrityError:
+    return IntegrityError(f"{filepath} decrypts to more than the {limit} bytes its manifest records", hint="the bundle was not written by nbmodelpack; nothing was loaded")
+
+
+def decrypt_layer(data: bytes, *, identity: Any = None, filepath: str, limit: int | None = None) -> bytes:
     """Decrypt one age-encrypted layer in memory; wrong key or damaged data → :class:`CryptoError` naming ``filepath``.
+
+    The plaintext may not exceed ``limit`` bytes (default and at most: the ciphertext's size).
 
     Example:
         >>> plain = decrypt_layer(blob, identity="~/.age/me.txt", filepath="model.safetensors")  # doctest: +SKIP
     """
     import pyrage
+
+    limit = len(data) if limit is None else min(limit, len(data))
 
     if _is_scrypt(data):
         chosen = [i for i in (_identity_arg(identity) if identity is not None else []) if isinstance(i, Passphrase)]
@@ -241,24 +273,30 @@ def decrypt_layer(data: bytes, *, identity: Any = None, filepath: str) -> bytes:
         if not chosen:
             raise CryptoError(f"{filepath} is passphrase-encrypted", hint="pass identity=nbmodelpack.Passphrase(...) or --passphrase")
         try:
-            return bytes(pyrage.passphrase.decrypt(data, chosen[0].reveal()))
+            # pyrage has no streaming passphrase decrypt; age's plaintext is smaller than its ciphertext.
+            plain = bytes(pyrage.passphrase.decrypt(data, chosen[0].reveal()))
         except (pyrage.DecryptError, OSError) as exc:
             if "Decryption failed" in str(exc) or "No matching keys" in str(exc):
                 raise CryptoError(f"{filepath}: wrong passphrase", hint="nothing was decrypted") from exc
             raise _damaged(filepath, exc) from exc
+        if len(plain) > limit:
+            raise _too_large(filepath, limit)
+        return plain
     identities = [i for i in find_identities(identity) if not isinstance(i, Passphrase)]
     if not identities:
         hint = "the layer was encrypted for recipients, not a passphrase" if identity is not None else (
             f"pass identity=FILE (--identity), set {IDENTITY_ENV}, or put your identity in {paths.keys_dir()}")
         raise CryptoError(f"{filepath} is encrypted and no age identity was found", hint=hint)
-    out = io.BytesIO()
+    out = _CappedSink(limit)
     try:
         pyrage.decrypt_io(io.BytesIO(data), out, identities)
+    except _TooLarge as exc:
+        raise _too_large(filepath, limit) from exc
     except (pyrage.DecryptError, OSError) as exc:  # decrypt_io reports a failed chunk as OSError
         if "No matching keys" in str(exc):
             raise CryptoError(f"{filepath}: none of the given identities can open it", hint="it was encrypted for other recipients; pass the right identity") from exc
         raise _damaged(filepath, exc) from exc
-    return out.getvalue()
+    return out.buffer.getvalue()
 
 
 def _damaged(filepath: str, exc: Exception) -> CryptoError:
@@ -272,7 +310,7 @@ def encrypt(
     recipients: Iterable[str] | None = None,
     passphrase: str | Passphrase | None = None,
     tags: Iterable[str] = (),
-    store: Any = None,
+    store: Store | str | None = None,
 ) -> BundleInfo:
     """Encrypt the weights and code layers of ``ref`` with age; return the new version.
 
@@ -285,8 +323,6 @@ def encrypt(
         >>> nbmodelpack.encrypt("mnist-mlp:1", recipients=["age1…"]).badges  # doctest: +SKIP
         ['encrypted']
     """
-    from .store import get_store
-
     recipient_list = list(recipients or [])
     if bool(recipient_list) == (passphrase is not None):
         raise UsageError("give recipients or a passphrase (exactly one)", hint="--to age1… [--to …] or --passphrase")
@@ -311,11 +347,16 @@ def encrypt(
         diff_id = draft.diff_ids.get(desc.digest, desc.digest)
         # age writes the ciphertext straight into the store (no second in-memory copy).
         write = functools.partial(encrypt_to_file, stored, recipients=parsed, passphrase=secret)
-        draft.replace_layer(target.put_written(desc.filepath, desc.media_type + mt.AGE_SUFFIX, write), diff_id=diff_id)
+        wrapped = target.put_written(desc.filepath, desc.media_type + mt.AGE_SUFFIX, write)
+        # The unwrapped size: a zstd layer's inflated size (as compression recorded it), else the plaintext's.
+        plain_size = desc.annotations.get(mt.PLAIN_SIZE) if desc.media_type.endswith(mt.ZSTD_SUFFIX) else str(len(stored))
+        if plain_size is not None:
+            wrapped = dataclasses.replace(wrapped, annotations={**wrapped.annotations, mt.PLAIN_SIZE: plain_size})
+        draft.replace_layer(wrapped, diff_id=diff_id)
     return target.commit(draft, tags=tags)
 
 
-def decrypt(ref: str, *, identity: Any = None, tags: Iterable[str] = (), store: Any = None) -> BundleInfo:
+def decrypt(ref: str, *, identity: Any = None, tags: Iterable[str] = (), store: Store | str | None = None) -> BundleInfo:
     """Make an explicit plaintext version of an encrypted bundle (its layers written to the store).
 
     Every layer is decrypted in memory first; if any fails, nothing is written.
@@ -324,8 +365,6 @@ def decrypt(ref: str, *, identity: Any = None, tags: Iterable[str] = (), store: 
         >>> nbmodelpack.decrypt("mnist-mlp:2", identity="~/.age/me.txt").badges  # doctest: +SKIP
         []
     """
-    from .store import get_store
-
     target = get_store(store)
     parent = target.open(ref)
     encrypted = [d for d in parent.manifest.layers if d.media_type.endswith(mt.AGE_SUFFIX)]
@@ -338,11 +377,14 @@ def decrypt(ref: str, *, identity: Any = None, tags: Iterable[str] = (), store: 
     for desc in encrypted:
         diff_id = draft.diff_ids.get(desc.digest)
         media_type = desc.media_type[: -len(mt.AGE_SUFFIX)]
-        draft.replace_layer(target.put_layer(desc.filepath, media_type, opened[desc.filepath]), diff_id=diff_id)
+        plain = target.put_layer(desc.filepath, media_type, opened[desc.filepath])
+        if media_type.endswith(mt.ZSTD_SUFFIX) and mt.PLAIN_SIZE in desc.annotations:
+            plain = dataclasses.replace(plain, annotations={**plain.annotations, mt.PLAIN_SIZE: desc.annotations[mt.PLAIN_SIZE]})
+        draft.replace_layer(plain, diff_id=diff_id)
     return target.commit(draft, tags=tags)
 
 
-def check_binding(manifest: Any, desc: Any) -> None:
+def check_binding(manifest: Manifest, desc: Descriptor) -> None:
     """Refuse an encrypted layer that this bundle's ``encrypt`` did not record (swapped in from another bundle).
 
     age binds no context to a file, so a layer from another bundle encrypted for
@@ -370,13 +412,30 @@ __all__ = [
     "find_identities",
     "keygen_age",
     "parse_recipients",
+    "plain_size_limit",
     "recipient_of",
 ]
 
 
-def _decrypt_codec(bundle: Any, desc: Any, data: bytes, identity: Any) -> bytes:
+def plain_size_limit(desc: Descriptor) -> int | None:
+    """The ``mt.PLAIN_SIZE`` a layer records for its age plaintext (``None``: absent, or the plaintext is zstd).
+
+    Example:
+        >>> plain_size_limit(Descriptor("x+age", "sha256:0", 9, {mt.PLAIN_SIZE: "5"}))
+        5
+    """
+    inner = desc.media_type.removesuffix(mt.AGE_SUFFIX)
+    text = desc.annotations.get(mt.PLAIN_SIZE, "")
+    if inner.endswith(mt.ZSTD_SUFFIX) or not text:
+        return None
+    if not text.isdigit() or len(text) > 15:
+        raise IntegrityError(f"{desc.filepath}: its {mt.PLAIN_SIZE} annotation is not a byte count", hint="the bundle was not written by nbmodelpack")
+    return int(text)
+
+
+def _decrypt_codec(bundle: StoredBundle, desc: Descriptor, data: bytes, identity: Any) -> bytes:
     check_binding(bundle.manifest, desc)
-    return decrypt_layer(data, identity=identity, filepath=desc.filepath)
+    return decrypt_layer(data, identity=identity, filepath=desc.filepath, limit=plain_size_limit(desc))
 
 
 register_codec(mt.AGE_SUFFIX, _decrypt_codec)
