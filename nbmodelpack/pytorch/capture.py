@@ -128,7 +128,12 @@ def export_program(model: torch.nn.Module, example: Any) -> torch.export.Exporte
     return torch.export.export(model, args, dynamic_shapes=dynamic)
 
 
-def _export(model: torch.nn.Module, example: Any) -> bytes:
+def export_archive(model: torch.nn.Module, example: Any) -> bytes:
+    """A checked ``model.pt2`` of ``model`` without its weights (they live in ``model.safetensors``).
+
+    Example:
+        >>> blob = export_archive(torch.nn.Linear(4, 2), torch.randn(2, 4))  # doctest: +SKIP
+    """
     ep = export_program(model, example)
     # Strip the weights: the graph keeps names, shapes and dtypes; safetensors keeps the bytes.
     for key, value in list(ep.state_dict.items()):
@@ -178,7 +183,7 @@ def capture_architecture(
         try:
             return (
                 {"strategy": "export", "class": f"{cls.__module__}:{cls.__qualname__}", "file": "model.pt2"},
-                [("model.pt2", mt.CODE, _export(model, example))],
+                [("model.pt2", mt.CODE, export_archive(model, example))],
             )
         except Exception as exc:  # torch.export raises many types; we report and fall through
             export_error = f"torch.export failed: {str(exc).splitlines()[0][:160]}"
