@@ -146,16 +146,16 @@ def _public_key_pems(keys: Sequence[str | os.PathLike[str]]) -> list[tuple[str, 
 
 
 def _default_verify_keys() -> list[str]:
-    """Keys ``verify`` uses without ``--key``: the trust policy's, else this user's own public key."""
+    """Keys ``verify`` uses without ``--key``: the trust policy's, else the public half of your signing key."""
     trusted = trusted_keys()
     if trusted:
         return trusted
-    own = [os.environ.get(SIGNING_ENV, ""), str(paths.keys_dir() / DEFAULT_KEY_FILE)]
-    for private in own:
-        if private and Path(private).expanduser().is_file():
-            pub = Path(private).expanduser().with_name(Path(private).name + ".pub")
-            return [str(pub if pub.is_file() else Path(private).expanduser())]
-    raise SignatureError("no public key to verify with", hint="pass --key PUB, or list trusted keys under [trust] in config.toml")
+    try:
+        private = find_signing_key()
+    except SignatureError:
+        raise SignatureError("no public key to verify with", hint="pass --key PUB, or list trusted keys under [trust] in config.toml") from None
+    pub = private.with_name(private.name + ".pub")
+    return [str(pub if pub.is_file() else private)]
 
 
 # ---- files of a version --------------------------------------------------------------------

@@ -14,7 +14,7 @@ from nbmodelpack.bundle import mediatypes as mt
 from nbmodelpack.bundle.manifest import sha256_digest
 from nbmodelpack.errors import CompressionError, ModelPackError
 from nbmodelpack.pytorch.data import mnist_loaders
-from nbmodelpack.pytorch.quantize import Int8Linear, int8_kernel_available
+from nbmodelpack.pytorch.quantize import Int8Linear
 
 
 def _train(model: nn.Module, loader: torch.utils.data.DataLoader, batches: int = 25) -> nn.Module:
@@ -150,7 +150,6 @@ def test_report_without_eval_shows_size_and_output_drift(trained, data, tmp_path
     assert "accuracy" not in nbmodelpack.show(report.info.ref).metrics
 
 
-@pytest.mark.skipif(not int8_kernel_available(), reason="this torch has no int8 CPU kernel")
 def test_int8_kernel_path_matches_dequantized_path(trained, data):
     _, (x, y) = data
     for name, model in [("mlp", trained["mlp"]), ("local", _train(_local_mlp(), data[0], 10))]:

@@ -22,7 +22,7 @@ import nbmodelpack
 from nbmodelpack.bundle import mediatypes as mt
 from nbmodelpack.bundle.draft import Draft
 from nbmodelpack.errors import UnsafeFileError
-from nbmodelpack.pytorch._pt2 import check_archive
+from nbmodelpack.pytorch.pt2archive import check_archive
 
 
 class _System:

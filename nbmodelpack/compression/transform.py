@@ -28,10 +28,10 @@ from ..errors import CompressionError, ModelPackError, UsageError
 from ..progress import progress
 from ..pytorch import prune as pr
 from ..pytorch import quantize as qz
-from ..pytorch._tensors import split_aliases
 from ..pytorch.capture import export_archive
 from ..pytorch.evaluate import accuracy, batches, top1_accuracy
 from ..pytorch.restore import load_state, restore
+from ..pytorch.tensors import split_aliases
 from ..store import Store, StoredBundle, get_store
 from .evaluate import (
     LATENCY_BATCH,

@@ -30,9 +30,9 @@ from ..bundle.draft import Draft
 from ..bundle.manifest import Descriptor
 from ..errors import ArchitectureError, UsageError
 from ..store import Store
-from ._pt2 import strip_pickles
-from ._tensors import V2_DATATYPES, dtype_name, split_aliases
+from .pt2archive import strip_pickles
 from .resolve import resolve_architecture
+from .tensors import V2_DATATYPES, dtype_name, split_aliases
 
 _JSON_SCALARS = (bool, int, float, str, type(None))
 

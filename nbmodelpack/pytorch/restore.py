@@ -15,10 +15,10 @@ from ..bundle import mediatypes as mt
 from ..bundle.architecture import plain_kwargs
 from ..errors import ArchitectureError, BundleFormatError, ModelPackError
 from ..store import StoredBundle
-from ._pt2 import check_archive
-from ._tensors import join_aliases, owner_and_attr
+from .pt2archive import check_archive
 from .quantize import dequantize_state, read_meta, use_int8_kernels
 from .resolve import Factory, resolve_architecture
+from .tensors import join_aliases, owner_and_attr
 
 # A module's __init__ may make buffers the state dict lacks (non-persistent caches); building it
 # for real may allocate at most this much beyond the stored weights.
