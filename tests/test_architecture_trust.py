@@ -123,3 +123,19 @@ def test_kwargs_must_be_plain_bounded_json():
         with pytest.raises(ArchitectureError):
             plain_kwargs(bad)
     assert plain_kwargs({"hidden": [1, 2.5, None, True, {"k": "v"}]}) == {"hidden": [1, 2.5, None, True, {"k": "v"}]}
+
+
+def test_a_class_from_an_untrusted_module_also_stores_the_export_graph_that_load_uses(home):
+    (home / "config.toml").write_text("")
+    torch.manual_seed(0)
+    model = MLP(hidden=8).eval()
+    x = torch.randn(3, 1, 28, 28)
+    info = nbmodelpack.pack(model, "mlp", example=x[:1])
+    arch = json.loads(nbmodelpack.get_store().open(info.ref).read("architecture.json"))
+    assert arch["strategy"] == "class" and arch["file"] == "model.pt2"
+    assert describe(arch) == "models:MLP (class; not an allowed module — loads as the export graph unless trusted)"
+    graph = nbmodelpack.load(info.ref)
+    assert not isinstance(graph, MLP) and torch.equal(graph(x), model(x))
+    (home / "config.toml").write_text('[trust]\nmodules = ["models"]\n')
+    assert describe(arch, ["models"]) == "models:MLP (class)"
+    assert isinstance(nbmodelpack.load(info.ref), MLP)

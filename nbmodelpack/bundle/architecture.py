@@ -144,5 +144,7 @@ def describe(arch: Mapping[str, Any] | object, trusted: Sequence[str] = ()) -> s
         return f"invalid class target (refused — {exc.message})"
     kind = "class" if qualname.rsplit(".", 1)[-1][:1].isupper() else "function"
     if not module_allowed(module, trusted):
+        if arch.get("file") == "model.pt2":
+            return f"{module}:{qualname} ({kind}; not an allowed module — loads as the export graph unless trusted)"
         return f"{module}:{qualname} ({kind}; refused — not an allowed module, needs trust_code)"
     return f"{module}:{qualname} ({kind})"

@@ -2,7 +2,8 @@
 
 The architecture is captured in the first way that works:
 1. ``class``  – an importable class (or a torchvision builder) and its init arguments;
-   ``load`` imports it only from an allowed module (see :mod:`nbmodelpack.bundle.architecture`);
+   ``load`` imports it only from an allowed module (see :mod:`nbmodelpack.bundle.architecture`),
+   so for a class from any other module the export graph is stored too (``"file": "model.pt2"``);
 2. ``export`` – a ``torch.export`` graph whose weights are stripped (meta tensors),
    so ``model.safetensors`` stays the only copy of the weights;
 3. ``source`` – the class source, stored only when the caller passes ``trust_code=True``.
@@ -26,8 +27,10 @@ import safetensors.torch
 import torch
 
 from ..bundle import mediatypes as mt
+from ..bundle.architecture import module_allowed
 from ..bundle.draft import Draft
 from ..bundle.manifest import Descriptor
+from ..config import trusted_modules
 from ..errors import ArchitectureError, UsageError
 from ..store import Store
 from .pt2archive import strip_pickles
@@ -177,7 +180,12 @@ def capture_architecture(
     path = _class_path(cls)
     kwargs_guess = _guess_init_kwargs(model)
     if path and kwargs_guess is not None and _rebuilds(cls, kwargs_guess, model):
-        return {"strategy": "class", "class": path, "kwargs": kwargs_guess}, []
+        doc: dict[str, Any] = {"strategy": "class", "class": path, "kwargs": kwargs_guess}
+        if example is not None and not module_allowed(path.partition(":")[0], trusted_modules()):
+            # load imports this class only with trust: keep the export graph as the form it can always use.
+            with contextlib.suppress(Exception):  # torch.export raises many types; the class form stays
+                return {**doc, "file": "model.pt2"}, [("model.pt2", mt.CODE, export_archive(model, example))]
+        return doc, []
     export_error = "no example input was given"
     if example is not None:
         try:

@@ -115,6 +115,17 @@ def put_weights(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> torc
     return module
 
 
+def _exported(bundle: StoredBundle, identity: Any) -> torch.nn.Module:
+    """The module of ``model.pt2``, accepted only with the entries our packer writes."""
+    blob = bundle.plaintext("model.pt2", identity=identity)
+    check_archive(blob)  # before torch sees it: torch.export.load unpickles and evals
+    try:
+        program = torch.export.load(io.BytesIO(blob))
+    except Exception as exc:
+        raise BundleFormatError(f"model.pt2 cannot be loaded: {str(exc).splitlines()[0][:160]}") from exc
+    return program.module()
+
+
 def rebuild(
     bundle: StoredBundle,
     state: dict[str, torch.Tensor],
@@ -129,16 +140,16 @@ def rebuild(
     state = join_aliases(state, dict(arch.get("aliases", {})))
     strategy = arch["strategy"]
     if strategy == "class":
-        factory, kwargs = resolve_architecture(arch.get("class"), arch.get("kwargs"), trust_code=trust_code)
+        try:
+            factory, kwargs = resolve_architecture(arch.get("class"), arch.get("kwargs"), trust_code=trust_code)
+        except ArchitectureError:
+            # A class load may not import still loads as the export graph stored beside it.
+            if arch.get("file") != "model.pt2" or not bundle.has("model.pt2"):
+                raise
+            return put_weights(_exported(bundle, identity), state)
         return put_weights(construct(factory, kwargs, state), state)
     if strategy == "export":
-        blob = bundle.plaintext(str(arch.get("file", "model.pt2")), identity=identity)
-        check_archive(blob)  # before torch sees it: torch.export.load unpickles and evals
-        try:
-            program = torch.export.load(io.BytesIO(blob))
-        except Exception as exc:
-            raise BundleFormatError(f"model.pt2 cannot be loaded: {str(exc).splitlines()[0][:160]}") from exc
-        return put_weights(program.module(), state)
+        return put_weights(_exported(bundle, identity), state)
     if strategy == "source":
         if not trust_code:
             raise ArchitectureError(
