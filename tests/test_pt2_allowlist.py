@@ -158,3 +158,29 @@ def test_symbolic_shape_strings_are_plain_arithmetic(home):
 
     with pytest.raises(UnsafeFileError, match="shape expression"):
         check_archive(_rewrite(good, hostile))
+
+
+@pytest.mark.parametrize("target", ["torch.serialization.os.system", "torch.ops.aten.save.default", "torch.ops.aten.from_file.default", "builtins.exec", "_operator.attrgetter", "#custom.op"])
+def test_graph_nodes_may_call_only_aten_ops_and_arithmetic(home, target):
+    good = nbmodelpack.get_store().open(_pack_exported("victim")).read("model.pt2")
+    check_archive(good)
+
+    def retarget(e: dict[str, bytes]) -> None:
+        def change(d: dict) -> None:
+            d["graph_module"]["graph"]["nodes"][0]["target"] = target
+
+        _edit_json(e, "archive/models/model.json", change)
+
+    with pytest.raises(UnsafeFileError, match="which nbmodelpack does not load"):
+        check_archive(_rewrite(good, retarget))
+
+
+def test_every_aten_op_that_takes_a_file_name_is_refused():
+    from nbmodelpack.pytorch.pt2archive import FILE_OPS
+
+    takes_file = {
+        s.name.removeprefix("aten::")
+        for s in torch._C._jit_get_all_schemas()
+        if s.name.startswith("aten::") and any(str(a.type) in ("str", "Optional[str]") and ("file" in a.name or "path" in a.name) for a in s.arguments)
+    }
+    assert takes_file and takes_file <= FILE_OPS

@@ -4,12 +4,14 @@
 ``data/constants/<model>.pt`` files, sample inputs, weights or constants marked
 ``use_pickle``, and ``custom_obj_*`` / ``opaque_obj_*`` constants; it feeds the
 graph's symbolic shape strings to ``sympy.sympify`` (an ``eval``) and ``exec``\\ s
-its ``guards_code`` when the module is built. So before torch sees an archive,
+its ``guards_code`` when the module is built; it resolves each node's target by
+``getattr`` from ``torch``. So before torch sees an archive,
 every entry must be one our packer writes (an allow-list, not a deny-list):
 the archive metadata, ``models/model.json``, empty sample inputs, the two
 payload configs naming only plain tensors (weights on the meta device, as we
 strip them; constants as raw bytes), and the raw tensor files those configs
-name. Shape expressions and guards must parse as plain arithmetic on shapes.
+name. Shape expressions and guards must parse as plain arithmetic on shapes, and
+graph nodes may call only aten ops (none that touch files) and arithmetic.
 No torch API does this check; the archive is a plain zip, read with zipfile.
 """
 
@@ -45,6 +47,17 @@ _SYMPY_NAMES = {
 # What a guard (Python source that torch exec's) may use: shapes of the inputs, arithmetic, math.
 _GUARD_NAMES = {"L", "math", "inf", *_SYMPY_NAMES}
 _GUARD_ATTRS = {"size", "stride", "storage_offset", "isnan", "inf", "floor", "ceil", "trunc", "sqrt"}
+# What a graph node may call. The deserializer resolves a target by getattr from ``torch``,
+# ``operator`` or ``math`` (so ``torch.serialization.os.system`` would resolve): only aten and
+# higher-order ops, torch's symbolic-int helpers and plain arithmetic pass. The aten ops that
+# take a file name (found by scanning every aten schema; a test keeps that list honest) are out.
+_TARGET = re.compile(r"torch\.ops\.aten\.([a-z0-9_]+)\.[A-Za-z0-9_]+|torch\.ops\.higher_order\.[a-z0-9_]+|torch\.sym_[a-z_]+|(_operator|math)\.([a-z_]+)")
+FILE_OPS = frozenset({"from_file", "save"})
+_OPERATORS = {
+    "getitem", "add", "sub", "mul", "floordiv", "truediv", "mod", "pow", "neg", "pos", "abs", "eq", "ne", "lt", "le",
+    "gt", "ge", "and_", "or_", "xor", "not_", "invert", "lshift", "rshift",
+}
+_MATH = {"ceil", "floor", "trunc", "sqrt"}
 _EXPR_NODES = (
     ast.Expression, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.Constant, ast.Load,
     ast.operator, ast.unaryop, ast.boolop, ast.cmpop, ast.Name, ast.Call, ast.keyword, ast.Tuple,
@@ -81,6 +94,16 @@ def _check_python(text: object, what: str, *, guard: bool) -> None:
             raise _refuse(what, "passes ** in a shape expression")
 
 
+def _check_target(target: object, what: str) -> None:
+    """A graph node calls an aten/higher-order op or plain arithmetic, nothing that reaches files or Python."""
+    match = _TARGET.fullmatch(target) if isinstance(target, str) else None
+    ok = match is not None and match.group(1) not in FILE_OPS
+    if ok and match is not None and match.group(2):
+        ok = match.group(3) in (_OPERATORS if match.group(2) == "_operator" else _MATH)
+    if not ok:
+        raise _refuse(what, f"calls {str(target)[:80]!r}, which nbmodelpack does not load")
+
+
 def _check_graph(doc: Any, what: str) -> None:
     """Every symbolic expression and guard in ``model.json`` is plain shape arithmetic."""
     if not isinstance(doc, dict):
@@ -90,6 +113,8 @@ def _check_graph(doc: Any, what: str) -> None:
     stack: list[Any] = [doc]
     while stack:
         node = stack.pop()
+        if isinstance(node, dict) and "inputs" in node and "target" in node:
+            _check_target(node["target"], what)
         if isinstance(node, dict):
             for key, value in node.items():
                 if key == "expr_str":
