@@ -139,3 +139,25 @@ def test_a_class_from_an_untrusted_module_also_stores_the_export_graph_that_load
     (home / "config.toml").write_text('[trust]\nmodules = ["models"]\n')
     assert describe(arch, ["models"]) == "models:MLP (class)"
     assert isinstance(nbmodelpack.load(info.ref), MLP)
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [
+        {"strategy": "class"},
+        {"strategy": 5},
+        {"strategy": "class", "class": "torch.nn.modules.linear:Linear", "kwargs": ["in_features", 3]},
+        {"strategy": "class", "class": "torch.nn.modules.linear:Linear", "kwargs": {"in_features": 3, "out_features": 2}, "aliases": "weird"},
+        {"strategy": "class", "class": "torch.nn.modules.linear:Linear", "kwargs": {"in_features": 300, "out_features": 2}},
+        {"strategy": "export"},
+        {"strategy": "source", "class": "nocolon"},
+    ],
+    ids=["no-class", "strategy-not-a-name", "kwargs-a-list", "aliases-a-string", "wrong-shapes", "export-without-graph", "source-malformed"],
+)
+def test_a_bundle_that_cannot_be_rebuilt_is_one_line(home, arch):
+    from nbmodelpack.errors import ModelPackError
+
+    ref = _with_architecture("broken", arch)
+    with pytest.raises(ModelPackError) as err:
+        nbmodelpack.load(ref, trust_code=True)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 400
