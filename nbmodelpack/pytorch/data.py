@@ -56,7 +56,7 @@ def mnist(root: str | os.PathLike[str] | None = None) -> tuple[torch.Tensor, tor
 
     Example:
         >>> images, labels = mnist()  # doctest: +SKIP
-        >>> images.shape
+        >>> images.shape  # doctest: +SKIP
         torch.Size([10000, 1, 28, 28])
     """
     base = Path(root) if root is not None else _default_root()
