@@ -237,8 +237,8 @@ def import_pth(
 
     import torch
 
-    from .pytorch.capture import _resolve
-    from .pytorch.restore import _put_weights
+    from .pytorch.resolve import resolve_architecture
+    from .pytorch.restore import construct, put_weights
 
     file = Path(path)
     if not file.is_file():
@@ -255,9 +255,8 @@ def import_pth(
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UsageError(f"{file.name} does not hold a state_dict of tensors")
-    factory = _resolve(arch)
-    module = factory(**dict(arch_kwargs or {}))
-    _put_weights(module, dict(obj))
+    factory, kwargs = resolve_architecture(arch, dict(arch_kwargs or {}), trust_code=bool(pack_kwargs.get("trust_code")))
+    module = put_weights(construct(factory, kwargs, dict(obj)), dict(obj))
     return pack(module, name, example=example, arch=arch, arch_kwargs=arch_kwargs, store=store, metrics={}, **pack_kwargs)
 
 

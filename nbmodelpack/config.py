@@ -7,6 +7,7 @@
     [trust]
     require_signature = true
     keys = ["~/.config/team-signing.pub"]
+    modules = ["timm", "mylab.models"]   # classes load may import besides torch, torchvision
 
 Read with :mod:`tomllib`, written with ``tomli_w`` atomically under a lock.
 """
@@ -70,3 +71,17 @@ def remotes_table() -> dict[str, dict[str, Any]]:
     if not isinstance(table, dict):
         raise UsageError(f"{paths.config_file()}: [remotes] is not a table", hint="fix or delete the file")
     return {str(n): v for n, v in sorted(table.items()) if isinstance(v, dict) and v.get("url")}
+
+
+def trusted_modules() -> list[str]:
+    """``[trust] modules``: modules whose classes ``load`` may import besides torch and torchvision.
+
+    Example:
+        >>> trusted_modules()  # doctest: +SKIP
+        ['timm', 'mylab.models']
+    """
+    trust = load_config().get("trust", {})
+    modules = trust.get("modules", []) if isinstance(trust, dict) else None
+    if not isinstance(modules, list) or not all(isinstance(m, str) and m.strip(".") == m and m for m in modules):
+        raise UsageError(f"{paths.config_file()}: [trust] modules is not a list of module names", hint='e.g. modules = ["timm", "mylab.models"]')
+    return list(modules)

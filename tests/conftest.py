@@ -59,10 +59,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+def trust_test_models(home: Path) -> None:
+    """Let ``load`` import the classes of tests/models.py, as a user lists their own modules in config.toml."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text('[trust]\nmodules = ["models"]\n')
+
+
 @pytest.fixture(autouse=True)
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh, empty nbmodelpack home (store, config, keys) for each test."""
+    """A fresh nbmodelpack home (store, config, keys) for each test; its config trusts tests/models.py."""
     h = tmp_path / "mphome"
+    trust_test_models(h)
     monkeypatch.setenv("NBMODELPACK_HOME", str(h))
     monkeypatch.setenv("NBMODELPACK_NO_PROGRESS", "1")
     monkeypatch.setenv("NBMODELPACK_MNIST", str(ROOT / "notebooks" / "data"))

@@ -266,3 +266,30 @@ def test_paths_that_cannot_be_written_are_one_line(cli, packed, tmp_path: Path) 
         assert proc.returncode == 1, (args, proc.stderr)
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr, (args, proc.stderr)
+
+
+def test_encrypted_layers_record_their_plaintext_size_and_decryption_is_capped_by_it(packed, age_key) -> None:
+    import dataclasses
+
+    from nbmodelpack.bundle import mediatypes as mt
+    from nbmodelpack.bundle.draft import Draft
+    from nbmodelpack.crypto import decrypt_layer, encrypt_bytes, parse_recipients
+
+    key, recipient = age_key
+    store = nbmodelpack.get_store()
+    plain_size = store.open(packed).descriptor("model.safetensors").size
+    info = nbmodelpack.encrypt(packed, recipients=[recipient])
+    sealed = store.open(info.ref)
+    desc = sealed.descriptor("model.safetensors")
+    assert desc.annotations[mt.PLAIN_SIZE] == str(plain_size)
+    # A manifest that understates the size (digests and binding all valid) is refused before anything is loaded.
+    draft = Draft.from_parent(sealed.manifest, name="secret-mlp", op="encrypt")
+    draft.replace_layer(dataclasses.replace(desc, annotations={**desc.annotations, mt.PLAIN_SIZE: "1000"}), diff_id=draft.diff_ids.get(desc.digest))
+    lying = store.commit(draft).ref
+    with pytest.raises(IntegrityError, match="decrypts to more than the 1000 bytes"):
+        nbmodelpack.load(lying, identity=str(key))
+    # Without the annotation the ciphertext's own size caps it; a smaller explicit cap refuses.
+    ciphertext = encrypt_bytes(b"x" * 100_000, recipients=parse_recipients([recipient]))
+    assert decrypt_layer(ciphertext, identity=str(key), filepath="f") == b"x" * 100_000
+    with pytest.raises(IntegrityError, match="f decrypts to more than the 99999 bytes"):
+        decrypt_layer(ciphertext, identity=str(key), filepath="f", limit=99_999)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import stat
 import subprocess
@@ -14,6 +16,7 @@ from crypto_helpers import add_variant, flip_byte, layer_json, marked_mlp
 
 import nbmodelpack
 from nbmodelpack import paths
+from nbmodelpack.bundle import mediatypes as mt
 from nbmodelpack.config import edit_config
 from nbmodelpack.errors import IntegrityError, SignatureError
 
@@ -39,7 +42,7 @@ def signed(model, keys) -> str:
 
 def _trust(*keys: Path | str) -> None:
     with edit_config() as cfg:
-        cfg["trust"] = {"require_signature": True, "keys": [str(k) for k in keys]}
+        cfg.setdefault("trust", {}).update(require_signature=True, keys=[str(k) for k in keys])
 
 
 def _cli_verify(files: Path, public: Path) -> subprocess.CompletedProcess[str]:
@@ -230,3 +233,24 @@ def test_model_signing_mismatches_become_one_readable_line_whatever_the_quoting(
     from nbmodelpack.signing import _problem
 
     assert _problem(ValueError(message)) == f"files do not match the signature: {expected}"
+
+
+@pytest.mark.parametrize("hard_links", [True, False], ids=["hard-links", "no-hard-links"])
+def test_verifying_a_manifest_with_two_architecture_layers_leaves_every_blob_intact(signed, keys, monkeypatch, hard_links) -> None:
+    if not hard_links:
+        def no_link(*args: object, **kwargs: object) -> None:
+            raise OSError(errno.EXDEV, "no hard links here")
+
+        monkeypatch.setattr(os, "link", no_link)
+    evil = add_variant(signed, add=("architecture.json", mt.WEIGHT_CONFIG, b'{"strategy": "class", "class": "subprocess:run"}'))
+    blobs = nbmodelpack.get_store().root / "blobs" / "sha256"
+    before = {p.name: p.read_bytes() for p in blobs.iterdir()}
+    result = nbmodelpack.verify(evil, key=keys[1])
+    assert not result.ok and "two layers are named 'architecture.json'" in result.problem
+    _trust(keys[1])
+    with pytest.raises(SignatureError, match="two layers are named"):
+        nbmodelpack.load(evil)
+    assert {p.name: p.read_bytes() for p in blobs.iterdir()} == before
+    assert nbmodelpack.fsck() == []
+    assert nbmodelpack.verify(signed, key=keys[1]).ok
+    assert isinstance(nbmodelpack.load(signed), torch.nn.Module)

@@ -166,10 +166,10 @@ def test_eight_concurrent_packs_give_eight_versions(home):
 
 def test_unwritable_store_is_a_store_error(home):
     if os.geteuid() == 0:
-        home.mkdir(parents=True)
+        home.mkdir(parents=True, exist_ok=True)
         (home / "store").write_text("not a directory")
     else:
-        home.mkdir(parents=True)
+        home.mkdir(parents=True, exist_ok=True)
         home.chmod(0o500)
     with pytest.raises(StoreError):
         nbmodelpack.pack(MLP(hidden=4), "nowhere")

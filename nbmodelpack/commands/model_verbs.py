@@ -132,14 +132,12 @@ def train_verb(args: argparse.Namespace, ctx: Context) -> Text:
     arg("--group-size", type=int, default=64, help="int4 group size (default 64)"),
     arg("--prune", type=float, default=0.0, metavar="FRACTION", help="fraction in [0, 1) of weights (or with --structured, of neurons/channels) to remove"),
     arg("--structured", action="store_true", help="remove whole neurons/channels (smaller tensors and compute)"),
-    arg("--eval", metavar="VAR", help="notebook variable holding a DataLoader or (x, y); `mnist` = the held-out MNIST split"),
+    arg("--eval", metavar="VAR", help="notebook variable holding a DataLoader or (x, y) to measure accuracy on"),
     arg("--png", metavar="FILE", help="also write the chart to FILE (PNG)"),
     arg("--json", action="store_true"),
 )
 def compress_verb(args: argparse.Namespace, ctx: Context) -> api.CompressionReport:
-    data = None
-    if args.eval:
-        data = "mnist" if args.eval == "mnist" else ctx.lookup(args.eval)
+    data = ctx.lookup(args.eval) if args.eval else None
     report = api.compress(args.ref, quantize=args.quantize, group_size=args.group_size, prune=args.prune, structured=args.structured, eval=data)
     if args.png:
         report.save_png(args.png)

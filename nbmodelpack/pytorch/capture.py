@@ -1,7 +1,9 @@
-"""Module → bundle: weights, architecture, I/O signature, processing (DESIGN.md §1).
+"""Module → bundle: weights, architecture, I/O signature, processing.
 
 The architecture is captured in the first way that works:
-1. ``class``  – an importable class (or factory) and its init arguments;
+1. ``class``  – an importable class (or a torchvision builder) and its init arguments;
+   ``load`` imports it only from an allowed module (see :mod:`nbmodelpack.bundle.architecture`),
+   so for a class from any other module the export graph is stored too (``"file": "model.pt2"``);
 2. ``export`` – a ``torch.export`` graph whose weights are stripped (meta tensors),
    so ``model.safetensors`` stays the only copy of the weights;
 3. ``source`` – the class source, stored only when the caller passes ``trust_code=True``.
@@ -25,12 +27,15 @@ import safetensors.torch
 import torch
 
 from ..bundle import mediatypes as mt
+from ..bundle.architecture import module_allowed
 from ..bundle.draft import Draft
 from ..bundle.manifest import Descriptor
+from ..config import trusted_modules
 from ..errors import ArchitectureError, UsageError
 from ..store import Store
-from ._pt2 import strip_pickles
-from ._tensors import V2_DATATYPES, dtype_name, split_aliases
+from .pt2archive import strip_pickles
+from .resolve import resolve_architecture
+from .tensors import V2_DATATYPES, dtype_name, split_aliases
 
 _JSON_SCALARS = (bool, int, float, str, type(None))
 
@@ -50,19 +55,6 @@ class Captured:
 
 
 # ---- architecture ---------------------------------------------------------------------------
-def _resolve(target: str) -> Any:
-    module_name, _, qualname = target.partition(":")
-    if not module_name or not qualname:
-        raise UsageError(f"--arch {target!r} is not module:Name", hint="e.g. torchvision.models:resnet18")
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise ArchitectureError(f"cannot import {target}: {exc}") from exc
-    return obj
-
-
 def _class_path(cls: type) -> str | None:
     """``module:Qualname`` if a fresh process can import ``cls`` by that name."""
     module = getattr(cls, "__module__", "")
@@ -70,9 +62,12 @@ def _class_path(cls: type) -> str | None:
     if not module or module == "__main__" or "<locals>" in qualname or module.startswith("__"):
         return None
     try:
-        return f"{module}:{qualname}" if _resolve(f"{module}:{qualname}") is cls else None
-    except (ArchitectureError, UsageError):
+        obj: Any = importlib.import_module(module)  # the class's own module: already imported
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):
         return None
+    return f"{module}:{qualname}" if obj is cls else None
 
 
 def _guess_init_kwargs(model: torch.nn.Module) -> dict[str, Any] | None:
@@ -136,7 +131,12 @@ def export_program(model: torch.nn.Module, example: Any) -> torch.export.Exporte
     return torch.export.export(model, args, dynamic_shapes=dynamic)
 
 
-def _export(model: torch.nn.Module, example: Any) -> bytes:
+def export_archive(model: torch.nn.Module, example: Any) -> bytes:
+    """A checked ``model.pt2`` of ``model`` without its weights (they live in ``model.safetensors``).
+
+    Example:
+        >>> blob = export_archive(torch.nn.Linear(4, 2), torch.randn(2, 4))  # doctest: +SKIP
+    """
     ep = export_program(model, example)
     # Strip the weights: the graph keeps names, shapes and dtypes; safetensors keeps the bytes.
     for key, value in list(ep.state_dict.items()):
@@ -167,10 +167,10 @@ def capture_architecture(
     """Pick the first strategy that works; return ``(architecture.json, extra files)``."""
     cls = type(model)
     if arch is not None:
-        factory = _resolve(arch)
-        kwargs = dict(arch_kwargs or {})
-        if not _is_json(kwargs):
+        if not _is_json(dict(arch_kwargs or {})):
             raise UsageError("arch_kwargs must be JSON values (numbers, strings, lists, dicts)")
+        # The same check load applies: a bundle that could not be loaded is not packed.
+        factory, kwargs = resolve_architecture(arch, dict(arch_kwargs or {}), trust_code=trust_code)
         if not _rebuilds(factory, kwargs, model):
             raise ArchitectureError(
                 f"{arch}(**{kwargs}) does not build a module with this model's parameters",
@@ -180,13 +180,18 @@ def capture_architecture(
     path = _class_path(cls)
     kwargs_guess = _guess_init_kwargs(model)
     if path and kwargs_guess is not None and _rebuilds(cls, kwargs_guess, model):
-        return {"strategy": "class", "class": path, "kwargs": kwargs_guess}, []
+        doc: dict[str, Any] = {"strategy": "class", "class": path, "kwargs": kwargs_guess}
+        if example is not None and not module_allowed(path.partition(":")[0], trusted_modules()):
+            # load imports this class only with trust: keep the export graph as the form it can always use.
+            with contextlib.suppress(Exception):  # torch.export raises many types; the class form stays
+                return {**doc, "file": "model.pt2"}, [("model.pt2", mt.CODE, export_archive(model, example))]
+        return doc, []
     export_error = "no example input was given"
     if example is not None:
         try:
             return (
                 {"strategy": "export", "class": f"{cls.__module__}:{cls.__qualname__}", "file": "model.pt2"},
-                [("model.pt2", mt.CODE, _export(model, example))],
+                [("model.pt2", mt.CODE, export_archive(model, example))],
             )
         except Exception as exc:  # torch.export raises many types; we report and fall through
             export_error = f"torch.export failed: {str(exc).splitlines()[0][:160]}"

@@ -1,4 +1,9 @@
-"""MNIST from the shipped idx files (the official test split; no download, DESIGN.md §6)."""
+"""MNIST from the shipped idx files (the official test split; no download).
+
+A dataset helper for tutorials, tests and demos, which import it explicitly;
+no library code path reaches it (evaluation always takes the caller's data).
+``accuracy`` is re-exported from :mod:`nbmodelpack.pytorch.evaluate` for the tutorials.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,9 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
+from .evaluate import accuracy
+
+__all__ = ["MNIST_PREPROCESS", "accuracy", "mnist", "mnist_loaders", "normalize"]
 
 _FILES = {
     "images": ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
@@ -48,7 +56,7 @@ def mnist(root: str | os.PathLike[str] | None = None) -> tuple[torch.Tensor, tor
 
     Example:
         >>> images, labels = mnist()  # doctest: +SKIP
-        >>> images.shape
+        >>> images.shape  # doctest: +SKIP
         torch.Size([10000, 1, 28, 28])
     """
     base = Path(root) if root is not None else _default_root()
@@ -84,13 +92,3 @@ def mnist_loaders(
         torch.utils.data.DataLoader(train, batch_size=batch_size, shuffle=True, generator=g),
         torch.utils.data.DataLoader(test, batch_size=512),
     )
-
-
-def accuracy(model: torch.nn.Module, loader: torch.utils.data.DataLoader) -> float:
-    """Top-1 accuracy in percent."""
-    correct = total = 0
-    with torch.no_grad():
-        for x, y in loader:
-            correct += int((model(x).argmax(1) == y).sum())
-            total += len(y)
-    return 100.0 * correct / max(total, 1)

@@ -14,17 +14,10 @@ from typing import Any
 import torch
 
 from ..errors import UsageError
+from .evaluate import MetricFn, top1_accuracy
 from .tracking import History, Tracker
 
-MetricFn = Callable[[torch.Tensor, torch.Tensor], float]
-
-
-def _accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
-    """Top-1 accuracy of a batch, in percent."""
-    return float((outputs.argmax(dim=1) == targets).float().mean()) * 100.0
-
-
-METRICS: dict[str, MetricFn] = {"accuracy": _accuracy}
+METRICS: dict[str, MetricFn] = {"accuracy": top1_accuracy}
 
 
 def _metric_fns(metrics: Iterable[str | MetricFn] | None) -> dict[str, MetricFn]:

@@ -20,9 +20,9 @@ from torch import nn
 from torch.nn.utils import prune as tprune
 
 from ..errors import CompressionError
-from ._tensors import owner_and_attr
 from .capture import export_program
-from .quantize import _CONV_OPS, _LINEAR_OPS, _op_name, matmul_weights
+from .quantize import CONV_OPS, LINEAR_OPS, matmul_weights, op_name
+from .tensors import owner_and_attr
 
 # aten ops that keep the channel dimension as it is (elementwise or per-channel spatial)
 _PASSTHROUGH = (
@@ -96,10 +96,10 @@ def _groups(ep: torch.export.ExportedProgram) -> list[_Group]:
     def is_mm(node: torch.fx.Node) -> str | None:
         if node.op != "call_function":
             return None
-        op = _op_name(node.target)
-        if op in _LINEAR_OPS:
+        op = op_name(node.target)
+        if op in LINEAR_OPS:
             return "linear"
-        if op in _CONV_OPS:
+        if op in CONV_OPS:
             groups = node.args[8] if op == "convolution" and len(node.args) > 8 else (node.args[6] if len(node.args) > 6 else 1)
             transposed = op == "convolution" and len(node.args) > 6 and node.args[6]
             return "conv" if groups == 1 and not transposed else None
@@ -121,7 +121,7 @@ def _groups(ep: torch.export.ExportedProgram) -> list[_Group]:
             if len(users) != 1:
                 break
             user = users[0]
-            op = _op_name(user.target) if user.op == "call_function" else ""
+            op = op_name(user.target) if user.op == "call_function" else ""
             if user.op == "call_function" and user.args and user.args[0] is not cur:
                 break
             user_kind = is_mm(user)

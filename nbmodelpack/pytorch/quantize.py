@@ -28,18 +28,18 @@ import torch
 from torch import nn
 
 from ..errors import BundleFormatError, CompressionError
-from ._tensors import owner_and_attr
+from .tensors import owner_and_attr
 
 SCHEMES = ("int8", "int4", "fp16", "bf16")
 META_KEY = "nbmodelpack.quantization"
 SCALE_SUFFIX = ".__scale__"
 _CASTS = {"fp16": torch.float16, "bf16": torch.bfloat16}
-_LINEAR_OPS = {"linear"}
-_CONV_OPS = {"conv1d", "conv2d", "conv3d", "convolution"}
+LINEAR_OPS = {"linear"}
+CONV_OPS = {"conv1d", "conv2d", "conv3d", "convolution"}
 
 
 # ---- which tensors are Linear/Conv weights ---------------------------------------------------
-def _op_name(target: Any) -> str:
+def op_name(target: Any) -> str:
     """``aten.linear.default`` → ``'linear'``."""
     name = getattr(target, "__name__", str(target))
     return name.split(".")[0]
@@ -63,8 +63,8 @@ def matmul_weights(model: nn.Module) -> dict[str, str]:
     graph = getattr(model, "graph", None)
     if isinstance(graph, torch.fx.Graph):
         for node in graph.nodes:
-            op = _op_name(node.target) if node.op == "call_function" else ""
-            if op in _LINEAR_OPS | _CONV_OPS and len(node.args) > 1:
+            op = op_name(node.target) if node.op == "call_function" else ""
+            if op in LINEAR_OPS | CONV_OPS and len(node.args) > 1:
                 w = node.args[1]
                 if isinstance(w, torch.fx.Node) and w.op == "get_attr":
                     if op == "convolution" and len(node.args) > 6 and node.args[6]:
@@ -262,7 +262,7 @@ def use_int8_kernels(model: nn.Module, packed: dict[str, tuple[torch.Tensor, tor
 def _rewrite_graph(gm: torch.fx.GraphModule, packed: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> int:
     count = 0
     for node in list(gm.graph.nodes):
-        if node.op != "call_function" or _op_name(node.target) != "linear":
+        if node.op != "call_function" or op_name(node.target) != "linear":
             continue
         w = node.args[1]
         bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")

@@ -12,12 +12,17 @@ import safetensors.torch
 import torch
 
 from ..bundle import mediatypes as mt
+from ..bundle.architecture import plain_kwargs
 from ..errors import ArchitectureError, BundleFormatError, ModelPackError
 from ..store import StoredBundle
-from ._pt2 import check_no_pickles
-from ._tensors import join_aliases, owner_and_attr
-from .capture import _resolve
+from .pt2archive import check_archive
 from .quantize import dequantize_state, read_meta, use_int8_kernels
+from .resolve import Factory, resolve_architecture
+from .tensors import join_aliases, owner_and_attr
+
+# A module's __init__ may make buffers the state dict lacks (non-persistent caches); building it
+# for real may allocate at most this much beyond the stored weights.
+_EXTRA_BUFFER_BYTES = 256 * 2**20
 
 
 def load_state(
@@ -52,20 +57,41 @@ def load_state(
     return dequantize_state(state, meta, packed=packed) if meta else state
 
 
-def _construct(factory: Any, kwargs: dict[str, Any]) -> torch.nn.Module:
-    # Build on the meta device (no random init of big weights); fall back to CPU
-    # when __init__ makes tensors that are not in the state dict.
+def construct(factory: Factory, kwargs: dict[str, Any], state: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
+    """Build ``factory(**kwargs)`` on the meta device (no random init of big weights).
+
+    Built for real only when ``__init__`` fails on meta, or makes buffers that
+    ``state`` lacks, and then only if those buffers are of bounded size.
+
+    Example:
+        >>> construct(torch.nn.Linear, {"in_features": 2, "out_features": 1}).weight.is_meta
+        True
+    """
     try:
         with torch.device("meta"):
             module = factory(**kwargs)
     except Exception:
         module = factory(**kwargs)
     if not isinstance(module, torch.nn.Module):
-        raise ArchitectureError(f"{factory!r} did not return a torch.nn.Module")
+        raise ArchitectureError(f"{getattr(factory, '__name__', 'the factory')} did not return a torch.nn.Module")
+    extra = [b for n, b in module.named_buffers() if b.is_meta and n not in (state or {})]
+    if extra and state is not None:
+        size = sum(b.numel() * b.element_size() for b in extra)
+        if size > _EXTRA_BUFFER_BYTES:
+            raise ArchitectureError(f"rebuilding needs {size / 2**20:.0f} MiB of buffers the bundle does not hold", hint="re-pack the model")
+        module = factory(**kwargs)
+        if not isinstance(module, torch.nn.Module):
+            raise ArchitectureError(f"{getattr(factory, '__name__', 'the factory')} did not return a torch.nn.Module")
     return module
 
 
-def _put_weights(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+def put_weights(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """Load ``state`` into ``module`` (meta tensors replaced, tied weights kept tied).
+
+    Example:
+        >>> put_weights(torch.nn.Linear(2, 1), {"weight": torch.ones(1, 2), "bias": torch.zeros(1)}).weight.sum().item()
+        2.0
+    """
     expected = set(module.state_dict().keys())
     missing = sorted(expected - state.keys())
     if missing:
@@ -89,6 +115,17 @@ def _put_weights(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> tor
     return module
 
 
+def _exported(bundle: StoredBundle, identity: Any) -> torch.nn.Module:
+    """The module of ``model.pt2``, accepted only with the entries our packer writes."""
+    blob = bundle.plaintext("model.pt2", identity=identity)
+    check_archive(blob)  # before torch sees it: torch.export.load unpickles and evals
+    try:
+        program = torch.export.load(io.BytesIO(blob))
+    except Exception as exc:
+        raise BundleFormatError(f"model.pt2 cannot be loaded: {str(exc).splitlines()[0][:160]}") from exc
+    return program.module()
+
+
 def rebuild(
     bundle: StoredBundle,
     state: dict[str, torch.Tensor],
@@ -103,20 +140,16 @@ def rebuild(
     state = join_aliases(state, dict(arch.get("aliases", {})))
     strategy = arch["strategy"]
     if strategy == "class":
-        factory = _resolve(str(arch["class"]))
-        module = _construct(factory, dict(arch.get("kwargs", {})))
-        # A meta-built module whose __init__ made buffers the state dict lacks needs a real build.
-        if any(b.is_meta for n, b in module.named_buffers() if n not in state):
-            module = factory(**dict(arch.get("kwargs", {})))
-        return _put_weights(module, state)
-    if strategy == "export":
-        blob = bundle.plaintext(str(arch.get("file", "model.pt2")), identity=identity)
-        check_no_pickles(blob)
         try:
-            program = torch.export.load(io.BytesIO(blob))
-        except Exception as exc:
-            raise BundleFormatError(f"model.pt2 cannot be loaded: {str(exc).splitlines()[0][:160]}") from exc
-        return _put_weights(program.module(), state)
+            factory, kwargs = resolve_architecture(arch.get("class"), arch.get("kwargs"), trust_code=trust_code)
+        except ArchitectureError:
+            # A class load may not import still loads as the export graph stored beside it.
+            if arch.get("file") != "model.pt2" or not bundle.has("model.pt2"):
+                raise
+            return put_weights(_exported(bundle, identity), state)
+        return put_weights(construct(factory, kwargs, state), state)
+    if strategy == "export":
+        return put_weights(_exported(bundle, identity), state)
     if strategy == "source":
         if not trust_code:
             raise ArchitectureError(
@@ -128,7 +161,7 @@ def rebuild(
         sys.modules[mod.__name__] = mod
         exec(compile(src, f"<{bundle.name}/model_src.py>", "exec"), mod.__dict__)  # noqa: S102 - trust_code=True
         cls = getattr(mod, str(arch["class"]).split(":", 1)[1])
-        return _put_weights(_construct(cls, dict(arch.get("kwargs", {}))), state)
+        return put_weights(construct(cls, plain_kwargs(arch.get("kwargs")), state), state)
     raise BundleFormatError(f"unknown architecture strategy {strategy!r}")
 
 

@@ -1,0 +1,196 @@
+"""Encryption: age-encrypted layers, decrypted in memory only.
+
+``encrypt`` turns the layers that hold weights or code (``model.safetensors``,
+``model.pt2``, ``model_src.py``: media types ``…weight.v1.raw`` and
+``…code.v1.raw``) into standard age files (media type suffix ``+age``), so
+anyone with the key can open them with the ``age`` tool. Everything else stays
+readable so that an encrypted bundle still lists with its card and badges:
+``README.md``, ``architecture.json`` (class name and init arguments, which the
+manifest summary already carries), ``signature.json``, ``processing.json``.
+
+Decryption only ever produces bytes in memory: ``StoredBundle.plaintext`` calls
+:func:`decrypt_layer`, and ``safetensors``/``torch.export`` load from bytes.
+It is capped: by the layer's ``mt.PLAIN_SIZE`` annotation (written by
+``encrypt``) and always by the ciphertext's own size (age only adds bytes).
+
+The package: :mod:`.keys` (identities, recipients, passphrases), :mod:`.age`
+(in-memory, size-capped age); the encrypt/decrypt transforms and the ``+age``
+store codec are here.
+
+Identities (what opens a layer), in lookup order: the ``identity`` argument (an
+identity file, an ``AGE-SECRET-KEY-1…`` string, a pyrage identity, a
+:class:`Passphrase`, or a list of these); ``$NBMODELPACK_AGE_IDENTITY`` (file or
+string); every ``*.txt`` identity file in ``$NBMODELPACK_HOME/keys/``; for
+passphrase-encrypted layers ``$NBMODELPACK_PASSPHRASE``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Iterable
+from typing import Any
+
+from ..bundle import mediatypes as mt
+from ..bundle.draft import Draft
+from ..bundle.info import BundleInfo
+from ..bundle.manifest import Descriptor, Manifest
+from ..errors import IntegrityError, UsageError
+from ..store import Store, StoredBundle, get_store, register_codec
+from .age import decrypt_layer, encrypt_bytes, encrypt_to_file
+from .keys import (
+    DEFAULT_IDENTITY_FILE,
+    IDENTITY_ENV,
+    PASSPHRASE_ENV,
+    Passphrase,
+    find_identities,
+    keygen_age,
+    parse_recipients,
+    recipient_of,
+    write_private,
+)
+
+ENCRYPTED_TYPES = (mt.WEIGHT, mt.CODE)
+SIGNATURE_FILE = "model.sig"
+
+
+def encrypt(
+    ref: str,
+    *,
+    recipients: Iterable[str] | None = None,
+    passphrase: str | Passphrase | None = None,
+    tags: Iterable[str] = (),
+    store: Store | str | None = None,
+) -> BundleInfo:
+    """Encrypt the weights and code layers of ``ref`` with age; return the new version.
+
+    Give either ``recipients`` (``age1…`` public keys, or files of them) or a
+    ``passphrase`` (age's scrypt). The recipe records the recipients, never a
+    secret. A signature of the parent is dropped (it covered the plaintext files):
+    sign the encrypted version.
+
+    Example:
+        >>> nbmodelpack.encrypt("mnist-mlp:1", recipients=["age1…"]).badges  # doctest: +SKIP
+        ['encrypted']
+    """
+    recipient_list = list(recipients or [])
+    if bool(recipient_list) == (passphrase is not None):
+        raise UsageError("give recipients or a passphrase (exactly one)", hint="--to age1… [--to …] or --passphrase")
+    parsed = parse_recipients(recipient_list) if recipient_list else []
+    secret = passphrase if isinstance(passphrase, Passphrase) or passphrase is None else Passphrase(passphrase)
+    target = get_store(store)
+    parent = target.open(ref)
+    if parent.info.encrypted:
+        raise UsageError(f"{parent.info.ref} is already encrypted", hint="encrypt its plaintext parent, or decrypt it first")
+    chosen = [d for d in parent.manifest.layers if mt.base_media_type(d.media_type) in ENCRYPTED_TYPES]
+    params: dict[str, Any] = {"layers": [d.filepath for d in chosen]}
+    if parsed:
+        params["recipients"] = [str(r) for r in parsed]
+    else:
+        params["passphrase"] = "scrypt"
+    draft = Draft.from_parent(parent.manifest, name=parent.name, op="encrypt", params=params)
+    draft.layers = [d for d in draft.layers if d.filepath != SIGNATURE_FILE]
+    for desc in chosen:
+        stored = parent.read(desc.filepath)
+        # The plaintext's digest (before any compression) binds the ciphertext to this bundle:
+        # a raw layer's own digest, or the diffId compression recorded for a zstd one.
+        diff_id = draft.diff_ids.get(desc.digest, desc.digest)
+        # age writes the ciphertext straight into the store (no second in-memory copy).
+        write = functools.partial(encrypt_to_file, stored, recipients=parsed, passphrase=secret)
+        wrapped = target.put_written(desc.filepath, desc.media_type + mt.AGE_SUFFIX, write)
+        # The unwrapped size: a zstd layer's inflated size (as compression recorded it), else the plaintext's.
+        plain_size = desc.annotations.get(mt.PLAIN_SIZE) if desc.media_type.endswith(mt.ZSTD_SUFFIX) else str(len(stored))
+        if plain_size is not None:
+            wrapped = dataclasses.replace(wrapped, annotations={**wrapped.annotations, mt.PLAIN_SIZE: plain_size})
+        draft.replace_layer(wrapped, diff_id=diff_id)
+    return target.commit(draft, tags=tags)
+
+
+def decrypt(ref: str, *, identity: Any = None, tags: Iterable[str] = (), store: Store | str | None = None) -> BundleInfo:
+    """Make an explicit plaintext version of an encrypted bundle (its layers written to the store).
+
+    Every layer is decrypted in memory first; if any fails, nothing is written.
+
+    Example:
+        >>> nbmodelpack.decrypt("mnist-mlp:2", identity="~/.age/me.txt").badges  # doctest: +SKIP
+        []
+    """
+    target = get_store(store)
+    parent = target.open(ref)
+    encrypted = [d for d in parent.manifest.layers if d.media_type.endswith(mt.AGE_SUFFIX)]
+    if not encrypted:
+        raise UsageError(f"{parent.info.ref} is not encrypted")
+    params = {"layers": [d.filepath for d in encrypted]}
+    draft = Draft.from_parent(parent.manifest, name=parent.name, op="decrypt", params=params)
+    draft.layers = [d for d in draft.layers if d.filepath != SIGNATURE_FILE]
+    opened = {d.filepath: parent.plaintext(d.filepath, identity=identity, inflate=False) for d in encrypted}
+    for desc in encrypted:
+        diff_id = draft.diff_ids.get(desc.digest)
+        media_type = desc.media_type[: -len(mt.AGE_SUFFIX)]
+        plain = target.put_layer(desc.filepath, media_type, opened[desc.filepath])
+        if media_type.endswith(mt.ZSTD_SUFFIX) and mt.PLAIN_SIZE in desc.annotations:
+            plain = dataclasses.replace(plain, annotations={**plain.annotations, mt.PLAIN_SIZE: desc.annotations[mt.PLAIN_SIZE]})
+        draft.replace_layer(plain, diff_id=diff_id)
+    return target.commit(draft, tags=tags)
+
+
+def check_binding(manifest: Manifest, desc: Descriptor) -> None:
+    """Refuse an encrypted layer that this bundle's ``encrypt`` did not record (swapped in from another bundle).
+
+    age binds no context to a file, so a layer from another bundle encrypted for
+    the same key decrypts fine. ``encrypt`` records every ciphertext it makes in
+    the manifest summary (ciphertext digest → plaintext digest, the ModelPack
+    diffId), so a descriptor swapped into the layer list is caught before any
+    decryption. (Re-hashing the plaintext would add nothing: age's AEAD already
+    guarantees it is what was encrypted, and whoever can rewrite the summary can
+    rewrite the plaintext digest too; the signature covers that case.)
+    """
+    if desc.digest not in dict(manifest.summary.get("diff_ids", {})):
+        raise IntegrityError(
+            f"{desc.filepath}: the encrypted layer does not belong to this bundle",
+            hint="a layer was swapped in from another bundle; nothing was decrypted",
+        )
+
+
+def plain_size_limit(desc: Descriptor) -> int | None:
+    """The ``mt.PLAIN_SIZE`` a layer records for its age plaintext (``None``: absent, or the plaintext is zstd).
+
+    Example:
+        >>> plain_size_limit(Descriptor("x+age", "sha256:0", 9, {mt.PLAIN_SIZE: "5"}))
+        5
+    """
+    inner = desc.media_type.removesuffix(mt.AGE_SUFFIX)
+    text = desc.annotations.get(mt.PLAIN_SIZE, "")
+    if inner.endswith(mt.ZSTD_SUFFIX) or not text:
+        return None
+    if not text.isdigit() or len(text) > 15:
+        raise IntegrityError(f"{desc.filepath}: its {mt.PLAIN_SIZE} annotation is not a byte count", hint="the bundle was not written by nbmodelpack")
+    return int(text)
+
+
+def _decrypt_codec(bundle: StoredBundle, desc: Descriptor, data: bytes, identity: Any) -> bytes:
+    check_binding(bundle.manifest, desc)
+    return decrypt_layer(data, identity=identity, filepath=desc.filepath, limit=plain_size_limit(desc))
+
+
+register_codec(mt.AGE_SUFFIX, _decrypt_codec)
+
+__all__ = [
+    "DEFAULT_IDENTITY_FILE",
+    "ENCRYPTED_TYPES",
+    "IDENTITY_ENV",
+    "PASSPHRASE_ENV",
+    "SIGNATURE_FILE",
+    "Passphrase",
+    "check_binding",
+    "decrypt",
+    "decrypt_layer",
+    "encrypt",
+    "encrypt_bytes",
+    "find_identities",
+    "keygen_age",
+    "parse_recipients",
+    "plain_size_limit",
+    "recipient_of",
+    "write_private",
+]
