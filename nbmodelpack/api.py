@@ -3,7 +3,7 @@
 The bundle verbs are defined here; the transforms (compress, encrypt, sign),
 the remote verbs and ``fit`` are defined in their own layers and re-exported,
 so a door needs ``nbmodelpack.api`` only. Torch is imported only inside the
-functions that need it; ``fit`` resolves on first use.
+functions that need it; ``fit`` and the compression names resolve on first use.
 
 Example:
     >>> from nbmodelpack import api
@@ -26,7 +26,6 @@ from . import (
 )
 from .bundle.info import BundleInfo
 from .bundle.refs import parse, validate_name
-from .compression import Comparison, CompressionReport, compare, compress
 from .crypto import Passphrase, decrypt, encrypt, keygen_age, recipient_of
 from .errors import UnsafeFileError, UsageError
 from .exchange import export, import_, layout_members, ref_text
@@ -58,25 +57,12 @@ from .store import FsckProblem, Store, StoredBundle, get_store
 if TYPE_CHECKING:
     import torch
 
+    from .compression import Comparison, CompressionReport, compare, compress
     from .pytorch.fit import fit
-    from .remote import (
-        PublishResult,
-        Remote,
-        add_remote,
-        list_remote,
-        list_remotes,
-        login,
-        publish,
-        pull,
-        remove_remote,
-    )
 
-# Re-exported on first use: ``fit`` needs torch, the remote verbs an HTTP client, and a
-# listing of the local store needs neither.
-_LAZY = {
-    "fit": "pytorch.fit",
-    **dict.fromkeys(["PublishResult", "Remote", "add_remote", "list_remote", "list_remotes", "login", "publish", "pull", "remove_remote"], "remote"),
-}
+# Re-exported on first use: these modules import torch, which a listing of the store does not need.
+_LAZY = {"fit": "pytorch.fit", **dict.fromkeys(["Comparison", "CompressionReport", "compare", "compress"], "compression")}
+
 
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
