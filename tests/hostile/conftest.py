@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,17 @@ import torch
 
 import nbmodelpack
 
-from .craft import SENTINEL_ENV, Base, Crafted, craft_all, read_base, sentinels_present, symlink_case, tree_snapshot, write_layout
+from .craft import (
+    SENTINEL_ENV,
+    Base,
+    Crafted,
+    craft_all,
+    read_base,
+    sentinels_present,
+    symlink_case,
+    tree_snapshot,
+    write_layout,
+)
 
 
 @dataclass
@@ -92,13 +103,16 @@ class Victim:
         nbmodelpack.remote.add_remote("share", share.as_uri())
         self.out = tmp / "out"  # door outputs (export targets) go here
         self.out.mkdir()
-        self.good_blobs = {d: hashlib.sha256(p.read_bytes()).hexdigest() for d, p in self._good_paths().items()}
+        self.settle("good:1")
+
+    def settle(self, good_ref: str) -> None:
+        """Take what the store holds now as the good state: ``good_ref`` must keep loading, its blobs unchanged."""
+        self.good_ref = good_ref
+        self.good_blobs = {"sha256:" + p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (self.store / "blobs" / "sha256").iterdir()}
         self.before = self.snapshot()
 
     def _good_paths(self) -> dict[str, Path]:
-        m = self.bases.linear.manifest
-        digests = [m["config"]["digest"], *(d["digest"] for d in m["layers"])]
-        return {d: self.store / "blobs" / "sha256" / d.split(":", 1)[1] for d in digests}
+        return {d: self.store / "blobs" / "sha256" / d.split(":", 1)[1] for d in self.good_blobs}
 
     def _outside_store(self, p: Path) -> bool:
         return p.is_relative_to(self.store) or p.is_relative_to(self.out)
@@ -118,18 +132,21 @@ class Victim:
         bad = [p for p in nbmodelpack.fsck() if p.digest in self.good_blobs]
         out += [f"fsck: {p}" for p in bad]
         try:
-            loaded = nbmodelpack.load("good:1")
+            loaded = nbmodelpack.load(self.good_ref)
             same = all(torch.equal(loaded.state_dict()[k], v) for k, v in self.bases.weights.items())
             if not same:
-                out.append("good:1 loads with different weights")
+                out.append(f"{self.good_ref} loads with different weights")
         except Exception as exc:  # any failure to load the good bundle is damage
-            out.append(f"good:1 no longer loads: {type(exc).__name__}: {exc}")
+            out.append(f"{self.good_ref} no longer loads: {type(exc).__name__}: {exc}")
         after = self.snapshot()
         changed = sorted(k for k in set(after) | set(self.before) if after.get(k) != self.before.get(k))
         out += [f"changed outside the store: {k}" for k in changed[:5]]
         return out
 
     def clear_sentinels(self) -> None:
+        # An import side effect fires once per process: forget the modules so the next door can trip it again.
+        for mod in ("hostile.sidefx_import", "hostile.sidefx_class"):
+            sys.modules.pop(mod, None)
         for p in self.sentinels.iterdir():
             if p.is_dir():
                 shutil.rmtree(p)

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
+import torch
 import zstandard
 
 from nbmodelpack.bundle import mediatypes as mt
@@ -151,6 +153,16 @@ def assemble(
     return json.dumps(doc, indent=2).encode(), blobs
 
 
+def renamed(raw: bytes, name: str) -> bytes:
+    """The manifest with its summary and title naming ``name`` (what ``import`` names a bundle by)."""
+    doc = json.loads(raw)
+    summary = json.loads(doc["annotations"].get(mt.SUMMARY, "{}"))
+    summary["name"] = name
+    doc["annotations"][mt.SUMMARY] = json.dumps(summary, sort_keys=True)
+    doc["annotations"][mt.TITLE] = name
+    return json.dumps(doc, indent=2).encode()
+
+
 def _arch(cls: str, kwargs: Any) -> bytes:
     return json.dumps({"strategy": "class", "class": cls, "kwargs": kwargs, "aliases": {}, "torch": "2.14.1"}, indent=1).encode()
 
@@ -189,7 +201,10 @@ def craft_all(linear: Base, exported: Base, sentinels: Path, *, huge_manifest: i
 
     def add(case: str, expect: str, what: str, manifest_blobs: tuple[bytes, dict[str, bytes]], **kw: Any) -> None:
         raw, blobs = manifest_blobs
-        cases.append(Crafted(case, kw.pop("repo", f"h-{case}"), kw.pop("tag", "1"), raw, dict(blobs), expect, what, **kw))
+        repo = kw.pop("repo", f"h-{case}")
+        if not kw.get("big"):
+            raw = renamed(raw, repo)
+        cases.append(Crafted(case, repo, kw.pop("tag", "1"), raw, dict(blobs), expect, what, **kw))
 
     def arch_case(case: str, cls: str, kwargs: Any, what: str, expect: str = REFUSE) -> None:
         # The summary still says Linear: what ls/show display must not come from it.
@@ -273,6 +288,8 @@ def craft_all(linear: Base, exported: Base, sentinels: Path, *, huge_manifest: i
     cases.append(Crafted("image-index", "h-image-index", "1", index, {**good_blobs, digest_of(good_raw): good_raw}, REFUSE, "an OCI image index where a manifest is expected", index_media_type=mt.INDEX))
     # A look-alike name (U+2010 HYPHEN) for a bundle the victim knows.
     add("confusable-name", REFUSE, "mnist\u2010mlp (U+2010) beside mnist-mlp", assemble(linear), repo="mnist\u2010mlp")
+    zeros = {k: torch.zeros_like(v) for k, v in safetensors.torch.load(linear.layer_bytes("model.safetensors")).items()}
+    add("import-shadow", REFUSE, "good:1 again, with other weights (import must not replace it)", assemble(linear, replace={"model.safetensors": safetensors.torch.save(zeros, metadata={"format": "pt"})}), repo="good")
     add("huge-tags", EITHER, "one manifest under 20,000 tags", assemble(linear), extra_tags=[f"t{i}" for i in range(20_000)])
 
     # -- bombs: driven only by the memory tests (big=True)

@@ -121,30 +121,34 @@ def call_cli(op: str, argv: list[str]) -> Outcome:
     return Outcome(op, False, err.getvalue())
 
 
-def api_outcomes(ref: str, out: Path, example: Any) -> list[tuple[Outcome, bool, Path | None]]:
-    """Every API verb on ``ref``: ``(outcome, loads the model?, output that must not survive a refusal)``."""
+Step = tuple[Callable[[], Outcome], bool, "Path | None"]
+
+
+def api_steps(ref: str, out: Path, example: Any) -> list[Step]:
+    """Every API verb on ``ref``: ``(run it, loads the model?, output that must not survive a refusal)``."""
     tar, files = out / "api.tar", out / "api-files"
     return [
-        (call_api("load", lambda: nbmodelpack.load(ref)), True, None),
-        (call_api("show", lambda: nbmodelpack.show(ref)), False, None),
-        (call_api("ls", lambda: nbmodelpack.ls()), False, None),
-        (call_api("verify", lambda: nbmodelpack.verify(ref)), False, None),
-        (call_api("export", lambda: nbmodelpack.export(ref, tar)), False, tar),
-        (call_api("export_files", lambda: nbmodelpack.export_files(ref, files)), False, files),
-        (call_api("compress", lambda: nbmodelpack.compress(ref, quantize="fp16", example=example)), True, None),
+        (lambda: call_api("load", lambda: nbmodelpack.load(ref)), True, None),
+        (lambda: call_api("show", lambda: nbmodelpack.show(ref)), False, None),
+        (lambda: call_api("ls", lambda: nbmodelpack.ls()), False, None),
+        (lambda: call_api("verify", lambda: nbmodelpack.verify(ref)), False, None),
+        (lambda: call_api("export", lambda: nbmodelpack.export(ref, tar)), False, tar),
+        (lambda: call_api("export_files", lambda: nbmodelpack.export_files(ref, files)), False, files),
+        (lambda: call_api("compress", lambda: nbmodelpack.compress(ref, quantize="fp16", example=example)), True, None),
     ]
 
 
-def cli_outcomes(ref: str, out: Path) -> list[tuple[Outcome, bool, Path | None]]:
+def cli_steps(ref: str, out: Path) -> list[Step]:
+    """Every CLI verb on ``ref`` (``load`` is notebook-only; ``compress`` loads the model)."""
     tar, files = out / "cli.tar", out / "cli-files"
     return [
-        (call_cli("show", ["show", ref]), False, None),
-        (call_cli("show --card", ["show", ref, "--card"]), False, None),
-        (call_cli("ls", ["ls"]), False, None),
-        (call_cli("verify", ["verify", ref]), False, None),
-        (call_cli("export", ["export", ref, "-o", str(tar)]), False, tar),
-        (call_cli("export --files", ["export", ref, "--files", str(files)]), False, files),
-        (call_cli("compress", ["compress", ref, "--quantize", "fp16"]), True, None),
+        (lambda: call_cli("show", ["show", ref]), False, None),
+        (lambda: call_cli("show --card", ["show", ref, "--card"]), False, None),
+        (lambda: call_cli("ls", ["ls"]), False, None),
+        (lambda: call_cli("verify", ["verify", ref]), False, None),
+        (lambda: call_cli("export", ["export", ref, "-o", str(tar)]), False, tar),
+        (lambda: call_cli("export --files", ["export", ref, "--files", str(files)]), False, files),
+        (lambda: call_cli("compress", ["compress", ref, "--quantize", "fp16"]), True, None),
     ]
 
 

@@ -18,7 +18,7 @@ import torch
 from IPython.core.interactiveshell import InteractiveShell
 
 from .craft import LOADS, REFUSE, plant
-from .doors import SMALL_CASES, Outcome, api_outcomes, clean, cli_outcomes, judge
+from .doors import SMALL_CASES, Outcome, api_steps, clean, cli_steps, judge
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +28,10 @@ def shell() -> InteractiveShell:
     return sh
 
 
-def _drive(victim, case, outcomes) -> list[str]:
+def _drive(victim, case, steps) -> list[str]:
     bad = []
-    for outcome, loads_model, leftover in outcomes:
+    for step, loads_model, leftover in steps:
+        outcome = step()
         must_fail = loads_model and case.expect == REFUSE
         must_load = loads_model and case.expect == LOADS
         bad += judge(outcome, must_fail=must_fail, must_load=must_load, leftover=leftover)
@@ -44,7 +45,7 @@ def _drive(victim, case, outcomes) -> list[str]:
 def test_api_runs_no_payload_and_refuses_in_one_line(victim, cases, name):
     case = cases[name]
     plant(victim.store, case)
-    bad = _drive(victim, case, api_outcomes(case.ref, victim.out, torch.zeros(1, 8)))
+    bad = _drive(victim, case, api_steps(case.ref, victim.out, torch.zeros(1, 8)))
     assert not bad, f"{name} ({case.what}):\n" + "\n".join(bad)
 
 
@@ -52,7 +53,7 @@ def test_api_runs_no_payload_and_refuses_in_one_line(victim, cases, name):
 def test_cli_runs_no_payload_and_refuses_in_one_line(victim, cases, name):
     case = cases[name]
     plant(victim.store, case)
-    bad = _drive(victim, case, cli_outcomes(case.ref, victim.out))
+    bad = _drive(victim, case, cli_steps(case.ref, victim.out))
     assert not bad, f"{name} ({case.what}):\n" + "\n".join(bad)
 
 
@@ -65,8 +66,7 @@ def test_magic_load_runs_no_payload_and_refuses_in_one_line(victim, cases, name,
         capsys.readouterr()
         result = shell.run_cell(cell)
         captured = capsys.readouterr()
-        crash = "" if result.success or isinstance(result.error_in_exec, type(None)) else ""
-        outcome = Outcome(cell.split()[1], bool(result.success), captured.out + captured.err, crash=crash)
+        outcome = Outcome(cell.split()[1], bool(result.success), captured.out + captured.err)
         bad += judge(outcome, must_fail=loads_model and case.expect == REFUSE, must_load=loads_model and case.expect == LOADS)
         bad += [f"{cell}: {p}" for p in victim.problems()]
         victim.clear_sentinels()
