@@ -115,10 +115,11 @@ class Victim:
         return {d: self.store / "blobs" / "sha256" / d.split(":", 1)[1] for d in self.good_blobs}
 
     def _outside_store(self, p: Path) -> bool:
-        return p.is_relative_to(self.store) or p.is_relative_to(self.out)
+        # The store, door outputs, and the record of running servers (serve's own bookkeeping).
+        return p.is_relative_to(self.store) or p.is_relative_to(self.out) or p.is_relative_to(self.home / "servers")
 
     def snapshot(self) -> dict[str, tuple[int, str]]:
-        """Every file of the test's tmp dir (home, config, keys) outside the store and door outputs."""
+        """Every file of the test's tmp dir (home, config, keys) outside the store, door outputs and server records."""
         return tree_snapshot(self.tmp, skip=self._outside_store)
 
     def problems(self) -> list[str]:
