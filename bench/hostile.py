@@ -324,13 +324,13 @@ def server_fuzz(work: Path, count: int) -> dict[str, Any]:
 # ---- 6. bombs ----------------------------------------------------------------------------------
 def bombs(work: Path, sizes: dict[str, int]) -> list[dict[str, Any]]:
     from hostile.bombs import HostileRegistry, lying_manifest, peak_of
-    from hostile.craft import craft_all, plant, read_base, write_layout
+    from hostile.craft import craft_bombs, plant, read_base, write_layout
 
     rows = []
     with _home(work, "bombs") as home:
         _pack_good(home / "store")
         base = read_base(home / "store", "good:1")
-        cases = {c.case: c for c in craft_all(base, base, work / "sentinels", huge_manifest=sizes["manifest"], bomb=sizes["bomb"]) if c.big}
+        cases = {c.case: c for c in craft_bombs(base, huge_manifest=sizes["manifest"], bomb=sizes["bomb"])}
         plant(home / "store", cases["zstd-bomb"])
         share = write_layout(work / "bomb-share", [cases["huge-manifest"]])
         import nbmodelpack
@@ -349,7 +349,9 @@ def bombs(work: Path, sizes: dict[str, int]) -> list[dict[str, Any]]:
                 r = peak_of(f"nbmodelpack.pull('{reg.host}/evil/bomb:{tag}')")
                 read = max((n for n in reg.sent.values()), default=0)
                 reg.sent.clear()
-                rows.append({"check": what, "runs": 1, "bad": int(r["ok"] or bool(r["crash"]) or r["added_mb"] >= 100), "also": f"peak +{r['added_mb']:.0f} MB; read {read >> 20} MiB", "notes": [r["error"][:100]]})
+                # Bad: accepted, crashed, over 100 MB, or read far past the descriptor (4 MiB manifest cap + socket slack).
+                over = read > 64 << 20
+                rows.append({"check": what, "runs": 1, "bad": int(r["ok"] or bool(r["crash"]) or r["added_mb"] >= 100 or over), "also": f"peak +{r['added_mb']:.0f} MB; read {read >> 20} MiB", "notes": [r["error"][:100]]})
     return rows
 
 

@@ -292,13 +292,23 @@ def craft_all(linear: Base, exported: Base, sentinels: Path, *, huge_manifest: i
     add("import-shadow", REFUSE, "good:1 again, with other weights (import must not replace it)", assemble(linear, replace={"model.safetensors": safetensors.torch.save(zeros, metadata={"format": "pt"})}), repo="good")
     add("huge-tags", EITHER, "one manifest under 20,000 tags", assemble(linear), extra_tags=[f"t{i}" for i in range(20_000)])
 
-    # -- bombs: driven only by the memory tests (big=True)
-    plain = linear.layer_bytes("model.safetensors")
-    bomb_data = _zstd_zeros(bomb)
-    add("zstd-bomb", REFUSE, f"zstd of {bomb >> 20} MiB of zeros on the weight layer", assemble(linear, replace={"model.safetensors": bomb_data}, media_types={"model.safetensors": mt.WEIGHT + mt.ZSTD_SUFFIX}, layer_annotations={"model.safetensors": {mt.PLAIN_SIZE: str(len(plain))}}), big=True)
-    raw, blobs = assemble(linear, annotations={"dev.nbmodelpack.padding": "x" * huge_manifest})
-    add("huge-manifest", REFUSE, f"a {len(raw) >> 20} MiB manifest", (raw, blobs), big=True)
+    cases += craft_bombs(linear, huge_manifest=huge_manifest, bomb=bomb)
     return cases
+
+
+def craft_bombs(linear: Base, *, huge_manifest: int = 200 * MIB + 1, bomb: int = GIB) -> list[Crafted]:
+    """The two big cases, driven only by the memory tests: a zstd bomb on the weights, a huge manifest."""
+    plain = linear.layer_bytes("model.safetensors")
+    raw, blobs = assemble(
+        linear,
+        replace={"model.safetensors": _zstd_zeros(bomb)},
+        media_types={"model.safetensors": mt.WEIGHT + mt.ZSTD_SUFFIX},
+        layer_annotations={"model.safetensors": {mt.PLAIN_SIZE: str(len(plain))}},
+    )
+    out = [Crafted("zstd-bomb", "h-zstd-bomb", "1", renamed(raw, "h-zstd-bomb"), dict(blobs), REFUSE, f"zstd of {bomb >> 20} MiB of zeros on the weight layer", big=True)]
+    raw, blobs = assemble(linear, summary={"name": "h-huge-manifest"}, annotations={"dev.nbmodelpack.padding": "x" * huge_manifest})
+    out.append(Crafted("huge-manifest", "h-huge-manifest", "1", raw, dict(blobs), REFUSE, f"a {len(raw) >> 20} MiB manifest", big=True))
+    return out
 
 
 def symlink_case(linear: Base, outside: Path) -> Crafted:

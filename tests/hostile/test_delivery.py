@@ -118,3 +118,23 @@ def test_verify_of_a_duplicate_filepath_bundle_leaves_a_signed_bundle_intact(vic
     assert nbmodelpack.fsck() == [] or all(p.digest == case.digest for p in nbmodelpack.fsck())
     assert nbmodelpack.load(signed) is not None
     assert not bad, "\n".join(bad)
+
+
+def test_gc_removes_staging_that_killed_pulls_left_behind(victim):
+    # What a pull or import killed with -9 leaves: its staging layout (and the legacy .pull-* name).
+    import time
+    import uuid
+
+    left = [victim.store / "staging" / f"pull-{uuid.uuid4().hex}", victim.store / f".pull-{uuid.uuid4().hex}"]
+    old = time.time() - 7 * 24 * 3600
+    for d in left:
+        (d / "blobs" / "sha256").mkdir(parents=True)
+        (d / "blobs" / "sha256" / "ab").write_bytes(b"x" * 4096)
+        for p in [d, *d.rglob("*")]:
+            os.utime(p, (old, old))
+    fresh = victim.store / "staging" / f"import-{uuid.uuid4().hex}"
+    fresh.mkdir(parents=True)  # a pull still running in another process: kept
+    nbmodelpack.gc(grace_seconds=3600)
+    assert [d.name for d in left if d.exists()] == []
+    assert fresh.exists()
+    assert victim.problems() == []

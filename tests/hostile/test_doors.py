@@ -85,3 +85,13 @@ def test_show_describes_what_load_would_do_not_the_summary(victim, cases):
         return
     shown = f"{info.architecture} {info}"
     assert "torch.nn.modules.linear:Linear" not in shown, shown
+
+
+@pytest.mark.parametrize("ref", [5, None, b"good:1", ["good:1"]])
+def test_api_load_of_something_that_is_not_a_reference_is_one_line(victim, ref):
+    from nbmodelpack.errors import ModelPackError
+
+    with pytest.raises(ModelPackError) as err:
+        __import__("nbmodelpack").load(ref)
+    assert "\n" not in str(err.value)
+    assert victim.problems() == []
