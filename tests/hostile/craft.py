@@ -237,10 +237,16 @@ def craft_all(linear: Base, exported: Base, sentinels: Path, *, huge_manifest: i
         e["archive/data/constants/model.pt"] = pickle_payload(f"touch {s('pt2-legacy-constants')}")
 
     def opaque(e: dict[str, bytes]) -> None:
+        # Not marked use_pickle: a uint8 tensor_meta lets torch map the bytes, then it pickle.loads them.
+        payload = pickle_payload(f"touch {s('pt2-opaque-obj')}")
+        meta = {"dtype": 1, "sizes": [{"as_int": len(payload)}], "requires_grad": False, "device": {"type": "cpu", "index": None}, "strides": [{"as_int": 1}], "storage_offset": {"as_int": 0}, "layout": 5}
+        weights = json.loads(e["archive/data/weights/model_weights_config.json"])
+        sample = next(iter(weights["config"].values()))["tensor_meta"]
+        meta = {**sample, **{k: v for k, v in meta.items() if k in sample}}
         e["archive/data/constants/model_constants_config.json"] = json.dumps(
-            {"config": {"opaque_obj_0": {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": False}}}
+            {"config": {"opaque_obj_0": {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": False, "tensor_meta": meta}}}
         ).encode()
-        e["archive/data/constants/opaque_obj_0"] = pickle_payload(f"touch {s('pt2-opaque-obj')}")
+        e["archive/data/constants/opaque_obj_0"] = payload
 
     def sample_inputs(e: dict[str, bytes]) -> None:
         e["archive/data/sample_inputs/model.pt"] = pickle_payload(f"touch {s('pt2-sample-inputs')}")
@@ -279,7 +285,8 @@ def craft_all(linear: Base, exported: Base, sentinels: Path, *, huge_manifest: i
     add("path-absolute", REFUSE, "an absolute filepath aimed at the sentinel", assemble(linear, add=[(s("path-absolute"), mt.DOC, b"absolute")]))
     add("path-nul", REFUSE, "a NUL byte in a filepath", assemble(linear, add=[("notes\x00.md", mt.DOC, b"nul")]))
     add("path-backslash", REFUSE, "a backslash ..\\ filepath", assemble(linear, add=[("..\\..\\" + "sentinel-backslash", mt.DOC, b"bs")]))
-    add("foreign-config", REFUSE, "a container image config, not a model", assemble(linear, config_media_type="application/vnd.oci.image.config.v1+json"))
+    # Pull refuses it (PARSE_REFUSED); once in a store, loading it may work or not, but runs nothing.
+    add("foreign-config", EITHER, "a container image config, not a model", assemble(linear, config_media_type="application/vnd.oci.image.config.v1+json"))
     add("foreign-layer", EITHER, "an extra layer of an executable media type", assemble(linear, add=[("payload.so", "application/x-sharedlib", b"\x7fELF" + bytes(60))]))
     add("zstd-json", REFUSE, "+zstd on a JSON layer", assemble(linear, replace={"architecture.json": zstandard.ZstdCompressor().compress(linear.layer_bytes("architecture.json"))}, media_types={"architecture.json": mt.WEIGHT_CONFIG + mt.ZSTD_SUFFIX}))
     # An image index (manifest list) where a manifest is expected.
@@ -289,7 +296,7 @@ def craft_all(linear: Base, exported: Base, sentinels: Path, *, huge_manifest: i
     # A look-alike name (U+2010 HYPHEN) for a bundle the victim knows.
     add("confusable-name", REFUSE, "mnist\u2010mlp (U+2010) beside mnist-mlp", assemble(linear), repo="mnist\u2010mlp")
     zeros = {k: torch.zeros_like(v) for k, v in safetensors.torch.load(linear.layer_bytes("model.safetensors")).items()}
-    add("import-shadow", REFUSE, "good:1 again, with other weights (import must not replace it)", assemble(linear, replace={"model.safetensors": safetensors.torch.save(zeros, metadata={"format": "pt"})}), repo="good")
+    add("import-shadow", EITHER, "good:1 again, with other weights (must not replace the victim's good:1)", assemble(linear, replace={"model.safetensors": safetensors.torch.save(zeros, metadata={"format": "pt"})}), repo="good")
     add("huge-tags", EITHER, "one manifest under 20,000 tags", assemble(linear), extra_tags=[f"t{i}" for i in range(20_000)])
 
     cases += craft_bombs(linear, huge_manifest=huge_manifest, bomb=bomb)
