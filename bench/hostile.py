@@ -350,7 +350,7 @@ def bombs(work: Path, sizes: dict[str, int]) -> list[dict[str, Any]]:
                 read = max((n for n in reg.sent.values()), default=0)
                 reg.sent.clear()
                 # Bad: accepted, crashed, over 100 MB, or read far past the descriptor (4 MiB manifest cap + socket slack).
-                over = read > 64 << 20
+                over = read > 16 << 20
                 rows.append({"check": what, "runs": 1, "bad": int(r["ok"] or bool(r["crash"]) or r["added_mb"] >= 100 or over), "also": f"peak +{r['added_mb']:.0f} MB; read {read >> 20} MiB", "notes": [r["error"][:100]]})
     return rows
 

@@ -1,8 +1,9 @@
 """Bombs: measure a door's peak memory in a fresh process, and a registry that streams without end.
 
-``peak_of`` runs one operation in a subprocess after its imports are warm and
-reports ``ru_maxrss`` before and after, so the figure is what the operation
-itself added. ``HostileRegistry`` is a tiny HTTP server on 127.0.0.1 (stdlib
+``peak_of`` runs one operation in a subprocess after its imports are warm,
+resets the kernel's high-water mark (``/proc/self/clear_refs``) and reports
+``VmHWM`` minus the resident size before: what the operation itself added at
+its peak. ``HostileRegistry`` is a tiny HTTP server on 127.0.0.1 (stdlib
 ``http.server``) that speaks just enough of the distribution API to answer a
 manifest whose layer descriptors say 1 KB with a 1 GiB body (generated, never
 stored), or a manifest endpoint that streams 200 MiB; it counts what it sent.
@@ -26,7 +27,18 @@ _MEASURE = """
 import json, resource, sys
 import nbmodelpack, nbmodelpack.api, nbmodelpack.remote, nbmodelpack.pytorch.restore, torch  # warm imports
 from nbmodelpack.errors import ModelPackError
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+
+try:  # reset the high-water mark (Linux >= 4.0) so import-time peaks do not hide the operation's
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before, peak = status("VmRSS"), lambda: status("VmHWM")
+except OSError:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 ok, err, crash = True, "", ""
 try:
     {call}
@@ -34,8 +46,7 @@ except ModelPackError as exc:
     ok, err = False, str(exc)
 except BaseException as exc:
     ok, err, crash = False, str(exc)[:300], type(exc).__name__
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"ok": ok, "error": err, "crash": crash, "added_mb": (after - before) / 1024}}))
+print(json.dumps({{"ok": ok, "error": err, "crash": crash, "added_mb": (peak() - before) / 1024}}))
 """
 
 

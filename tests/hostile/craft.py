@@ -109,7 +109,7 @@ def assemble(
     *,
     replace: dict[str, bytes] | None = None,
     media_types: dict[str, str] | None = None,
-    add: list[tuple[str, str, bytes]] = (),  # type: ignore[assignment]
+    add: tuple[tuple[str, str, bytes], ...] | list[tuple[str, str, bytes]] = (),
     drop: tuple[str, ...] = (),
     summary: dict[str, Any] | None = None,
     annotations: dict[str, str] | None = None,

@@ -17,6 +17,9 @@ import pytest
 import torch
 from IPython.core.interactiveshell import InteractiveShell
 
+import nbmodelpack
+from nbmodelpack.errors import ModelPackError
+
 from .craft import LOADS, REFUSE, plant
 from .doors import SMALL_CASES, Outcome, api_steps, clean, cli_steps, judge
 
@@ -79,8 +82,8 @@ def test_show_describes_what_load_would_do_not_the_summary(victim, cases):
     case = cases["class-os-system"]
     plant(victim.store, case)
     try:
-        info = __import__("nbmodelpack").show(case.ref)
-    except Exception as exc:  # refusing to show a bundle load would refuse is fine, in one line
+        info = nbmodelpack.show(case.ref)
+    except ModelPackError as exc:  # refusing to show a bundle load would refuse is fine, in one line
         assert "\n" not in str(exc)
         return
     shown = f"{info.architecture} {info}"
@@ -89,9 +92,7 @@ def test_show_describes_what_load_would_do_not_the_summary(victim, cases):
 
 @pytest.mark.parametrize("ref", [5, None, b"good:1", ["good:1"]])
 def test_api_load_of_something_that_is_not_a_reference_is_one_line(victim, ref):
-    from nbmodelpack.errors import ModelPackError
-
     with pytest.raises(ModelPackError) as err:
-        __import__("nbmodelpack").load(ref)
+        nbmodelpack.load(ref)
     assert "\n" not in str(err.value)
     assert victim.problems() == []
