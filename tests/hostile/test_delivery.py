@@ -18,6 +18,8 @@ import nbmodelpack
 from .craft import REFUSE, write_tar
 from .doors import PARSE_REFUSED, SMALL_CASES, call_api, call_cli, judge
 
+pytestmark = pytest.mark.slow  # a pull or an import per case: about 30 s in all
+
 
 def _pulled_then_loaded(victim, case, outcome) -> list[str]:
     bad = judge(outcome, must_fail=case.case in PARSE_REFUSED)

@@ -5,6 +5,9 @@ through every verb of them. The slow doors (a CLI subprocess, ``serve``, REST
 jobs, the registry) run one process or server per call; they get a
 representative subset (``SLOW_CASES``) in ``test_slow_doors.py``.
 
+The API matrix stays in the fast unit target (``-m "not slow"``); the CLI and
+magic matrices repeat it through their doors and are marked ``slow``.
+
 Each case is planted straight into the victim store (as if an older version had
 accepted it), so load-time defences are tried even where the fixed pull would
 already refuse it. After each door: no sentinel, one error line, good:1 intact
@@ -52,6 +55,7 @@ def test_api_runs_no_payload_and_refuses_in_one_line(victim, cases, name):
     assert not bad, f"{name} ({case.what}):\n" + "\n".join(bad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SMALL_CASES)
 def test_cli_runs_no_payload_and_refuses_in_one_line(victim, cases, name):
     case = cases[name]
@@ -60,6 +64,7 @@ def test_cli_runs_no_payload_and_refuses_in_one_line(victim, cases, name):
     assert not bad, f"{name} ({case.what}):\n" + "\n".join(bad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SMALL_CASES)
 def test_magic_load_runs_no_payload_and_refuses_in_one_line(victim, cases, name, shell, capsys):
     case = cases[name]
