@@ -69,7 +69,8 @@ def _pack_good(store: Path) -> dict[str, Any]:
 # ---- 1. crafted bundles × doors --------------------------------------------------------------
 def crafted_doors(work: Path, sizes: dict[str, int]) -> dict[str, Any]:
     import torch
-    from hostile.craft import SENTINEL_ENV, craft_all, plant, read_base, sentinels_present
+    from hostile.craft import SENTINEL_ENV, craft_all, read_base
+    from hostile.deliver import plant, sentinels_present
     from hostile.doors import SMALL_CASES, api_steps, clean, cli_steps, judge
 
     import nbmodelpack
@@ -324,7 +325,8 @@ def server_fuzz(work: Path, count: int) -> dict[str, Any]:
 # ---- 6. bombs ----------------------------------------------------------------------------------
 def bombs(work: Path, sizes: dict[str, int]) -> list[dict[str, Any]]:
     from hostile.bombs import HostileRegistry, lying_manifest, peak_of
-    from hostile.craft import craft_bombs, plant, read_base, write_layout
+    from hostile.craft import craft_bombs, read_base
+    from hostile.deliver import plant, write_layout
 
     rows = []
     with _home(work, "bombs") as home:

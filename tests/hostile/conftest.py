@@ -21,17 +21,8 @@ import torch
 
 import nbmodelpack
 
-from .craft import (
-    SENTINEL_ENV,
-    Base,
-    Crafted,
-    craft_all,
-    read_base,
-    sentinels_present,
-    symlink_case,
-    tree_snapshot,
-    write_layout,
-)
+from .craft import SENTINEL_ENV, Base, Crafted, craft_all, read_base, symlink_case
+from .deliver import sentinels_present, tree_snapshot, write_layout
 
 
 @dataclass

@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 
 from .bombs import HostileRegistry, lying_manifest, peak_of
-from .craft import MIB, plant, write_layout
+from .craft import MIB
+from .deliver import plant, write_layout
 
 pytestmark = pytest.mark.slow
 LIMIT_MB = 100

@@ -15,7 +15,8 @@ import pytest
 
 import nbmodelpack
 
-from .craft import REFUSE, write_tar
+from .craft import REFUSE
+from .deliver import write_tar
 from .doors import PARSE_REFUSED, SMALL_CASES, call_api, call_cli, judge
 
 pytestmark = pytest.mark.slow  # a pull or an import per case: about 30 s in all
@@ -112,7 +113,7 @@ def test_refused_duplicate_filepath_pull_leaves_a_signed_bundle_intact(victim, c
 def test_verify_of_a_duplicate_filepath_bundle_leaves_a_signed_bundle_intact(victim, cases):
     signed = _sign_good(victim)
     case = cases["dup-architecture"]
-    from .craft import plant
+    from .deliver import plant
 
     plant(victim.store, case)
     outcome = call_cli("verify", ["verify", case.ref])

@@ -23,7 +23,8 @@ from IPython.core.interactiveshell import InteractiveShell
 import nbmodelpack
 from nbmodelpack.errors import ModelPackError
 
-from .craft import LOADS, REFUSE, plant
+from .craft import LOADS, REFUSE
+from .deliver import plant
 from .doors import SMALL_CASES, Outcome, api_steps, clean, cli_steps, judge
 
 

@@ -14,7 +14,7 @@ import sys
 
 from conftest import subprocess_env
 
-from .craft import sentinels_present
+from .deliver import sentinels_present
 
 NAIVE = r"""
 import importlib, io, json, sys, zipfile

@@ -27,7 +27,8 @@ from conftest import subprocess_env
 import nbmodelpack
 from nbmodelpack.labapi.handlers import JOBS
 
-from .craft import LOADS, REFUSE, plant, push_to_registry
+from .craft import LOADS, REFUSE
+from .deliver import plant, push_to_registry
 from .doors import PARSE_REFUSED, SLOW_CASES, Outcome, call_api, judge
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
