@@ -2,6 +2,8 @@
 
 Layers, lowest first; a module imports only from its own layer or below. Every import
 counts: module-level, function-level and ``TYPE_CHECKING`` ones, relative ones resolved.
+A ``TYPE_CHECKING`` import is never run, so it may close a cycle (a package annotating
+with its own facade class) but may still not point upward.
 The checker is a pure function over ``{file path: source}``, so the synthetic packages
 below show it failing on exactly the mistakes it exists to catch.
 """
@@ -104,14 +106,14 @@ def _longest_known(dotted: str, modules: Mapping[str, _Module]) -> str | None:
     return None
 
 
-def _imports(mod: _Module, modules: Mapping[str, _Module]) -> Iterator[tuple[str, int, str | None]]:
-    """(imported package module, line, imported name if it is not a module) for every import."""
+def _imports(mod: _Module, modules: Mapping[str, _Module]) -> Iterator[tuple[str, int, str | None, int]]:
+    """(imported package module, line, imported name if it is not a module, node id) for every import."""
     for node in ast.walk(mod.tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 target = _longest_known(alias.name, modules)
                 if target is not None:
-                    yield target, node.lineno, None
+                    yield target, node.lineno, None, id(node)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 package = mod.name if mod.is_package else mod.name.rpartition(".")[0]
@@ -122,11 +124,11 @@ def _imports(mod: _Module, modules: Mapping[str, _Module]) -> Iterator[tuple[str
                 continue
             for alias in node.names:
                 if f"{base}.{alias.name}" in modules:
-                    yield f"{base}.{alias.name}", node.lineno, None
+                    yield f"{base}.{alias.name}", node.lineno, None, id(node)
                 else:
                     target = _longest_known(base, modules)
                     if target is not None:
-                        yield target, node.lineno, alias.name
+                        yield target, node.lineno, alias.name, id(node)
 
 
 def _module_aliases(mod: _Module, modules: Mapping[str, _Module]) -> dict[str, str]:
@@ -162,7 +164,7 @@ def _private_uses(mod: _Module, modules: Mapping[str, _Module]) -> Iterator[Viol
         if owner is not None and not mod.name.startswith(owner + "."):
             yield Violation("private", mod.name, target, line)
 
-    for target, line, name in _imports(mod, modules):
+    for target, line, name, _ in _imports(mod, modules):
         yield from check_module(target, line)
         if name is not None and _is_private(name):
             yield Violation("private", mod.name, f"{target}.{name}", line)
@@ -233,6 +235,15 @@ def _cycles(graph: Mapping[str, set[str]]) -> list[list[str]]:
     return sorted(cycles)
 
 
+def _type_only(tree: ast.Module) -> set[int]:
+    """Ids of import nodes under ``if TYPE_CHECKING:`` (read by type checkers, never run)."""
+    found: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            found.update(id(inner) for stmt in node.body for inner in ast.walk(stmt))
+    return found
+
+
 def check(sources: Mapping[str, str]) -> list[Violation]:
     """Every layer rule broken by a package given as ``{path inside the package: source}``.
 
@@ -253,10 +264,12 @@ def check(sources: Mapping[str, str]) -> list[Violation]:
             violations.append(Violation("unlayered", name, ""))
             continue
         reported: set[str] = set()
-        for target, line, _ in _imports(mod, modules):
+        type_only = _type_only(mod.tree)
+        for target, line, _, node_id in _imports(mod, modules):
             if target == name:
                 continue
-            graph[name].add(target)
+            if node_id not in type_only:  # a type-only import is no cycle at run time, but still no upward one
+                graph[name].add(target)
             there = layer(target)
             if there is not None and there > here and target not in reported:
                 reported.add(target)
@@ -290,6 +303,16 @@ def test_checker_reports_exactly_a_deliberate_upward_import():
 def test_checker_sees_type_checking_imports_and_resolves_relative_ones():
     sources = {**BASE, "store/__init__.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..crypto import Key\n", "crypto.py": ""}
     assert check(sources) == [Violation("upward", "nbmodelpack.store", "nbmodelpack.crypto", 3)]
+
+
+def test_checker_allows_a_type_only_cycle_but_not_a_type_only_upward_import():
+    sources = {
+        **BASE,
+        "store/__init__.py": "from . import gc\n",
+        "store/gc.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import Store\n    from ..api import pack\n",
+        "api.py": "",
+    }
+    assert [str(v) for v in check(sources)] == ["upward: nbmodelpack.store.gc [L2 store] imports nbmodelpack.api [L5 api] (line 4)"]
 
 
 def test_checker_reports_a_cycle_inside_one_layer():

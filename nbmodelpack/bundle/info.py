@@ -49,6 +49,19 @@ class BundleInfo:
         return f"{base}@{self.digest}"
 
     @property
+    def architecture_line(self) -> str:
+        """What load will do with the architecture (listings of a local store say it from
+        ``architecture.json``); for a remote listing, what the manifest claims.
+
+        Example:
+            >>> BundleInfo("m", 1, "sha256:" + "0" * 64, architecture={"load": "export graph"}).architecture_line
+            'export graph'
+        """
+        if "load" in self.architecture:
+            return str(self.architecture["load"])
+        return f"{self.architecture.get('class', '-')} ({self.architecture.get('strategy', '-')}; as published, checked at load)"
+
+    @property
     def badges(self) -> list[str]:
         flags = [("compressed", self.compressed), ("encrypted", self.encrypted), ("signed", self.signed)]
         out = [name for name, on in flags if on]
@@ -105,7 +118,7 @@ class BundleInfo:
             f"  size        {human_bytes(self.size)}",
             f"  parameters  {self.parameters:,}  precision {self.precision or '-'}"
             + (f"  quantization {self.quantization}" if self.quantization else ""),
-            f"  arch        {self.architecture.get('class', '-')} ({self.architecture.get('strategy', '-')})",
+            f"  arch        {self.architecture_line}",
         ]
         if metrics:
             lines.append(f"  metrics     {metrics}")

@@ -88,7 +88,7 @@ def version_summary(info: BundleInfo, serving: dict[str, str]) -> dict[str, Any]
         "parameters": info.parameters,
         "precision": info.precision,
         "quantization": info.quantization,
-        "architecture": info.architecture.get("class", ""),
+        "architecture": info.architecture_line,
         "description": info.description,
         "metrics": info.metrics,
         "op": recipe.get("op", ""),

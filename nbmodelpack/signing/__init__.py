@@ -41,6 +41,7 @@ from ..bundle.info import BundleInfo
 from ..bundle.manifest import Descriptor
 from ..crypto import SIGNATURE_FILE
 from ..errors import SignatureError, StoreError
+from ..remote import register_pull_check
 from ..store import Store, StoredBundle, get_store
 from .files import export_files, materialized, safe_filepaths
 from .keys import (
@@ -256,3 +257,7 @@ __all__ = [
     "verify",
     "verify_bundle",
 ]
+
+
+# Pulls check a staged bundle against the trust policy before it enters the store.
+register_pull_check(enforce_trust_policy)

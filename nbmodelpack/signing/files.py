@@ -18,28 +18,24 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
-from ..bundle.manifest import Descriptor
-from ..errors import SignatureError, StoreError, UsageError
+from ..bundle.manifest import Descriptor, check_filepaths
+from ..errors import BundleFormatError, SignatureError, StoreError, UsageError
 from ..store import Store, get_store
 
 
 def safe_filepaths(layers: Iterable[Descriptor]) -> list[tuple[Descriptor, PurePosixPath]]:
     """Each layer with its filepath, refusing absolute, non-normalised or repeated ones.
 
-    Two layers with one filepath would make the second file land on the first.
+    Two layers with one filepath would make the second file land on the first. The
+    rules are the format's (:func:`~nbmodelpack.bundle.manifest.check_filepaths`), checked
+    here again because a signature check may see layers no manifest parse has seen.
     """
-    out: list[tuple[Descriptor, PurePosixPath]] = []
-    seen: set[str] = set()
-    for desc in layers:
-        filepath = desc.filepath
-        p = PurePosixPath(filepath)
-        if not filepath or p.is_absolute() or str(p) != filepath or any(part in (".", "..") for part in p.parts) or "\0" in filepath:
-            raise SignatureError(f"layer filepath {filepath[:80]!r} is not a plain relative path", hint="the manifest was not written by nbmodelpack")
-        if filepath in seen:
-            raise SignatureError(f"two layers are named {filepath[:80]!r}", hint="the manifest was not written by nbmodelpack")
-        seen.add(filepath)
-        out.append((desc, p))
-    return out
+    listed = list(layers)
+    try:
+        check_filepaths([d.filepath for d in listed])
+    except BundleFormatError as exc:
+        raise SignatureError(exc.message, hint="the manifest was not written by nbmodelpack") from exc
+    return [(d, PurePosixPath(d.filepath)) for d in listed]
 
 
 def _copy_new(src: Path, target: Path) -> None:

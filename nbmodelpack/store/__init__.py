@@ -43,6 +43,7 @@ from ..bundle.manifest import (
     sha256_digest,
 )
 from ..bundle.refs import Reference, validate_name, validate_tag
+from ..config import trusted_modules
 from ..errors import InvalidReference, ModelPackError, StoreError, UsageError
 from . import maintenance
 from .blobs import CHUNK, Blobs, split, store_error
@@ -65,7 +66,7 @@ __all__ = [
 
 # (store root, name, manifest digest) -> BundleInfo without tags. A manifest never changes
 # (its digest is its name), so a listing reads only manifests it has not seen yet.
-_INFOS: dict[tuple[str, str, str], BundleInfo] = {}
+_INFOS: dict[tuple[str, ...], BundleInfo] = {}
 _INFOS_MAX = 50_000
 # store root -> (index.json identity, its refs): skips re-parsing an unchanged index.
 _REFS: dict[str, tuple[tuple[int, int, int, int], dict[tuple[str, str], list[str]]]] = {}
@@ -241,16 +242,19 @@ class Store:
     def list(self, name: str | None = None) -> builtins.list[BundleInfo]:
         """Every version (newest first per name), tags merged; reads each manifest once per process."""
         root = str(self.root)
+        trusted = tuple(trusted_modules())
         out = []
         for (bundle_name, digest), tags in self.refs().items():
             if name is not None and bundle_name != name:
                 continue
-            key = (root, bundle_name, digest)
+            key = (root, bundle_name, digest, *trusted)  # what listings say of the architecture follows [trust]
             with _CACHE_LOCK:
                 info = _INFOS.get(key)
             if info is None:
                 try:
-                    info = BundleInfo.from_manifest(self.manifest(digest), name=bundle_name)
+                    opened = StoredBundle(self, bundle_name, self.manifest(digest))
+                    info = BundleInfo.from_manifest(opened.manifest, name=bundle_name)
+                    info = dataclasses.replace(info, architecture=opened.architecture(trusted))
                 except ModelPackError:
                     continue  # fsck reports it; a listing shows what can be read
                 with _CACHE_LOCK:

@@ -8,16 +8,19 @@ layers only and never inflates past the size the manifest records.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._files import load_json_limited
 from ..bundle import mediatypes as mt
+from ..bundle.architecture import describe
 from ..bundle.card import Card
 from ..bundle.info import BundleInfo
 from ..bundle.manifest import MAX_CONFIG_BYTES, Descriptor, Manifest
-from ..errors import BundleFormatError, BundleNotFound, IntegrityError, StoreError
+from ..config import trusted_modules
+from ..errors import BundleFormatError, BundleNotFound, IntegrityError, ModelPackError, StoreError
 
 if TYPE_CHECKING:
     from . import Store
@@ -136,7 +139,26 @@ class StoredBundle:
     @functools.cached_property
     def info(self) -> BundleInfo:
         """Name, tags and summary; read once per opened bundle (tags come from index.json)."""
-        return BundleInfo.from_manifest(self.manifest, name=self.name, tags=self.store.tags_of(self.name, self.digest))
+        info = BundleInfo.from_manifest(self.manifest, name=self.name, tags=self.store.tags_of(self.name, self.digest))
+        return dataclasses.replace(info, architecture=self.architecture(trusted_modules()))
+
+    def architecture(self, trusted: Sequence[str]) -> dict[str, Any]:
+        """What ``load`` will do, read from ``architecture.json`` itself.
+
+        The manifest's summary is written by whoever packed the bundle, so listings show
+        this instead: the stored strategy and class, and ``describe``'s one line under
+        ``"load"`` (the same allow-list ``load`` applies).
+        """
+        if not self.has("architecture.json"):
+            return {"load": "no architecture.json (not a bundle nbmodelpack can rebuild)"}
+        try:
+            arch = self.read_json("architecture.json")
+        except ModelPackError as exc:
+            return {"load": f"unreadable architecture.json ({exc.message[:80]})"}
+        if not isinstance(arch, dict):
+            return {"load": describe(arch, trusted)}
+        out = {k: str(arch[k]) for k in ("strategy", "class") if isinstance(arch.get(k), str)}
+        return {**out, "load": describe(arch, trusted)}
 
     def descriptor(self, filepath: str) -> Descriptor:
         desc = self.manifest.layer(filepath)
