@@ -18,7 +18,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from .bundle import mediatypes as mt
 from .bundle.info import BundleInfo
+from .bundle.manifest import Manifest, parse_manifest
 from .bundle.refs import validate_name
 from .errors import BundleFormatError, ModelPackError, StoreError, UsageError
 from .signing import export_files
@@ -243,7 +245,6 @@ def _index_entries(root: Path) -> list[dict[str, Any]]:
 
 
 def _import_layout(root: Path, target: Store, name: str | None) -> list[BundleInfo]:
-    from .bundle.manifest import parse_manifest
 
     layout = Store(root, create=False)
     by_digest: dict[str, list[str]] = {}
@@ -254,23 +255,42 @@ def _import_layout(root: Path, target: Store, name: str | None) -> list[BundleIn
     # Read and check every manifest first, then copy blobs, then add the versions:
     # a layout refused halfway adds no bundle (copied blobs go at the next gc).
     planned = []
+    existing = {(n, t): d for (n, d), ts in target.refs().items() for t in ts}
     for digest, ref_names in by_digest.items():
         _check_blob(layout, digest, "manifest", most=_MAX_SMALL_FILE)
         raw = layout.read_blob(digest, what="manifest")
         manifest = parse_manifest(raw, digest)
+        if manifest.config.media_type != mt.CONFIG:
+            raise BundleFormatError(f"{digest[:19]}… is not a ModelPack bundle (config type {manifest.config.media_type})", hint="import it with a tool made for that artifact type")
         bundle_name = validate_name(str(name or manifest.summary.get("name") or _name_from_refs(ref_names)))
-        version = manifest.summary.get("version")
-        tags = [str(version)] if version is not None else []
-        tags += [r.rsplit(":", 1)[-1] for r in ref_names if r and not r.rsplit(":", 1)[-1].isdigit()]
-        if len(set(tags)) > _MAX_TAGS:
-            raise UsageError(f"not an OCI layout we import: {len(set(tags)):,} tags on one manifest (at most {_MAX_TAGS})")
-        planned.append((manifest, bundle_name, raw, sorted(set(tags)) or ["latest"]))
+        planned.append((manifest, bundle_name, raw, _import_tags(bundle_name, manifest, ref_names, existing)))
     for manifest, _, _, _ in planned:
         for desc in (manifest.config, *manifest.layers):
             what = desc.filepath or "config"
             _check_blob(layout, desc.digest, what, exactly=desc.size)
             target.put_chunks(_at_most(layout.iter_blob(desc.digest), desc.size, what), expected=desc.digest, what=what)
     return [target.add_manifest(bundle_name, raw, tags) for _, bundle_name, raw, tags in planned]
+
+
+def _import_tags(name: str, manifest: Manifest, ref_names: list[str], existing: dict[tuple[str, str], str]) -> list[str]:
+    """The local tags an imported version gets, as a pull gives them.
+
+    A version number the store already uses for another bundle is refused (an
+    import never replaces a version); a named tag the store already uses
+    elsewhere stays where it is; ``latest`` is added where there is none.
+    """
+    version = manifest.summary.get("version")
+    wanted = {str(version)} if version is not None else set()
+    wanted |= {r.rsplit(":", 1)[-1] for r in ref_names if ":" in r and not r.rsplit(":", 1)[-1].isdigit()}
+    if len(wanted) > _MAX_TAGS:
+        raise UsageError(f"not an OCI layout we import: {len(wanted):,} tags on one manifest (at most {_MAX_TAGS})")
+    for tag in sorted(t for t in wanted if t.isdigit()):
+        if existing.get((name, tag), manifest.digest) != manifest.digest:
+            raise UsageError(f"local {name}:{tag} is a different bundle than the one imported", hint="import it under another name with --name NAME")
+    tags = sorted(t for t in wanted if existing.get((name, t), manifest.digest) == manifest.digest)
+    if (name, "latest") not in existing and "latest" not in tags:
+        tags.append("latest")
+    return tags
 
 
 def _check_blob(layout: Store, digest: str, what: str, *, most: int | None = None, exactly: int | None = None) -> None:

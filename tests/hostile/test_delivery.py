@@ -71,6 +71,7 @@ def test_import_of_a_tarball_runs_nothing_and_keeps_the_store_whole(victim, case
 def test_import_of_a_file_that_is_not_a_tar_is_one_line(victim, tmp_path):
     junk = tmp_path / "junk.tar"
     junk.write_bytes(b"\x00garbage" * 100)
+    victim.before = victim.snapshot()  # the junk file is the test's own input
     outcome = call_cli("import", ["import", str(junk)])
     assert judge(outcome, must_fail=True) == []
     assert victim.problems() == []
