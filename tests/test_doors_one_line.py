@@ -294,3 +294,16 @@ def test_magic_names_the_missing_extra_in_one_line(shell, capsys, monkeypatch: p
     ok, lines = _magic(shell, capsys, f"%modelpack keygen --age {tmp_path / 'id.txt'}")
     assert not ok and lines == ["UsageError: this needs the 'crypto' extra: module 'pyrage' is not installed (pip install 'nbmodelpack[crypto]')"]
     assert not (tmp_path / "id.txt").exists()
+
+
+def test_import_never_replaces_a_local_version_with_another_bundle(packed, tmp_path: Path) -> None:
+    tar = nbmodelpack.export(packed.ref, tmp_path / "theirs.tar")
+    mine = nbmodelpack.get_store(str(tmp_path / "mine"))
+    torch.manual_seed(1)
+    local = nbmodelpack.pack(MLP(hidden=4), "tiny", example=torch.randn(1, 1, 28, 28), metrics={}, store=mine)
+    assert local.ref == "tiny:1" and local.digest != packed.digest
+    with pytest.raises(UsageError, match=r"local tiny:1 is a different bundle than the one imported \(import it under another name with --name NAME\)"):
+        nbmodelpack.import_(tar, store=mine)
+    assert [(i.ref, i.digest) for i in nbmodelpack.ls(store=mine)] == [("tiny:1", local.digest)]
+    renamed = nbmodelpack.import_(tar, name="theirs", store=mine)
+    assert [(i.ref, i.digest) for i in renamed] == [("theirs:1", packed.digest)]
