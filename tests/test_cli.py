@@ -160,3 +160,23 @@ def test_ls_and_show_say_where_a_version_was_published(cli, packed):
     assert nbmodelpack.ls()[0].published == ["team/mnist-mlp:1"]
     assert "published" in nbmodelpack.show("mnist-mlp:1").badges
     assert json.loads(cli("show", "mnist-mlp:1", "--json", check=True).stdout)["published"] == ["team/mnist-mlp:1"]
+
+
+def test_cli_errors_use_flags_and_commands_not_python_keywords(cli, packed, tmp_path):
+    _, recipient = nbmodelpack.keygen_age(tmp_path / "away" / "k.txt")
+    sealed = nbmodelpack.encrypt(packed.ref, recipients=[recipient]).ref
+    line = _one_error_line(cli("decrypt", sealed))
+    assert "--identity FILE" in line and "identity=" not in line
+    assert "`modelpack ls`" in _one_error_line(cli("show", "missing:3"))
+    # The Python API keeps Python's spelling.
+    with pytest.raises(nbmodelpack.CryptoError, match="identity=FILE"):
+        nbmodelpack.decrypt(sealed)
+
+
+def test_a_mistyped_verb_or_flag_gets_did_you_mean_and_that_verbs_usage(cli):
+    assert _one_error_line(cli("shwo", "x:1")) == "error: unknown verb 'shwo' (did you mean `modelpack show`?)"
+    proc = cli("ls", "--jsn")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0] == "error: unrecognized arguments: --jsn (did you mean --json?)"
+    assert lines[1].startswith("usage: modelpack ls")

@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from .. import api
 from ..bundle.info import BundleInfo
-from ..crypto import PASSPHRASE_ENV
 from ..errors import UsageError
 from .framework import Context, arg, verb
 from .results import Text
-
-
-def _ask_passphrase(ctx: Context, *, confirm: bool) -> api.Passphrase:
-    """$NBMODELPACK_PASSPHRASE, else asked without echo (never stored, never in history)."""
-    if os.environ.get(PASSPHRASE_ENV):
-        return api.Passphrase(os.environ[PASSPHRASE_ENV])
-    first = ctx.getpass("passphrase: ")
-    if confirm and first != ctx.getpass("passphrase (again): "):
-        raise UsageError("the passphrases differ; nothing was encrypted")
-    return api.Passphrase(first)
+from .secrets import IDENTITY_ARGS, ask_passphrase, identity_of
 
 
 @verb(
@@ -52,7 +41,7 @@ def keygen_verb(args: argparse.Namespace, ctx: Context) -> Text:
 def encrypt_verb(args: argparse.Namespace, ctx: Context) -> BundleInfo:
     if bool(args.to) == args.passphrase:
         raise UsageError("give --to age1… (repeatable) or --passphrase")
-    secret = _ask_passphrase(ctx, confirm=True) if args.passphrase else None
+    secret = ask_passphrase(ctx, confirm=True) if args.passphrase else None
     return api.encrypt(args.ref, recipients=args.to or None, passphrase=secret, tags=args.tag)
 
 
@@ -60,14 +49,12 @@ def encrypt_verb(args: argparse.Namespace, ctx: Context) -> BundleInfo:
     "decrypt",
     "make a plaintext version of an encrypted bundle (explicit: writes the weights in clear)",
     arg("ref"),
-    arg("--identity", metavar="FILE", help="age identity file (default: $NBMODELPACK_AGE_IDENTITY, keys/)"),
-    arg("--passphrase", action="store_true", help="the bundle was encrypted with a passphrase"),
+    *IDENTITY_ARGS,
     arg("--tag", action="append", default=[], help="extra tag for the new version"),
     arg("--json", action="store_true"),
 )
 def decrypt_verb(args: argparse.Namespace, ctx: Context) -> BundleInfo:
-    identity = _ask_passphrase(ctx, confirm=False) if args.passphrase else args.identity
-    return api.decrypt(args.ref, identity=identity, tags=args.tag)
+    return api.decrypt(args.ref, identity=identity_of(args, ctx), tags=args.tag)
 
 
 @verb(

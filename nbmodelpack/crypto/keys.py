@@ -128,7 +128,7 @@ def identity_arg(value: Any) -> list[Any]:
         except FileNotFoundError as exc:
             # Do not echo a string that may be a secret passed in the wrong place.
             shown = str(path) if (os.sep in str(value) or path.suffix) else "(given string)"
-            raise CryptoError(f"no identity file {shown}", hint="pass an identity file, or nbmodelpack.Passphrase(...) for a passphrase") from exc
+            raise CryptoError(f"no identity file {shown}", hint="pass identity=FILE, or identity=nbmodelpack.Passphrase(...) for a passphrase") from exc
         except (OSError, UnicodeDecodeError) as exc:
             raise CryptoError(f"cannot read identity file {path}: {exc}") from exc
         return _identities_from_text(text, str(path))
