@@ -180,3 +180,38 @@ def test_a_mistyped_verb_or_flag_gets_did_you_mean_and_that_verbs_usage(cli):
     lines = proc.stderr.strip().splitlines()
     assert lines[0] == "error: unrecognized arguments: --jsn (did you mean --json?)"
     assert lines[1].startswith("usage: modelpack ls")
+
+
+def test_serve_takes_trust_code_to_serve_a_bundle_that_needs_it(cli):
+    from nbmodelpack.serving.options import OPTIONS_ENV, ServeOptions
+    from nbmodelpack.serving.runner import _cli_args, probe
+
+    class Gated(torch.nn.Module):  # a data-dependent branch: only its stored source rebuilds it
+        def __init__(self, n: int = 4) -> None:
+            super().__init__()
+            self.l = torch.nn.Linear(n, n)
+
+        def forward(self, x):
+            return self.l(x) if x.sum() > 0 else -self.l(x)
+
+    nbmodelpack.pack(Gated(), "gated", example=torch.randn(2, 4), trust_code=True)
+    with pytest.raises(nbmodelpack.ArchitectureError, match="trust"):
+        probe(ServeOptions(ref="gated:1"))
+    loaded = probe(ServeOptions(ref="gated:1", trust_code=True))  # what every worker does
+    assert loaded.module(torch.ones(1, 4)).shape == (1, 4)
+    options = ServeOptions(ref="gated:1", trust_code=True, passphrase="never on argv")
+    assert "--trust-code" in _cli_args(options) and "never on argv" not in " ".join(_cli_args(options))
+    assert "never on argv" not in options.to_env()[OPTIONS_ENV]
+    assert "--trust-code" in cli("help", "serve", check=True).stdout
+
+
+def test_the_sidebars_serve_takes_an_identity_or_a_passphrase_not_both(packed):
+    from nbmodelpack.labapi.actions import _key, perform
+
+    assert _key({"ref": "m:1", "identity": "/keys/me.txt"}) == "/keys/me.txt"
+    assert isinstance(_key({"ref": "m:1", "passphrase": "s3cret"}), nbmodelpack.Passphrase)
+    assert _key({"ref": "m:1"}) is None
+    for body in ({"ref": packed.ref, "identity": "/k.txt", "passphrase": "p"}, {"ref": packed.ref, "identity": 3}):
+        with pytest.raises(nbmodelpack.UsageError) as err:
+            perform("serve", body)
+        assert err.value.http_status == 400
