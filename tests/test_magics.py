@@ -182,7 +182,7 @@ def test_load_binds_the_default_or_the_named_variable(run, shell: InteractiveShe
     model = MLP(hidden=8)
     nbmodelpack.pack(model, "mnist-mlp", example=torch.zeros(1, 1, 28, 28))
     r = run("%modelpack load mnist-mlp:1")
-    assert r.ok and r.out.startswith("loaded mnist-mlp:1 as `mnist_mlp`")
+    assert r.ok and r.out.startswith("loaded mnist-mlp:1 as mnist_mlp")
     x = torch.randn(3, 1, 28, 28)
     assert torch.equal(shell.user_ns["mnist_mlp"](x), model.eval()(x))
     r = run("%modelpack load mnist-mlp:latest as net")
@@ -366,7 +366,7 @@ def test_load_ext_registers_the_table_and_loaded_card(shell: InteractiveShell) -
 
     html = shell.display_formatter.formatters["text/html"]
     assert "nbmp-list" in html(BundleList([_info()]))
-    assert "loaded into variable net" in html(Loaded("net", _info()))
+    assert "loaded mnist-mlp:3 as net" in html(Loaded("net", _info()))
 
 
 @pytest.mark.slow
@@ -424,3 +424,19 @@ def test_help_lists_the_notebook_path_before_store_maintenance(run) -> None:
     assert order[:5] == ["pack", "load", "train", "ls", "show"]
     for early, late in [("compress", "fsck"), ("publish", "gc"), ("serve", "tag"), ("sign", "import")]:
         assert order.index(early) < order.index(late), order
+
+
+def test_the_load_line_ls_remote_offers_pulls_then_loads_and_says_so(run, shell: InteractiveShell, tmp_path: Path) -> None:
+    model = MLP(hidden=8)
+    info = nbmodelpack.pack(model, "my-mlp", example=torch.zeros(1, 1, 28, 28))
+    nbmodelpack.add_remote("share", f"file://{tmp_path / 'share'}")
+    nbmodelpack.publish(info.ref, "share")
+    nbmodelpack.rm(info.ref)
+    r = run("%modelpack ls --remote share")
+    assert r.ok and "share/my-mlp:1" in r.out
+    r = run("%modelpack load share/my-mlp:1 as net")
+    assert r.ok, r.text
+    assert r.out.splitlines()[0] == "pulled share/my-mlp:1 into the local store; loaded my-mlp:1 as net"
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(shell.user_ns["net"](x), model.eval()(x))
+    assert [i.ref for i in nbmodelpack.ls()] == ["my-mlp:1"]

@@ -97,7 +97,7 @@ def load_verb(args: argparse.Namespace, ctx: Context) -> Loaded:
     model = api.load(args.ref, trust_code=args.trust_code, identity=identity_of(args, ctx), device=args.device)
     ctx.bind(var, model)
     info: BundleInfo = model.bundle_info  # type: ignore[assignment]  # set by restore()
-    return Loaded(var, info)
+    return Loaded(var, info, pulled=None if parse(args.ref).is_local else args.ref)
 
 
 @verb(
