@@ -215,3 +215,27 @@ def test_the_sidebars_serve_takes_an_identity_or_a_passphrase_not_both(packed):
         with pytest.raises(nbmodelpack.UsageError) as err:
             perform("serve", body)
         assert err.value.http_status == 400
+
+
+def test_encrypt_without_to_encrypts_to_me_and_says_so(cli, packed, home):
+    assert "no age identity" in _one_error_line(cli("encrypt", packed.ref))  # none yet: one line, nothing written
+    assert [i.ref for i in nbmodelpack.ls()] == ["mnist-mlp:1"]
+    made = cli("keygen", "--age", check=True).stdout
+    mine = made.split("recipient: ")[1].strip()
+    proc = cli("encrypt", packed.ref, check=True)
+    assert proc.stderr.startswith(f"encrypting to you ({mine[:16]}…") and "--to" in proc.stderr
+    sealed = nbmodelpack.show("mnist-mlp:2")
+    assert sealed.recipe["params"]["recipients"] == [mine]
+    nbmodelpack.load(sealed.ref)  # the default keys open it
+
+
+def test_keygen_beside_notebooks_warns_in_one_line(cli, tmp_path, monkeypatch):
+    (tmp_path / "01-train.ipynb").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    proc = cli("keygen", "--age", "mykey.txt", check=True)
+    warning = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(warning) == 1 and warning[0].startswith("warning: mykey.txt puts a private key beside the notebooks")
+    elsewhere = tmp_path / "keys-only"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert cli("keygen", "--age", "k.txt", check=True).stderr == ""

@@ -41,6 +41,12 @@ class Context:
 
         return getpass.getpass(prompt)
 
+    def note(self, text: str) -> None:
+        """Tell the user one line beside the verb's result (a default it chose, a warning)."""
+        import sys
+
+        print(text, file=sys.stderr)
+
 
 @dataclass
 class Verb:

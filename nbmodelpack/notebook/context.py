@@ -42,6 +42,9 @@ class NotebookContext(commands.Context):
             raise UsageError(f"{name!r} is not a valid variable name")
         self.shell.user_ns[name] = value
 
+    def note(self, text: str) -> None:
+        print(text)  # above the result, in the cell's output
+
     def getpass(self, prompt: str) -> str:
         # In a kernel, ipykernel routes getpass to the front end's password box (never echoed).
         from IPython.core.error import StdinNotImplementedError
