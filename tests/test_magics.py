@@ -210,6 +210,8 @@ def test_train_verb_trains_and_its_metrics_reach_the_next_pack(run, shell: Inter
     r = run("%modelpack train model --data train --val val --epochs 2 --lr 0.01")
     assert r.ok, r.text
     assert "fit MLP: epoch 2" in r.out and "kept epoch 2" in r.out
+    assert r.out.count("kept epoch 2") == 1 and "`" not in r.out  # the summary once, no literal markdown
+    assert r.out.strip().splitlines()[-1] == "next: %modelpack pack model --name NAME records these metrics on the card"
     r = run("%modelpack pack model --name trained")
     assert r.ok, r.text
     metrics = nbmodelpack.show("trained:1").metrics
@@ -440,3 +442,38 @@ def test_the_load_line_ls_remote_offers_pulls_then_loads_and_says_so(run, shell:
     x = torch.randn(2, 1, 28, 28)
     assert torch.equal(shell.user_ns["net"](x), model.eval()(x))
     assert [i.ref for i in nbmodelpack.ls()] == ["my-mlp:1"]
+
+
+def test_int8_versions_say_int8_and_the_report_and_ls_agree_on_sizes(run, shell: InteractiveShell) -> None:
+    from nbmodelpack.compression.report import metric_axis_label
+
+    torch.manual_seed(0)
+    nbmodelpack.pack(MLP(hidden=64), "small", example=torch.zeros(1, 1, 28, 28))
+    report = nbmodelpack.compress("small:1", quantize="int8")
+    child, parent = nbmodelpack.show(report.info.ref), nbmodelpack.show("small:1")
+    assert child.precision == "int8" and parent.precision == "float32"
+    assert (report.child.bundle_bytes, report.parent.bundle_bytes) == (child.size, parent.size)  # one definition of size
+    listing = run("%modelpack ls small").out
+    row = next(ln for ln in listing.splitlines() if ln.startswith("small:2"))
+    assert "int8" in row
+    from nbmodelpack.bundle.format import human_bytes
+
+    assert human_bytes(child.size) in str(report) and human_bytes(child.size) in row
+    # The chart's axes say what they measure and in which unit.
+    axes = report.figure().axes
+    assert [a.get_xlabel() for a in axes][0] == "kB (as `ls` shows)" and all(a.get_xlabel() for a in axes)
+    assert metric_axis_label("accuracy", [97.0]) == "top-1 accuracy (%)"
+
+
+def test_ls_and_compare_tables_size_by_content_so_refs_never_wrap() -> None:
+    from nbmodelpack.compression.report import _html
+    from nbmodelpack.notebook.dashboard import axis_label
+
+    table = bundle_table_html([_info(name="mnist-mlp-with-a-long-name")])
+    assert 'class="nbmp nbmp-scroll"' in table and "table-layout:auto" in table
+    assert '<code style="white-space:nowrap">mnist-mlp-with-a-long-name:3</code>' in table
+    assert table.count('style="white-space:nowrap" data-sort=') == table.count("<td")
+    from nbmodelpack.pytorch.tracking import History
+
+    assert axis_label(["accuracy", "val_accuracy"], History(rows=[{"epoch": 1, "accuracy": 91.5}])) == "accuracy (%)"
+    assert callable(_html)

@@ -123,7 +123,8 @@ def train_verb(args: argparse.Namespace, ctx: Context) -> Text:
 
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     history = api.fit(model, data, epochs=args.epochs, optimizer=optimizer, val_loader=val, device=args.device)
-    return Text(history.summary_line() + f"; the next `%modelpack pack {args.var}` records these metrics")
+    # The dashboard (or the terminal view) has already shown the summary: only say what comes next.
+    return Text(f"next: %modelpack pack {args.var} --name NAME records these metrics on the card")
 
 
 @verb(

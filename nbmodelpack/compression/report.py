@@ -192,15 +192,36 @@ def _text_table(rows: list[Row], metric: str, base: int) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in table)
 
 
+# JupyterLab lays output tables out with `table-layout: fixed` in the cell's width, which
+# squeezes ten columns into wrapped fragments: size the table by its content and let the
+# wrapper scroll sideways instead (inline styles: they survive an untrusted notebook).
+_TABLE_STYLE = "table-layout:auto;width:auto;max-width:none;border-collapse:collapse"
+_CELL_STYLE = "white-space:nowrap;text-align:right;padding:2px 10px"
+
+
 def _html(title: str, rows: list[Row], metric: str, base: int) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in _headers(metric))
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(r, base)) + "</tr>" for r in rows)
+    head = "".join(f'<th style="{_CELL_STYLE}">{html.escape(h)}</th>' for h in _headers(metric))
+    body = "".join("<tr>" + "".join(f'<td style="{_CELL_STYLE}">{html.escape(c)}</td>' for c in _cells(r, base)) + "</tr>" for r in rows)
     png = base64.b64encode(_png_bytes(_figure(rows, metric))).decode()
     return (
         f'<div class="nbmodelpack-compress"><p>{title}</p>'
-        f'<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-        f'<img alt="size, {html.escape(metric)} and latency" src="data:image/png;base64,{png}"/></div>'
+        f'<div style="overflow-x:auto"><table style="{_TABLE_STYLE}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+        f'<img alt="size, {html.escape(metric)} and latency" style="max-width:100%" src="data:image/png;base64,{png}"/></div>'
     )
+
+
+def metric_axis_label(metric: str, values: list[float]) -> str:
+    """The x-axis label of the metric panel, with its unit.
+
+    Example:
+        >>> metric_axis_label("accuracy", [97.1, 96.8])
+        'top-1 accuracy (%)'
+        >>> metric_axis_label("f1", [0.91])
+        'f1 (higher is better)'
+    """
+    if metric == "accuracy":
+        return "top-1 accuracy (%)" if any(v > 1 for v in values) else "top-1 accuracy (fraction)"
+    return f"{metric} (higher is better)"
 
 
 def _figure(rows: list[Row], metric: str) -> Any:
@@ -209,18 +230,23 @@ def _figure(rows: list[Row], metric: str) -> Any:
 
     labels = [r.label for r in rows]
     colors = ["#7f7f7f"] + ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"] * 2
-    fig = Figure(figsize=(10, 0.6 * len(rows) + 1.6), layout="constrained")
+    fig = Figure(figsize=(10, 0.6 * len(rows) + 2.0), layout="constrained")
     axes = fig.subplots(1, 3, sharey=True)
+    measured = any(r.metric is not None for r in rows)
+    metric_values = [r.metric for r in rows if r.metric is not None]
+    # (title, axis label with its unit, values, bar label format): short titles fit their panel.
     panels = [
-        ("bundle size (kB)", [r.bundle_bytes / 1000 for r in rows], "{:.0f}"),
-        (metric if any(r.metric is not None for r in rows) else "output drift (max abs)",
-         [r.metric for r in rows] if any(r.metric is not None for r in rows) else [r.drift_max or 0.0 for r in rows], "{:.2f}"),
-        (f"CPU latency / batch of {LATENCY_BATCH}, 1 thread (ms)", [r.latency_ms or 0.0 for r in rows], "{:.2f}"),
+        ("bundle size", "kB (as `ls` shows)", [r.bundle_bytes / 1000 for r in rows], "{:.0f}"),
+        (metric if measured else "output drift",
+         metric_axis_label(metric, metric_values) if measured else "max abs difference from the parent",
+         [r.metric for r in rows] if measured else [r.drift_max or 0.0 for r in rows], "{:.2f}"),
+        ("CPU latency", f"ms per batch of {LATENCY_BATCH}, 1 thread", [r.latency_ms or 0.0 for r in rows], "{:.2f}"),
     ]  # fmt: skip
-    for ax, (title, values, spec) in zip(axes, panels, strict=True):
+    for ax, (title, xlabel, values, spec) in zip(axes, panels, strict=True):
         vals = [float("nan") if v is None else float(v) for v in values]
         ax.barh(range(len(rows)), vals, color=colors[: len(rows)])
         ax.set_title(title, fontsize=10)
+        ax.set_xlabel(xlabel, fontsize=9)
         for i, v in enumerate(vals):
             if not math.isnan(v):
                 ax.text(v, i, " " + spec.format(v), va="center", fontsize=8)

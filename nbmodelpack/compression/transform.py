@@ -269,8 +269,9 @@ def compress(
             draft.architecture = {"strategy": "export", "class": new_arch["class"]}
         draft.parameters = sum(p.numel() for p in work.parameters())
         draft.quantization = quantize if quantize in ("int8", "int4") else None
-        if quantize in ("fp16", "bf16"):
-            draft.precision = {"fp16": "float16", "bf16": "bfloat16"}[quantize]
+        if quantize:
+            # The precision the weights are stored in (what `ls`, cards and the sidebar show).
+            draft.precision = {"fp16": "float16", "bf16": "bfloat16"}.get(quantize, quantize)
         bar.update(1)
 
         # Load the child from the very bytes just stored, the way users will load it.
@@ -287,6 +288,8 @@ def compress(
         _card_metrics(draft, report, pairs is not None, pruned_info)
         info = target.commit(draft, tags=tags)
         bar.update(1)
+    # One definition of a bundle's size everywhere (`ls`, cards, this report): BundleInfo.size.
+    report.parent.bundle_bytes, report.child.bundle_bytes = parent.info.size, info.size
     report.info = info
     report.child.ref = info.ref
     child_model.bundle_info = info

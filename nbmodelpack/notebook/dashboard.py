@@ -49,6 +49,24 @@ def history_html(history: History) -> str:
 
 
 
+def axis_label(keys: list[str], history: History) -> str:
+    """The y-axis title of a panel of curves, with the unit when it is known.
+
+    Example:
+        >>> axis_label(["acc", "val_acc"], History(rows=[{"step": 1, "acc": 91.0}]))
+        'accuracy (%)'
+        >>> axis_label(["loss", "val_loss"], History(rows=[]))
+        'loss'
+    """
+    names = {k.removeprefix("val_") for k in keys}
+    if names and all("loss" in n for n in names):
+        return "loss"
+    if names and all(n.startswith("acc") for n in names):
+        values = [v for k in keys for v in history[k] if isinstance(v, int | float)]
+        return "accuracy (%)" if any(v > 1 for v in values) else "accuracy (fraction)"
+    return ", ".join(sorted(names))
+
+
 def plot_png(history: History) -> bytes:
     """The curves as PNG: losses on the left, other metrics on the right; ``val_`` dashed.
 
@@ -80,6 +98,7 @@ def plot_png(history: History) -> bytes:
         if history.kept is not None and history.interrupted:
             ax.axvline(history.rows[history.kept].get(history.x, history.kept + 1), color="#888", linewidth=1, linestyle=":")
         ax.set_xlabel(history.x)
+        ax.set_ylabel(axis_label(group, history), fontsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

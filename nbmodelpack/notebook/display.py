@@ -31,7 +31,8 @@ _STYLE = """<style>
 .nbmp-badge.encrypted{background:var(--jp-warn-color1,#f57c00)}
 .nbmp-badge.signed{background:var(--jp-success-color1,#388e3c)}
 .nbmp-badge.published{background:var(--jp-brand-color0,#0d47a1)}
-.nbmp table{border-collapse:collapse;margin:4px 0}
+.nbmp table{border-collapse:collapse;margin:4px 0;table-layout:auto;width:auto;max-width:none}
+.nbmp-scroll{overflow-x:auto;max-width:100%}
 .nbmp table th,.nbmp table td{text-align:left;padding:2px 12px 2px 0;border:none;vertical-align:top;color:inherit}
 .nbmp table.nbmp-kv tbody tr,.nbmp table.nbmp-kv tbody tr:nth-child(odd),.nbmp table.nbmp-kv tbody tr:nth-child(even),
 .nbmp table.nbmp-kv tbody tr:hover{background:transparent}
@@ -173,7 +174,7 @@ def bundle_table_html(infos: Iterable[BundleInfo]) -> str:
     for i in items:
         hint = load_hint(i.ref)
         cells = [
-            (i.ref, f"<code>{_e(i.ref)}</code>" + "".join(f' <span class="nbmp-muted">{_e(t)}</span>' for t in i.tags if not t.isdigit())),
+            (i.ref, f'<code style="white-space:nowrap">{_e(i.ref)}</code>' + "".join(f' <span class="nbmp-muted">{_e(t)}</span>' for t in i.tags if not t.isdigit())),
             (i.size, _e(human_bytes(i.size))),
             (i.parameters, _e(f"{i.parameters:,}")),
             (i.precision, _e(i.precision or "-")),
@@ -183,10 +184,13 @@ def bundle_table_html(infos: Iterable[BundleInfo]) -> str:
             (hint, f'<span class="nbmp-hint">{_e(hint)}</span><button class="nbmp-copy" data-copy="{_e(hint)}" title="copy">copy</button>'),
         ]
         tds = "".join(
-            f'<td{_NUM if h in numeric else ""} data-sort="{_e(sort)}">{shown}</td>' for h, (sort, shown) in zip(head, cells, strict=True)
+            f'<td{_NUM if h in numeric else ""} style="white-space:nowrap" data-sort="{_e(sort)}">{shown}</td>'
+            for h, (sort, shown) in zip(head, cells, strict=True)
         )
         body.append(f"<tr>{tds}</tr>")
     return (
-        f'{_STYLE}<div class="nbmp"><table class="nbmp-list" id="{table_id}"><thead><tr>{th}</tr></thead>'
-        f'<tbody>{"".join(body)}</tbody></table></div>' + _SCRIPT % {"id": table_id}
+        # JupyterLab sets `table-layout: fixed` on output tables, which wraps refs and clips the
+        # last column: the table sizes by its content and its wrapper scrolls instead.
+        f'{_STYLE}<div class="nbmp nbmp-scroll"><table class="nbmp-list" id="{table_id}" style="table-layout:auto">'
+        f'<thead><tr>{th}</tr></thead><tbody>{"".join(body)}</tbody></table></div>' + _SCRIPT % {"id": table_id}
     )
