@@ -122,7 +122,7 @@ def train_verb(args: argparse.Namespace, ctx: Context) -> Text:
     import torch
 
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    history = api.fit(model, data, epochs=args.epochs, optimizer=optimizer, val_loader=val, device=args.device)
+    api.fit(model, data, epochs=args.epochs, optimizer=optimizer, val_loader=val, device=args.device)
     # The dashboard (or the terminal view) has already shown the summary: only say what comes next.
     return Text(f"next: %modelpack pack {args.var} --name NAME records these metrics on the card")
 
