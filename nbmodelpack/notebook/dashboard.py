@@ -7,17 +7,27 @@ output, so a saved notebook shows the final dashboard everywhere (nbconvert,
 GitHub, a JupyterLab without the kernel). The tracker itself and its terminal
 view live in :mod:`nbmodelpack.pytorch.tracking`; :mod:`nbmodelpack.notebook.formatters`
 makes :func:`widget_view` the view wherever a kernel can show widgets.
+
+A kernel interrupt (SIGINT) that lands while the dashboard draws, or while it
+first imports matplotlib or ipywidgets, is held until the drawing is done: an
+import cut in half leaves a broken module in ``sys.modules`` (``module
+'matplotlib' has no attribute 'get_data_path'`` until the kernel restarts). A
+held interrupt is raised at the view's next in-loop call (so ``fit`` catches it
+inside its loop and returns its history); one that arrives while the dashboard
+closes is dropped, since the run is ending anyway.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import importlib.util
 import io
 import sys
 import time
 
 from ..bundle.format import fmt_metric
+from ..pytorch.interrupts import Held, held_interrupts, import_whole
 from ..pytorch.tracking import DashboardView, History, Tracker, track
 
 _PLOT_EVERY = 0.5  # seconds between curve redraws (each is a matplotlib render)
@@ -108,17 +118,17 @@ def plot_png(history: History) -> bytes:
     return buf.getvalue()
 
 
+_LIBRARIES = ("ipywidgets", "matplotlib.figure", "matplotlib.backends.backend_agg", "matplotlib.ticker")
+
+
 def _in_kernel() -> bool:
     """Are we running inside a Jupyter kernel (where widgets render)?"""
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None else None
     if shell is None or getattr(shell, "kernel", None) is None:
         return False
-    try:
-        import ipywidgets  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    # Found, not imported: the view imports it with interrupts held.
+    return importlib.util.find_spec("ipywidgets") is not None
 
 
 def widget_view(title: str) -> DashboardView | None:
@@ -132,6 +142,13 @@ class _WidgetView:
     wants_timing = True
 
     def __init__(self, title: str) -> None:
+        self.held = Held()
+        with held_interrupts(self.held):
+            # Before the loop starts, with interrupts held: never a first import cut in half.
+            import_whole(*_LIBRARIES)
+            self._build(title)
+
+    def _build(self, title: str) -> None:
         import ipywidgets as w
         from IPython.display import display
 
@@ -150,21 +167,30 @@ class _WidgetView:
         self.last_status = ""
 
     def progress(self, done: int, total: int | None, status: str) -> None:
-        if total:
-            self.fraction = min(1.0, done / total)
-            self.bar.value = self.fraction
-        self.last_status = status
-        self.status.value = f"&nbsp;{html.escape(status)}"
+        with held_interrupts(self.held):
+            if total:
+                self.fraction = min(1.0, done / total)
+                self.bar.value = self.fraction
+            self.last_status = status
+            self.status.value = f"&nbsp;{html.escape(status)}"
+        self.held.raise_pending()
 
     def point(self, history: History, force: bool = False) -> None:
-        self.table.value = history_html(history)
-        now = time.monotonic()
-        if force or now - self.last_plot >= _PLOT_EVERY:
-            self.image.value = plot_png(history)
-            self.image.layout.display = None
-            self.last_plot = now
+        with held_interrupts(self.held):
+            self.table.value = history_html(history)
+            now = time.monotonic()
+            if force or now - self.last_plot >= _PLOT_EVERY:
+                self.image.value = plot_png(history)
+                self.image.layout.display = None
+                self.last_plot = now
+        self.held.raise_pending()
 
     def close(self, history: History) -> None:
+        with held_interrupts(self.held):
+            self._close(history)
+        self.held.pending = False  # the run is ending: nothing left to stop
+
+    def _close(self, history: History) -> None:
         e = html.escape
         state = "interrupted" if history.interrupted else "done"
         note = f"<div>{e(history.note)}</div>" if history.note else ""

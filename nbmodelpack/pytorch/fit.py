@@ -15,6 +15,7 @@ import torch
 
 from ..errors import UsageError
 from .evaluate import MetricFn, top1_accuracy
+from .interrupts import Held, held_interrupts
 from .tracking import History, Tracker
 
 METRICS: dict[str, MetricFn] = {"accuracy": top1_accuracy}
@@ -121,20 +122,24 @@ def fit(
     metric_fns = _metric_fns(metrics)
     loss_fn = loss or torch.nn.functional.cross_entropy
     dev = torch.device(device)
-    model.to(dev)
-    optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=1e-3)
-    try:
-        per_epoch: int | None = len(train_loader)  # type: ignore[arg-type]
-    except TypeError:
-        per_epoch = None
-    total = per_epoch * epochs if per_epoch else None
+    # Set-up imports (the optimizer pulls in torch._dynamo and sympy on first use) and builds the
+    # dashboard: an interrupt here is held and raised inside the loop, so it returns a history.
+    with held_interrupts(Held()) as held:
+        model.to(dev)
+        optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=1e-3)
+        try:
+            per_epoch: int | None = len(train_loader)  # type: ignore[arg-type]
+        except TypeError:
+            per_epoch = None
+        total = per_epoch * epochs if per_epoch else None
 
-    tracker = Tracker(epochs, title=f"fit {type(model).__name__}", x="epoch", print_rows=True, advance_on_log=False)
-    history = tracker.history
-    history.monitor = "val_loss" if val_loader is not None else "loss"
-    best_state, best_value, best_row = _snapshot(model), math.inf, None
-    epoch, done = 0, 0
+        tracker = Tracker(epochs, title=f"fit {type(model).__name__}", x="epoch", print_rows=True, advance_on_log=False)
+        history = tracker.history
+        history.monitor = "val_loss" if val_loader is not None else "loss"
+        best_state, best_value, best_row = _snapshot(model), math.inf, None
+        epoch, done = 0, 0
     try:
+        held.raise_pending()
         for epoch in range(1, epochs + 1):
             model.train()
             means = _Means(metric_fns)
