@@ -145,13 +145,20 @@ class _Measured:
 
 def _measure(m: _Measured, params: dict[str, Any], child_parameters: int, example: Any) -> None:
     """Rows for parent and child: sizes, non-zeros, metric on the caller's data, drift and latency."""
+
+    def payload(bundle: StoredBundle) -> int:
+        return sum(d.size for d in bundle.manifest.layers if d.filepath != "README.md")
+
+    # Sizes are BundleInfo.size (what `ls` shows). The child has no card, config or manifest
+    # yet: until it is committed, count the parent's for them.
+    overhead = m.parent.info.size - payload(m.parent)
     for label, bundle, model in (("parent", m.parent, m.models[0]), (describe_params(params), m.view, m.models[1])):
         layers = bundle.manifest.layers
         weights = next(d for d in layers if d.filepath == "model.safetensors")
         m.rows.append(Row(
             label=label,
             ref=m.parent.info.ref if bundle is m.parent else "(this version)",
-            bundle_bytes=sum(d.size for d in layers if d.filepath != "README.md"),
+            bundle_bytes=payload(bundle) + overhead,
             weight_bytes=weights.size,
             parameters=sum(p.numel() for p in model.parameters()) if bundle is m.parent else child_parameters,
             nonzeros=nonzeros(load_state(bundle)),
