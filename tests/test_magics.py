@@ -477,3 +477,40 @@ def test_ls_and_compare_tables_size_by_content_so_refs_never_wrap() -> None:
 
     assert axis_label(["accuracy", "val_accuracy"], History(rows=[{"epoch": 1, "accuracy": 91.5}])) == "accuracy (%)"
     assert callable(_html)
+
+
+def test_the_serve_widget_follows_its_server_and_predict_answers_in_one_line() -> None:
+    import subprocess
+    import sys
+    import time
+
+    from nbmodelpack.serving import handle
+    from nbmodelpack.serving.registry import ServerEntry, register
+
+    def fake_server(ref: str) -> tuple[handle.Server, subprocess.Popen]:
+        # A registered process that stands for a server: the widget watches the process and the registry.
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        entry = ServerEntry(pid=proc.pid, url="http://127.0.0.1:9", ref=ref, name=ref.split(":")[0], started=time.time())
+        register(entry)
+        return handle.Server(entry), proc
+
+    srv, proc = fake_server("mnist-mlp:1")
+    widget = srv.widget()
+    status = widget.children[0]
+    assert srv.running and "serving" in status.value
+    srv.stop()  # from here
+    assert not srv.running and "stopped" in status.value
+    assert all(c.disabled for c in widget.children[2].children)
+    with pytest.raises(nbmodelpack.ServingError) as err:
+        srv.predict([[0.0] * 4])
+    assert str(err.value) == "serve: the server for mnist-mlp:1 has stopped (start it again with nbmodelpack.serve('mnist-mlp:1'))"
+    proc.wait()
+
+    other, proc2 = fake_server("other:1")  # stopped elsewhere (a terminal, the sidebar, a crash)
+    status2 = other.widget().children[0]
+    proc2.kill()
+    proc2.wait()
+    deadline = time.monotonic() + 10
+    while "stopped" not in status2.value and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "stopped" in status2.value

@@ -1,7 +1,10 @@
 """A running server as the notebook sees it: URL, ``curl`` line, ``predict``, a try-it widget.
 
 The widget offers sample images only when the caller gives them (``srv.samples``);
-no library path reads demo data on its own.
+no library path reads demo data on its own. It follows its server: when the
+server stops (``srv.stop()``, ``%modelpack stop``, the sidebar, a crash) it says
+"stopped" and its buttons turn off; a prediction sent to a stopped server is one
+line saying so.
 """
 
 from __future__ import annotations
@@ -11,13 +14,17 @@ import functools
 import html
 import io
 import json
+import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import ServingError
-from .registry import ServerEntry, stop
+from .registry import ServerEntry, alive, servers, stop
 from .runner import curl_line
+
+_WATCH_EVERY = 1.0  # seconds between checks that a widget's server still runs
 
 
 class Server:
@@ -38,6 +45,34 @@ class Server:
         self._token = token
         # (images, labels) the widget offers as samples, e.g. ``srv.samples = mnist()``; none by default.
         self.samples: tuple[Any, Any] | None = None
+        self._on_stop: list[Callable[[], None]] = []
+        self._stopped = threading.Event()
+
+    @property
+    def running(self) -> bool:
+        """Whether the server process still runs and is registered (it stops from anywhere: here, a terminal, the sidebar).
+
+        Example:
+            >>> srv.running  # doctest: +SKIP
+            True
+        """
+        if self._stopped.is_set():
+            return False
+        if alive(self.pid) and any(s.pid == self.pid for s in servers()):
+            return True
+        self._mark_stopped()
+        return False
+
+    def _mark_stopped(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        for callback in self._on_stop:
+            with contextlib.suppress(Exception):  # a closed widget must not break stop()
+                callback()
+
+    def _gone(self) -> ServingError:
+        return ServingError(f"the server for {self.ref} has stopped", hint=f"start it again with nbmodelpack.serve({self.ref!r})")
 
     @property
     def curl(self) -> str:
@@ -57,6 +92,8 @@ class Server:
         headers = {"Content-Type": ctype}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
+        if not self.running:
+            raise self._gone()
         req = urllib.request.Request(self.url + "/predict", data=body, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - our own server's URL
@@ -68,11 +105,18 @@ class Server:
                 message = exc.reason
             raise ServingError(f"{exc.code}: {message}") from None
         except OSError as exc:
-            raise ServingError(f"cannot reach {self.url}: {exc}") from None
+            if not self.running:
+                raise self._gone() from None
+            reason = getattr(exc, "reason", exc)
+            raise ServingError(f"cannot reach {self.url}: {getattr(reason, 'strerror', None) or reason}") from None
 
     def stop(self) -> None:
-        """Stop this server."""
-        stop(str(self.pid))
+        """Stop this server (its widget then says "stopped")."""
+        try:
+            stop(str(self.pid))
+        finally:
+            if not alive(self.pid):
+                self._mark_stopped()
 
     def __str__(self) -> str:
         return f"serving {self.ref} at {self.url} (pid {self.pid})\ntry it:\n  {self.curl}"
@@ -93,9 +137,11 @@ class Server:
     def _ipython_display_(self) -> None:
         from IPython.display import HTML, display
 
-        display(HTML(self._repr_html_()))
-        with contextlib.suppress(ImportError):
-            display(self.widget(self.samples))
+        try:
+            shown = self.widget(self.samples)  # says serving / stopped as the server does
+        except ImportError:
+            shown = HTML(self._repr_html_())
+        display(shown)
 
     def widget(self, samples: tuple[Any, Any] | None = None) -> Any:
         """Upload an image, or pick one of ``samples`` (``uint8`` images and their labels) → the server's prediction.
@@ -107,6 +153,8 @@ class Server:
 
         out = w.Output()
         upload = w.FileUpload(accept="image/*", multiple=False, description="Upload image")
+        status = w.HTML(value=self._status_html())
+        controls: list[Any] = [upload]
 
         def show(png: bytes, caption: str) -> None:
             out.clear_output()
@@ -135,7 +183,32 @@ class Server:
             button = w.Button(description="Predict sample")
             button.on_click(lambda _: show(_png(images[index.value]), f"sample {index.value} (true label {int(labels[index.value])})"))
             rows.append(w.HBox([index, button]))
-        return w.VBox([w.HBox(rows), out])
+            controls.append(button)
+
+        def stopped() -> None:
+            status.value = self._status_html()
+            for control in controls:
+                control.disabled = True
+
+        self._on_stop.append(stopped)
+        self._watch()
+        curl = w.HTML(value=f"<pre style='margin:2px 0'>{html.escape(self.curl)}</pre>")
+        return w.VBox([status, curl, w.HBox(rows), out])
+
+    def _status_html(self) -> str:
+        if self._stopped.is_set():
+            return f"<span style='color:#b00'><b>stopped</b></span> <code>{html.escape(self.ref)}</code> (was {html.escape(self.url)})"
+        return f"<b>serving</b> <code>{html.escape(self.ref)}</code> at {html.escape(self.url)}"
+
+    def _watch(self) -> None:
+        """Notice a stop made elsewhere (a terminal, the sidebar, a crash): poll until the server is gone."""
+
+        def watch() -> None:
+            while not self._stopped.wait(_WATCH_EVERY):
+                if not self.running:
+                    return
+
+        threading.Thread(target=watch, daemon=True, name=f"modelpack-watch-{self.pid}").start()
 
 
 def _png(image: Any) -> bytes:
