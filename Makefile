@@ -67,9 +67,11 @@ nbmodelpack/labextension/package.json: $(LABEXT_SRC) labextension/node_modules/.
 labext: nbmodelpack/labextension/package.json
 
 # JupyterLab with the sidebar as built here (wins over an installed copy) and the tutorials.
+# As root (a container, a fresh VM) Jupyter refuses to start without --allow-root: pass it then.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: venv labext
 	@mkdir -p build/labextensions && ln -sfn ../../nbmodelpack/labextension build/labextensions/nbmodelpack
-	$(BIN)/jupyter lab --notebook-dir=notebooks \
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(ALLOW_ROOT) \
 	  --LabServerApp.extra_labextensions_path=$(CURDIR)/build/labextensions \
 	  --ServerApp.jpserver_extensions="{'nbmodelpack.labapi': True}" $(LAB_ARGS)
 
