@@ -39,6 +39,8 @@ def fmt_metric(value: Any) -> str:
         '1.235e+05'
         >>> fmt_metric(3)
         '3'
+        >>> fmt_metric(2.0)  # a count stored as a float reads as a count ("epochs 2", not "2.00")
+        '2'
     """
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
