@@ -33,7 +33,7 @@ def test_mlp_round_trip_is_exact_in_a_fresh_process(run_py, tmp_path):
     torch.manual_seed(0)
     model = MLP(hidden=32)
     info = nbmodelpack.pack(model, "mlp", example=torch.randn(2, 1, 28, 28), labels=range(10))
-    assert info.architecture == {"strategy": "class", "class": "models:MLP"}
+    assert info.architecture == {"strategy": "class", "class": "models:MLP", "load": "models:MLP (class)"}
     _roundtrip(run_py, model, torch.randn(5, 1, 28, 28), "mlp:1", tmp_path)
 
 

@@ -562,13 +562,20 @@ def test_serve_notebook_runs_top_to_bottom(tmp_path):
     assert "prediction from a PNG:" in text and "stopped" in text
 
 
-def test_a_server_that_cannot_load_its_model_reports_why(mlp_model, module_home, monkeypatch):
+def _class_only_bundle() -> str:
+    """A bundle whose only form is the class ``models:MLP`` (trusted here, so no graph is stored beside it)."""
+    info = nbmodelpack.pack(MLP(hidden=4), "class-only", example=torch.zeros(1, 1, 28, 28))
+    assert not any(layer["filepath"] == "model.pt2" for layer in info.layers)
+    return info.ref
+
+
+def test_a_server_that_cannot_load_its_model_reports_why(monkeypatch):
     from nbmodelpack.errors import ServingError
 
-    monkeypatch.setenv("NBMODELPACK_HOME", str(module_home))
+    ref = _class_only_bundle()
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # tests/models.py, which defines the class, is not importable
     with pytest.raises(ServingError, match=r"the server exited: error: architecture: cannot import models:MLP"):
-        nbmodelpack.serve(mlp_model[1])
+        nbmodelpack.serve(ref)
 
 
 def test_serve_refuses_a_bundle_it_cannot_load_in_one_line_before_any_worker(tmp_path):
@@ -590,9 +597,10 @@ def test_serve_refuses_a_bundle_it_cannot_load_in_one_line_before_any_worker(tmp
     assert list((home / "servers").glob("*.json")) == []  # it never registered: nothing listened
 
 
-def test_serve_of_a_bundle_whose_class_cannot_be_imported_is_one_line_not_a_traceback(mlp_model, module_home):
+def test_serve_of_a_bundle_whose_class_cannot_be_imported_is_one_line_not_a_traceback(home):
     # As test_a_server_that_cannot_load_its_model_reports_why, in the foreground: the probe refuses it.
-    env = {**os.environ, "NBMODELPACK_HOME": str(module_home), "PYTHONPATH": str(ROOT)}  # tests/models.py is not importable
-    proc = subprocess.run([sys.executable, "-m", "nbmodelpack", "serve", mlp_model[1], "--port", "0"], env=env, capture_output=True, text=True, timeout=120)
+    ref = _class_only_bundle()
+    env = {**os.environ, "NBMODELPACK_HOME": str(home), "PYTHONPATH": str(ROOT)}  # tests/models.py is not importable
+    proc = subprocess.run([sys.executable, "-m", "nbmodelpack", "serve", ref, "--port", "0"], env=env, capture_output=True, text=True, timeout=120)
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
     assert proc.returncode == 1 and lines == ["error: architecture: cannot import models:MLP: No module named 'models'"], lines
