@@ -33,8 +33,10 @@ from ..bundle.manifest import Descriptor
 from ..config import trusted_modules
 from ..errors import ArchitectureError, UsageError
 from ..store import Store
+from .graph import LOADED_ARCHITECTURE
 from .pt2archive import strip_pickles
 from .resolve import resolve_architecture
+from .source import main_source
 from .tensors import V2_DATATYPES, dtype_name, split_aliases
 
 _JSON_SCALARS = (bool, int, float, str, type(None))
@@ -124,11 +126,19 @@ def _example_args(example: Any) -> tuple[Any, ...]:
 
 
 def export_program(model: torch.nn.Module, example: Any) -> torch.export.ExportedProgram:
-    """``torch.export`` with a dynamic batch dimension (weights still attached)."""
+    """``torch.export`` with every dimension dynamic where the model allows (weights still attached).
+
+    ``Dim.AUTO`` keeps a dimension dynamic unless the model's code pins it; if export
+    refuses that, only the batch dimension is dynamic.
+    """
     # A batch of one would make export specialize the batch dimension to 1.
     args = tuple(torch.cat([a, a]) if isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == 1 else a for a in _example_args(example))
-    dynamic = tuple({0: torch.export.Dim.AUTO} if isinstance(a, torch.Tensor) and a.dim() > 0 else None for a in args)
-    return torch.export.export(model, args, dynamic_shapes=dynamic)
+    every = tuple({i: torch.export.Dim.AUTO for i in range(a.dim())} if isinstance(a, torch.Tensor) and a.dim() > 0 else None for a in args)
+    try:
+        return torch.export.export(model, args, dynamic_shapes=every)
+    except Exception:  # torch.export raises many types; the batch-only graph is the fallback
+        batch = tuple({0: torch.export.Dim.AUTO} if isinstance(a, torch.Tensor) and a.dim() > 0 else None for a in args)
+        return torch.export.export(model, args, dynamic_shapes=batch)
 
 
 def export_archive(model: torch.nn.Module, example: Any) -> bytes:
@@ -180,26 +190,41 @@ def capture_architecture(
     path = _class_path(cls)
     kwargs_guess = _guess_init_kwargs(model)
     if path and kwargs_guess is not None and _rebuilds(cls, kwargs_guess, model):
-        doc: dict[str, Any] = {"strategy": "class", "class": path, "kwargs": kwargs_guess}
+        found: dict[str, Any] = {"strategy": "class", "class": path, "kwargs": kwargs_guess}
         if example is not None and not module_allowed(path.partition(":")[0], trusted_modules()):
             # load imports this class only with trust: keep the export graph as the form it can always use.
             with contextlib.suppress(Exception):  # torch.export raises many types; the class form stays
-                return {**doc, "file": "model.pt2"}, [("model.pt2", mt.CODE, export_archive(model, example))]
-        return doc, []
+                return {**found, "file": "model.pt2"}, [("model.pt2", mt.CODE, export_archive(model, example))]
+        return found, []
+    # A graph loaded from a bundle keeps the class it was packed from (not torch.fx's GraphModuleImpl).
+    loaded = getattr(model, LOADED_ARCHITECTURE, None)
+    init: dict[str, Any] | None
+    src: str | None
+    if isinstance(loaded, dict):
+        class_name, init, src = str(loaded.get("class")), loaded.get("kwargs"), None
+    else:
+        class_name = f"{cls.__module__}:{cls.__qualname__}"
+        init = kwargs_guess if kwargs_guess is not None and _rebuilds(cls, kwargs_guess, model) else None
+        src = main_source(cls) if init is not None else None
     export_error = "no example input was given"
     if example is not None:
         try:
-            return (
-                {"strategy": "export", "class": f"{cls.__module__}:{cls.__qualname__}", "file": "model.pt2"},
-                [("model.pt2", mt.CODE, export_archive(model, example))],
-            )
+            doc: dict[str, Any] = {"strategy": "export", "class": class_name, "file": "model.pt2"}
+            files = [("model.pt2", mt.CODE, export_archive(model, example))]
         except Exception as exc:  # torch.export raises many types; we report and fall through
             export_error = f"torch.export failed: {str(exc).splitlines()[0][:160]}"
+        else:
+            if init is not None:
+                doc["kwargs"] = init  # lets load rebuild the same class defined in the loading process
+            if src is not None:
+                doc["source"] = "model_src.py"  # run only with trust_code
+                files.append(("model_src.py", mt.CODE, src.encode()))
+            return doc, files
     if trust_code and kwargs_guess is not None:
-        src = _source(cls)
+        text = main_source(cls) or _source(cls)
         return (
             {"strategy": "source", "class": f"model_src:{cls.__name__}", "kwargs": kwargs_guess, "file": "model_src.py"},
-            [("model_src.py", mt.CODE, src.encode())],
+            [("model_src.py", mt.CODE, text.encode())],
         )
     raise ArchitectureError(
         f"cannot capture {cls.__qualname__}: not importable by a fresh process, and {export_error}",
@@ -254,6 +279,18 @@ def processing_doc(labels: Iterable[Any] | None, preprocess: dict[str, Any] | No
     return doc
 
 
+def state_versions(model: torch.nn.Module) -> dict[str, int]:
+    """The per-submodule ``_version`` a state dict carries (``MNASNet`` refuses weights without it).
+
+    Example:
+        >>> state_versions(torch.nn.BatchNorm1d(2))
+        {'': 2}
+    """
+    meta = getattr(model.state_dict(), "_metadata", None) or {}
+    # Version 1 is every module's default; only the others need recording.
+    return {prefix: v["version"] for prefix, v in meta.items() if isinstance(v, dict) and isinstance(v.get("version"), int) and v["version"] != 1}
+
+
 # ---- the whole capture ----------------------------------------------------------------------
 def weights_state(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str], int, str]:
     """The tensors to store (one per shared storage), the alias map, parameter count and precision."""
@@ -288,6 +325,9 @@ def capture(
             model.train(was_training)
     kept, aliases, params, precision = weights_state(model)
     arch_doc["aliases"] = aliases
+    versions = state_versions(model)
+    if versions:
+        arch_doc["versions"] = versions
     arch_doc["torch"] = torch.__version__.split("+")[0]
     # The weights are written by safetensors straight into the store (no 1 GiB bytes object).
     files: list[tuple[str, str, FileContent]] = [("model.safetensors", mt.WEIGHT, functools.partial(safetensors.torch.save_file, kept, metadata={"format": "pt"})), ("architecture.json", mt.WEIGHT_CONFIG, json.dumps(arch_doc, indent=1).encode())]
