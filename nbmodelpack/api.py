@@ -51,6 +51,7 @@ def pack(
         'mnist-mlp:1'
     """
     from .pytorch.capture import capture, draft_from, store_files
+    from .pytorch.verify import check_loads
 
     validate_name(name)
     target = get_store(store)
@@ -58,10 +59,12 @@ def pack(
         metrics = getattr(model, "_nbmodelpack_metrics", None) or {}
     elif isinstance(metrics, str):
         raise UsageError(f"metrics={metrics!r}: pass a dict or 'auto'")
-    with progress(total=3, desc=f"pack {name}", unit="step") as bar:
+    with progress(total=4, desc=f"pack {name}", unit="step") as bar:
         captured = capture(model, example=example, labels=labels, preprocess=preprocess, arch=arch, arch_kwargs=arch_kwargs, trust_code=trust_code)
         bar.update(1)
         layers = store_files(target, captured.files)
+        bar.update(1)
+        check_loads(target, name, layers, model, example)  # a version that would not load is never committed
         bar.update(1)
         draft = draft_from(captured, layers, name=name, metrics=metrics, description=description, license=license, datasets=list(datasets or []))
         info = target.commit(draft, tags=tags)

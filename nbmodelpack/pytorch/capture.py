@@ -17,8 +17,9 @@ import importlib
 import inspect
 import io
 import json
+import logging
 import textwrap
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,18 @@ def _example_args(example: Any) -> tuple[Any, ...]:
     return tuple(example) if isinstance(example, tuple | list) else (example,)
 
 
+@contextlib.contextmanager
+def _quiet_specialization() -> Iterator[None]:
+    """Silence torch's warning that a size-1 dimension stayed static (expected with ``Dim.AUTO``)."""
+    log = logging.getLogger("torch._export.non_strict_utils")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def export_program(model: torch.nn.Module, example: Any) -> torch.export.ExportedProgram:
     """``torch.export`` with every dimension dynamic where the model allows (weights still attached).
 
@@ -135,7 +148,8 @@ def export_program(model: torch.nn.Module, example: Any) -> torch.export.Exporte
     args = tuple(torch.cat([a, a]) if isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == 1 else a for a in _example_args(example))
     every = tuple({i: torch.export.Dim.AUTO for i in range(a.dim())} if isinstance(a, torch.Tensor) and a.dim() > 0 else None for a in args)
     try:
-        return torch.export.export(model, args, dynamic_shapes=every)
+        with _quiet_specialization():
+            return torch.export.export(model, args, dynamic_shapes=every)
     except Exception:  # torch.export raises many types; the batch-only graph is the fallback
         batch = tuple({0: torch.export.Dim.AUTO} if isinstance(a, torch.Tensor) and a.dim() > 0 else None for a in args)
         return torch.export.export(model, args, dynamic_shapes=batch)

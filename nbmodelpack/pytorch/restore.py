@@ -222,12 +222,14 @@ def rebuild(
     *,
     trust_code: bool = False,
     identity: Any = None,
+    live: bool = True,
 ) -> tuple[torch.nn.Module, str]:
     """Rebuild the module ``architecture.json`` describes, load ``state``; return it and its form.
 
     Forms, best first: ``class`` (an allowed importable class), ``live class`` (the
     same class defined in this process's ``__main__``), ``source`` (stored source,
     only with ``trust_code``), ``graph`` (the export graph, made trainable).
+    ``live=False`` skips the class of this process (what a fresh process gets).
     """
     arch = bundle.read_json("architecture.json", identity=identity)
     if not isinstance(arch, dict) or "strategy" not in arch:
@@ -245,9 +247,9 @@ def rebuild(
             return _graph(bundle, arch, state, identity), "graph"
         return put_weights(construct(factory, kwargs, state), state, versions), "class"
     if strategy == "export":
-        live = live_class(arch, state)
-        if live is not None:
-            return put_weights(live, state, versions), "live class"
+        same = live_class(arch, state) if live else None
+        if same is not None:
+            return put_weights(same, state, versions), "live class"
         if trust_code and arch.get("source"):
             return _from_source(bundle, arch, state, identity), "source"
         return _graph(bundle, arch, state, identity), "graph"
