@@ -64,7 +64,7 @@ def pack(
         bar.update(1)
         layers = store_files(target, captured.files)
         bar.update(1)
-        check_loads(target, name, layers, model, example)  # a version that would not load is never committed
+        check_loads(target, name, layers, model, example, trust_code=trust_code)  # a version that would not load is never committed
         bar.update(1)
         draft = draft_from(captured, layers, name=name, metrics=metrics, description=description, license=license, datasets=list(datasets or []))
         info = target.commit(draft, tags=tags)

@@ -280,8 +280,10 @@ def form_note(module: torch.nn.Module) -> str | None:
     name = qualname.rsplit(".", 1)[-1] or "the model class"
     if module_name == "__main__":
         how = f"define class {name} in this kernel" + (" (or pass trust_code=True)" if arch.get("source") else "")
-    else:
+    elif arch.get("kwargs") is not None:
         how = f"list {module_name or 'its module'} under [trust] modules in config.toml"
+    else:  # e.g. a class built from a config object: no plain init arguments were recorded
+        return f"loaded {ref} as an export graph (trainable); {name} has no plain-JSON init arguments to rebuild it from"
     return f"loaded {ref} as an export graph (trainable); {how} to get {name} back"
 
 

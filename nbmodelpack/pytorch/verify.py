@@ -34,11 +34,14 @@ def _tensors(out: Any) -> list[torch.Tensor]:
     return [t for v in values() for t in _tensors(v)] if callable(values) else []
 
 
-def check_loads(store: Store, name: str, layers: list[Descriptor], model: torch.nn.Module, example: Any) -> None:
+def check_loads(
+    store: Store, name: str, layers: list[Descriptor], model: torch.nn.Module, example: Any, *, trust_code: bool = False
+) -> None:
     """Rebuild the stored layers as a fresh process would and compare with ``model`` on ``example``.
 
     Raises a one-line :class:`ArchitectureError` if the bundle would not load or
-    would compute something else.
+    would compute something else. ``trust_code`` (the packer's own source) is used
+    only for a bundle whose sole form is its source: otherwise the graph is checked.
 
     Example:
         >>> check_loads(store, "mnist-mlp", layers, model, torch.zeros(2, 1, 28, 28))  # doctest: +SKIP
@@ -46,7 +49,8 @@ def check_loads(store: Store, name: str, layers: list[Descriptor], model: torch.
     provisional = StoredBundle(store, name, Manifest(config=layers[0], layers=tuple(layers), annotations={}, digest="sha256:" + "0" * 64, raw=b""))
     try:
         state = load_state(provisional)
-        loaded, form = rebuild(provisional, state, live=False)
+        trust = trust_code and not provisional.has("model.pt2")
+        loaded, form = rebuild(provisional, state, live=False, trust_code=trust)
     except ModelPackError as exc:
         raise ArchitectureError(f"{name} would not load back: {exc.message}", hint=_hint(exc.message)) from exc
     except Exception as exc:  # rebuilding runs torch and the model's own code, which raise anything
