@@ -124,7 +124,7 @@ def test_notebook_models_load_trainable_in_a_fresh_process(run_py, tmp_path):
 @pytest.mark.slow
 def test_train_mode_switches_dropout_on_a_loaded_graph(run_py, tmp_path):
     _pack_in_main(run_py, tmp_path, ["seed-mlp"])
-    code = textwrap.dedent(f"""
+    code = textwrap.dedent("""
         import torch, nbmodelpack
         m = nbmodelpack.load("seed-mlp:1")
         x = torch.randn(64, 1, 28, 28)
