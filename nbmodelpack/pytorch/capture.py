@@ -122,6 +122,31 @@ def _rebuilds(factory: Any, kwargs: dict[str, Any], model: torch.nn.Module) -> b
     return want == got
 
 
+def _torchvision_builder(model: torch.nn.Module) -> tuple[str, dict[str, Any]] | None:
+    """A registered torchvision builder (and ``num_classes``) that rebuilds ``model``, if one does.
+
+    Classes such as ``ResNet`` take a block class as init argument (not JSON), but
+    their builders (``resnet18``) take only plain arguments.
+    """
+    cls = type(model)
+    if not cls.__module__.startswith("torchvision.models"):
+        return None
+    import torchvision.models
+
+    heads = [p for p in model.parameters() if p.dim() == 2]
+    candidates: list[dict[str, Any]] = [{}]
+    if heads:
+        candidates.append({"num_classes": int(heads[-1].shape[0])})
+    for name in torchvision.models.list_models():
+        builder = torchvision.models.get_model_builder(name)
+        if inspect.signature(builder).return_annotation is not cls:
+            continue
+        for kwargs in candidates:
+            if _rebuilds(builder, kwargs, model):
+                return f"{builder.__module__}:{builder.__name__}", kwargs
+    return None
+
+
 def _example_args(example: Any) -> tuple[Any, ...]:
     return tuple(example) if isinstance(example, tuple | list) else (example,)
 
@@ -238,6 +263,9 @@ def capture_architecture(
             with contextlib.suppress(Exception):  # torch.export raises many types; the class form stays
                 return {**found, "file": "model.pt2"}, [("model.pt2", mt.CODE, export_archive(model, example))]
         return found, []
+    built = _torchvision_builder(model) if path else None
+    if built is not None:
+        return {"strategy": "class", "class": built[0], "kwargs": built[1]}, []
     # A graph loaded from a bundle keeps the class it was packed from (not torch.fx's GraphModuleImpl).
     loaded = getattr(model, LOADED_ARCHITECTURE, None)
     init: dict[str, Any] | None
