@@ -1,12 +1,18 @@
 """Module → bundle: weights, architecture, I/O signature, processing.
 
 The architecture is captured in the first way that works:
-1. ``class``  – an importable class (or a torchvision builder) and its init arguments;
-   ``load`` imports it only from an allowed module (see :mod:`nbmodelpack.bundle.architecture`),
-   so for a class from any other module the export graph is stored too (``"file": "model.pt2"``);
-2. ``export`` – a ``torch.export`` graph whose weights are stripped (meta tensors),
-   so ``model.safetensors`` stays the only copy of the weights;
-3. ``source`` – the class source, stored only when the caller passes ``trust_code=True``.
+1. ``class``  – an importable class (or a registered torchvision builder such as
+   ``resnet18``) and plain JSON init arguments; ``load`` imports it only from an allowed
+   module (see :mod:`nbmodelpack.bundle.architecture`), so for a class from any other
+   module the export graph is stored too (``"file": "model.pt2"``);
+2. ``export`` – a ``torch.export`` graph (every dimension dynamic that the model allows)
+   whose weights are stripped (meta tensors), so ``model.safetensors`` stays the only
+   copy of the weights. For a ``__main__``/notebook class it also records the init
+   arguments (so ``load`` can rebuild the same class defined in the loading kernel) and,
+   when Python can find it, the class source with what it uses (``model_src.py``, run
+   only with ``trust_code``; see :mod:`nbmodelpack.pytorch.source`);
+3. ``source`` – the class source alone, stored only when the caller passes
+   ``trust_code=True`` and the model cannot be exported.
 """
 
 from __future__ import annotations
@@ -15,11 +21,9 @@ import contextlib
 import functools
 import importlib
 import inspect
-import io
 import json
-import logging
 import textwrap
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,8 +38,11 @@ from ..bundle.manifest import Descriptor
 from ..config import trusted_modules
 from ..errors import ArchitectureError, UsageError
 from ..store import Store
+from .exporting import example_args, export_archive
+from .exporting import (
+    export_program as export_program,  # re-exported: prune and compression import it from here
+)
 from .graph import LOADED_ARCHITECTURE
-from .pt2archive import strip_pickles
 from .resolve import resolve_architecture
 from .source import main_source
 from .tensors import V2_DATATYPES, dtype_name, split_aliases
@@ -147,83 +154,6 @@ def _torchvision_builder(model: torch.nn.Module) -> tuple[str, dict[str, Any]] |
     return None
 
 
-def _example_args(example: Any) -> tuple[Any, ...]:
-    return tuple(example) if isinstance(example, tuple | list) else (example,)
-
-
-def _plain(out: Any) -> Any:
-    """Outputs as built-in containers: a graph's output types must exist in the loading process."""
-    if isinstance(out, dict):
-        return {k: _plain(v) for k, v in out.items()}
-    if isinstance(out, tuple | list):
-        return type(out)(_plain(v) for v in out) if type(out) in (tuple, list) else tuple(_plain(v) for v in out)
-    return out
-
-
-class _PlainOutputs(torch.nn.Module):
-    """``model`` with its outputs made plain (e.g. transformers' ``ModelOutput`` → ``dict``).
-
-    It shares the model's parameter, buffer and submodule tables, so the exported
-    graph names every tensor exactly as ``model.state_dict()`` does.
-    """
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self._inner_forward = model.forward
-        for table in ("_parameters", "_buffers", "_non_persistent_buffers_set", "_modules"):
-            self.__dict__[table] = model.__dict__[table]
-        self.training = model.training
-
-    def forward(self, *args: Any) -> Any:
-        return _plain(self._inner_forward(*args))
-
-
-@contextlib.contextmanager
-def _quiet_specialization() -> Iterator[None]:
-    """Silence torch's warning that a size-1 dimension stayed static (expected with ``Dim.AUTO``)."""
-    log = logging.getLogger("torch._export.non_strict_utils")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
-
-
-def export_program(model: torch.nn.Module, example: Any) -> torch.export.ExportedProgram:
-    """``torch.export`` with every dimension dynamic where the model allows (weights still attached).
-
-    ``Dim.AUTO`` keeps a dimension dynamic unless the model's code pins it; if export
-    refuses that, only the batch dimension is dynamic.
-    """
-    # A batch of one would make export specialize the batch dimension to 1.
-    args = tuple(torch.cat([a, a]) if isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == 1 else a for a in _example_args(example))
-    every = tuple({i: torch.export.Dim.AUTO for i in range(a.dim())} if isinstance(a, torch.Tensor) and a.dim() > 0 else None for a in args)
-    plain = _PlainOutputs(model)
-    try:
-        with _quiet_specialization():
-            return torch.export.export(plain, args, dynamic_shapes={"args": every})
-    except Exception:  # torch.export raises many types; the batch-only graph is the fallback
-        batch = tuple({0: torch.export.Dim.AUTO} if isinstance(a, torch.Tensor) and a.dim() > 0 else None for a in args)
-        return torch.export.export(plain, args, dynamic_shapes={"args": batch})
-
-
-def export_archive(model: torch.nn.Module, example: Any) -> bytes:
-    """A checked ``model.pt2`` of ``model`` without its weights (they live in ``model.safetensors``).
-
-    Example:
-        >>> blob = export_archive(torch.nn.Linear(4, 2), torch.randn(2, 4))  # doctest: +SKIP
-    """
-    ep = export_program(model, example)
-    # Strip the weights: the graph keeps names, shapes and dtypes; safetensors keeps the bytes.
-    for key, value in list(ep.state_dict.items()):
-        meta = torch.empty(value.shape, dtype=value.dtype, device="meta")
-        ep.state_dict[key] = torch.nn.Parameter(meta, requires_grad=False) if isinstance(value, torch.nn.Parameter) else meta
-    buf = io.BytesIO()
-    torch.export.save(ep, buf)
-    return strip_pickles(buf.getvalue())
-
-
 def _source(cls: type) -> str:
     try:
         src = textwrap.dedent(inspect.getsource(cls))
@@ -313,12 +243,12 @@ def _tensor_spec(name: str, t: torch.Tensor) -> dict[str, Any]:
 
 def infer_signature(model: torch.nn.Module, example: Any) -> dict[str, Any]:
     """Inputs and outputs (v2 names, datatypes, shapes with -1 batch) from one example call."""
-    args = _example_args(example)
+    args = example_args(example)
     if not all(isinstance(a, torch.Tensor) for a in args):
         raise UsageError("example must be a tensor or a tuple of tensors")
     with torch.no_grad():
         out = model(*args)
-    outs = _example_args(out)
+    outs = example_args(out)
     in_names = ["input"] if len(args) == 1 else [f"input_{i}" for i in range(len(args))]
     out_names = ["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))]
     return {
