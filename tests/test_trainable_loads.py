@@ -288,3 +288,28 @@ def test_tiny_transformers_model_loads_in_a_fresh_process_with_another_sequence_
         print(m.bundle_form)
     """)
     assert run_py(code).stdout.strip() == "graph"
+
+
+@pytest.mark.slow
+def test_fit_on_a_loaded_graph_lowers_the_loss_and_repacks_as_the_original_class(home):
+    class Local(torch.nn.Module):  # local: packed as an export graph, loads back as one here
+        def __init__(self, hidden: int = 16) -> None:
+            super().__init__()
+            self.hidden = hidden
+            self.net = torch.nn.Sequential(torch.nn.Linear(8, hidden), torch.nn.BatchNorm1d(hidden), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(hidden, 3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)
+
+    torch.manual_seed(0)
+    nbmodelpack.pack(Local(), "local", example=torch.randn(4, 8))
+    loaded = nbmodelpack.load("local:1")
+    assert loaded.bundle_form == "graph"
+    x = torch.randn(256, 8)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    batches = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 256, 32)]
+    history = nbmodelpack.fit(loaded, batches, epochs=5, optimizer=torch.optim.Adam(loaded.parameters(), lr=1e-2))
+    assert history["loss"][-1] < history["loss"][0]
+    assert loaded.training is False  # fit leaves the model in eval mode, and the graph says so
+    info = nbmodelpack.pack(loaded, "local", example=torch.randn(4, 8))
+    assert info.architecture["class"] == nbmodelpack.show("local:1").architecture["class"]
