@@ -81,7 +81,14 @@ def load(
     dequantize: bool = False,
     store: Store | str | None = None,
 ) -> torch.nn.Module:
-    """Load a bundle version as a module in eval mode (``module.bundle_info`` says what it is).
+    """Load a bundle version as a trainable module in eval mode.
+
+    ``module.bundle_info`` says what it is; ``module.bundle_form`` which form came
+    back: ``"class"`` (an allowed importable class), ``"live class"`` (the class of
+    that name defined in this kernel), ``"source"`` (stored source, only with
+    ``trust_code=True``; being in this store or signed does not grant it) or
+    ``"graph"`` (the export graph: ``.train()``/``.eval()`` work, parameters require
+    grad; ``pytorch.restore.form_note(module)`` says how to get the class back).
 
     Compressed bundles load like any other; ``dequantize=True`` runs int8 weights
     as plain float instead of the int8 kernel.
