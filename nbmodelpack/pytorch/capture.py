@@ -316,7 +316,7 @@ def capture(
         raise UsageError(f"pack needs a torch.nn.Module, got {type(model).__name__}")
     was_training = model.training
     with contextlib.suppress(NotImplementedError):
-        model.eval()  # graphs loaded from torch.export are already in eval mode and refuse .eval()
+        model.eval()  # a raw ExportedProgram.module() (not one load returns) refuses .eval()
     try:
         arch_doc, extra = capture_architecture(model, example=example, arch=arch, arch_kwargs=arch_kwargs, trust_code=trust_code)
         signature = infer_signature(model, example) if example is not None else {"inputs": [], "outputs": []}
