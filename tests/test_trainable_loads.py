@@ -153,6 +153,7 @@ def test_torchvision_models_load_trainable_in_a_fresh_process(run_py, tmp_path, 
     assert got["eval_training"] is False and got["train_training"] is True
 
 
+@pytest.mark.slow  # fresh Python processes importing torch
 def test_class_defined_in_the_loading_process_comes_back_as_itself_without_running_bundle_code(run_py, tmp_path):
     marker = tmp_path / "ran.txt"
     script = tmp_path / "notebook.py"  # a file, so the packer finds the class source and stores it
@@ -182,6 +183,7 @@ def test_class_defined_in_the_loading_process_comes_back_as_itself_without_runni
     assert proc.stdout.strip().splitlines()[-1] == "ok"
 
 
+@pytest.mark.slow  # fresh Python processes importing torch
 def test_stored_source_of_a_delivered_bundle_runs_only_with_trust_code(run_py, tmp_path, home):
     marker = tmp_path / "ran.txt"
     script = tmp_path / "notebook.py"
@@ -214,6 +216,7 @@ def test_stored_source_of_a_delivered_bundle_runs_only_with_trust_code(run_py, t
     assert marker.exists()  # the same bundle does run its source once trusted: the check above can fail
 
 
+@pytest.mark.slow  # fresh Python processes importing torch
 def test_repacking_a_loaded_graph_keeps_the_original_class(run_py, tmp_path):
     _pack_in_main(run_py, tmp_path, ["seed-mlp"])
     loaded = nbmodelpack.load("seed-mlp:1")
@@ -240,6 +243,7 @@ def test_a_submodule_named_meta_is_refused_at_pack_with_one_line_and_no_version(
     assert nbmodelpack.ls() == []
 
 
+@pytest.mark.slow  # fresh Python processes importing torch
 def test_a_submodule_named_meta_in_an_importable_class_packs_and_loads_in_a_fresh_process(run_py, tmp_path):
     from models import WithMeta
 
