@@ -227,6 +227,7 @@ def test_repacking_a_loaded_graph_keeps_the_original_class(run_py, tmp_path):
     assert arch["kwargs"] == {"hidden": 32}
 
 
+@pytest.mark.slow  # the first torch.export of a process takes seconds
 def test_a_submodule_named_meta_is_refused_at_pack_with_one_line_and_no_version(home):
     class WithMeta(torch.nn.Module):  # a local class: only the export graph can carry it
         def __init__(self) -> None:
