@@ -98,6 +98,7 @@ def pack(
         'mnist-mlp:1'
     """
     from .pytorch.capture import capture, draft_from, store_files
+    from .pytorch.verify import check_loads
 
     validate_name(name)
     target = get_store(store)
@@ -105,10 +106,12 @@ def pack(
         metrics = getattr(model, "_nbmodelpack_metrics", None) or {}
     elif isinstance(metrics, str):
         raise UsageError(f"metrics={metrics!r}: pass a dict or 'auto'")
-    with progress(total=3, desc=f"pack {name}", unit="step") as bar:
+    with progress(total=4, desc=f"pack {name}", unit="step") as bar:
         captured = capture(model, example=example, labels=labels, preprocess=preprocess, arch=arch, arch_kwargs=arch_kwargs, trust_code=trust_code)
         bar.update(1)
         layers = store_files(target, captured.files)
+        bar.update(1)
+        check_loads(target, name, layers, model, example, trust_code=trust_code)  # a version that would not load is never committed
         bar.update(1)
         draft = draft_from(captured, layers, name=name, metrics=metrics, description=description, license=license, datasets=list(datasets or []))
         info = target.commit(draft, tags=tags)
@@ -125,7 +128,14 @@ def load(
     dequantize: bool = False,
     store: Store | str | None = None,
 ) -> torch.nn.Module:
-    """Load a bundle version as a module in eval mode (``module.bundle_info`` says what it is).
+    """Load a bundle version as a trainable module in eval mode.
+
+    ``module.bundle_info`` says what it is; ``module.bundle_form`` which form came
+    back: ``"class"`` (an allowed importable class), ``"live class"`` (the class of
+    that name defined in this kernel), ``"source"`` (stored source, only with
+    ``trust_code=True``; being in this store or signed does not grant it) or
+    ``"graph"`` (the export graph: ``.train()``/``.eval()`` work, parameters require
+    grad; ``pytorch.restore.form_note(module)`` says how to get the class back).
 
     Compressed bundles load like any other; ``dequantize=True`` runs int8 weights
     as plain float instead of the int8 kernel.
