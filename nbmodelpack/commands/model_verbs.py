@@ -94,8 +94,10 @@ def load_verb(args: argparse.Namespace, ctx: Context) -> Loaded:
         raise UsageError(f"{var!r} is not a valid variable name")
     model = api.load(args.ref, trust_code=args.trust_code, device=args.device)
     ctx.bind(var, model)
+    from ..pytorch.restore import form_note
+
     info: BundleInfo = model.bundle_info  # type: ignore[assignment]  # set by restore()
-    return Loaded(var, info)
+    return Loaded(var, info, form=str(getattr(model, "bundle_form", "")), note=form_note(model))
 
 
 @verb(

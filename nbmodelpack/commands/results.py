@@ -69,12 +69,15 @@ class Loaded:
 
     var: str
     info: BundleInfo
+    form: str = ""  # which form came back: "class", "live class", "source" or "graph"
+    note: str | None = None  # for a graph: how to get the class back
 
     def __str__(self) -> str:
-        return f"loaded {self.info.ref} as `{self.var}`\n{self.info}"
+        head = f"loaded {self.info.ref} as `{self.var}`" + (f" ({self.form})" if self.form else "")
+        return "\n".join([head, *([self.note] if self.note else []), str(self.info)])
 
     def to_json(self) -> dict[str, Any]:
-        return {"var": self.var, "bundle": self.info.to_json()}
+        return {"var": self.var, "form": self.form, "note": self.note, "bundle": self.info.to_json()}
 
 
 class ServerList(list[Any]):

@@ -19,9 +19,13 @@ def _card(info: Any) -> str:
 
 
 def _loaded(result: Any) -> str:
+    import html
+
     from .display import bundle_card_html
 
-    return bundle_card_html(result.info, heading=f"loaded into variable {result.var}")
+    form = f" ({result.form})" if result.form else ""
+    note = f'<p class="nbmp-muted">{html.escape(result.note)}</p>' if result.note else ""
+    return note + bundle_card_html(result.info, heading=f"loaded into variable {result.var}{form}")
 
 
 def _history(history: Any) -> str:
