@@ -72,6 +72,8 @@ def _pull(body: dict[str, Any]) -> tuple[str, Work]:
 
 def _serve(body: dict[str, Any]) -> tuple[str, Work]:
     ref = str(local_ref(body.get("ref")))
+    # An encrypted bundle's key: the path of an age identity file on this server (never the key itself).
+    identity = _field(body, "identity", required=False)
     api.show(ref)  # a missing bundle is a 404 now, not a failed job later
     _needs("starlette", "uvicorn", "nbmodelpack.serving.app")
     from .. import serving
@@ -79,7 +81,7 @@ def _serve(body: dict[str, Any]) -> tuple[str, Work]:
     # A child process probes the bundle (trust policy, key, rebuild through the load path) and
     # exits with one line if it cannot be served; that line becomes the job's error. Port 0: a
     # free port; the server stops when this Jupyter server exits.
-    return ref, lambda: _jsonable(serving.serve(ref, port=0))
+    return ref, lambda: _jsonable(serving.serve(ref, port=0, identity=identity))
 
 
 JOB_ACTIONS: dict[str, Callable[[dict[str, Any]], tuple[str, Work]]] = {"publish": _publish, "pull": _pull, "serve": _serve}
