@@ -69,12 +69,24 @@ class Loaded:
 
     var: str
     info: BundleInfo
+    pulled: str | None = None  # the remote ref it was pulled from first, if any
+
+    @property
+    def headline(self) -> str:
+        """One line: what was pulled (if anything) and what was bound.
+
+        Example:
+            >>> Loaded("net", BundleInfo(name="m", version=4, digest="sha256:" + "0" * 64), pulled="share/m:4").headline
+            'pulled share/m:4 into the local store; loaded m:4 as net'
+        """
+        pulled = f"pulled {self.pulled} into the local store; " if self.pulled else ""
+        return f"{pulled}loaded {self.info.ref} as {self.var}"
 
     def __str__(self) -> str:
-        return f"loaded {self.info.ref} as `{self.var}`\n{self.info}"
+        return f"{self.headline}\n{self.info}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"var": self.var, "bundle": self.info.to_json()}
+        return {"var": self.var, "bundle": self.info.to_json(), "pulled": self.pulled}
 
 
 class ServerList(list[Any]):

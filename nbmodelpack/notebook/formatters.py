@@ -21,7 +21,7 @@ def _card(info: Any) -> str:
 def _loaded(result: Any) -> str:
     from .display import bundle_card_html
 
-    return bundle_card_html(result.info, heading=f"loaded into variable {result.var}")
+    return bundle_card_html(result.info, heading=result.headline)
 
 
 def _history(history: Any) -> str:
