@@ -84,7 +84,7 @@ export function addCommands(
           await loadIntoNotebook(
             tracker,
             app.shell,
-            loadLine(version.ref, answer.variable, answer.identity)
+            loadLine(version.ref, answer.variable, answer.identity, answer.passphrase)
           );
         }
       });
@@ -141,12 +141,15 @@ export function addCommands(
       return run(`Serve ${v.ref}`, async () => {
         const body: Record<string, string> = { ref: v.ref };
         if (v.encrypted) {
-          const identity = await askServeKey(v);
-          if (identity === null) {
+          const key = await askServeKey(v);
+          if (key === null) {
             return;
           }
-          if (identity) {
-            body.identity = identity;
+          // One of the two (the REST API refuses both); a passphrase wins over a file.
+          if (key.passphrase) {
+            body.passphrase = key.passphrase;
+          } else if (key.identity) {
+            body.identity = key.identity;
           }
         }
         const reply = await postAPI<{ job: IJob }>('actions/serve', body);

@@ -61,19 +61,46 @@ export async function askPublishTarget(
   return result.button.accept ? { remote: select.value, tag: tag.value.trim() } : null;
 }
 
+/** What opens an encrypted version: a key file, a passphrase, or neither (the default keys). */
+export interface IKey {
+  identity: string;
+  passphrase: string;
+}
+
+/** Key file and passphrase inputs for an encrypted version (both empty: the default keys). */
+function keyInputs(
+  body: Widget,
+  passphraseLabel: string
+): { file: HTMLInputElement; secret: HTMLInputElement } {
+  const file = textInput('Key file', '', KEY_HINT);
+  labelled(body, 'Key file (empty: the keys in $NBMODELPACK_HOME/keys)', file);
+  const secret = textInput('Passphrase');
+  secret.type = 'password';
+  labelled(body, passphraseLabel, secret);
+  return { file, secret };
+}
+
 /**
  * Ask for the variable to load into (default: Python's name for the bundle) and,
- * for an encrypted version, the key file; null if cancelled.
+ * for an encrypted version, a key file or a passphrase; null if cancelled.
  */
 export async function askLoad(
   version: IVersion
-): Promise<{ variable: string; identity: string } | null> {
+): Promise<{ variable: string; identity: string; passphrase: boolean } | null> {
   const body = dialogBody();
   const variable = textInput('Variable', version.var_name);
   labelled(body, 'Variable', variable);
-  const key = textInput('Key file', '', KEY_HINT);
+  let ask: HTMLInputElement | null = null;
+  let file: HTMLInputElement | null = null;
   if (version.encrypted) {
-    labelled(body, 'Key file (empty: the keys in $NBMODELPACK_HOME/keys)', key);
+    file = textInput('Key file', '', KEY_HINT);
+    labelled(body, 'Key file (empty: the keys in $NBMODELPACK_HOME/keys)', file);
+    ask = document.createElement('input');
+    ask.type = 'checkbox';
+    ask.setAttribute('aria-label', 'Passphrase');
+    const row = document.createElement('label');
+    row.append(ask, ' passphrase-encrypted: the notebook asks for it (never written in the cell)');
+    body.node.appendChild(row);
   }
   for (;;) {
     const result = await showDialog({
@@ -88,24 +115,30 @@ export async function askLoad(
     const name = variable.value.trim();
     const problem = variableProblem(name);
     if (!problem) {
-      return { variable: name, identity: key.value.trim() };
+      return {
+        variable: name,
+        identity: file?.value.trim() ?? '',
+        passphrase: ask?.checked ?? false
+      };
     }
     Notification.warning(problem, { autoClose: 5000 });
   }
 }
 
-/** The key file to serve an encrypted version with ('' for the default keys); null if cancelled. */
-export async function askServeKey(version: IVersion): Promise<string | null> {
+/** The key to serve an encrypted version with (empty fields: the default keys); null if cancelled. */
+export async function askServeKey(version: IVersion): Promise<IKey | null> {
   const body = dialogBody();
-  const key = textInput('Key file', '', KEY_HINT);
-  labelled(body, 'Key file (empty: the keys in $NBMODELPACK_HOME/keys)', key);
+  const { file, secret } = keyInputs(body, 'Passphrase (for a passphrase-encrypted bundle)');
   const result = await showDialog({
     title: `Serve ${version.ref} (encrypted)`,
     body,
     buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Serve' })],
     focusNodeSelector: 'input'
   });
-  return result.button.accept ? key.value.trim() : null;
+  if (!result.button.accept) {
+    return null;
+  }
+  return { identity: file.value.trim(), passphrase: secret.value };
 }
 
 /** Say where a version is served, with a curl line to copy. */

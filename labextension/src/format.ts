@@ -118,9 +118,12 @@ export function shellQuote(word: string): string {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, "'\"'\"'")}'`;
 }
 
-/** The `%modelpack load` line the sidebar inserts. */
-export function loadLine(ref: string, variable: string, identity = ''): string {
-  const key = identity ? ` --identity ${shellQuote(identity)}` : '';
+/**
+ * The `%modelpack load` line the sidebar inserts. A key file goes in the line; a
+ * passphrase never does (`--passphrase` makes the kernel ask for it).
+ */
+export function loadLine(ref: string, variable: string, identity = '', passphrase = false): string {
+  const key = passphrase ? ' --passphrase' : identity ? ` --identity ${shellQuote(identity)}` : '';
   return `%modelpack load ${ref} as ${variable}${key}`;
 }
 

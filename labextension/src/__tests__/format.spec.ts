@@ -130,6 +130,7 @@ describe('variable names and inserted lines', () => {
     expect(loadLine('m:2', 'net', 'my key.txt')).toBe(
       "%modelpack load m:2 as net --identity 'my key.txt'"
     );
+    expect(loadLine('m:2', 'net', 'ignored', true)).toBe('%modelpack load m:2 as net --passphrase');
     expect(shellQuote("it's")).toBe(`'it'"'"'s'`);
   });
 
