@@ -207,6 +207,14 @@ test('commands are in the palette', async ({ page }) => {
   ]);
 });
 
+/** Run `source` in a new last cell of the open notebook; its text output. */
+async function runNewCell(page: Page, source: string): Promise<string[] | null> {
+  await page.notebook.addCell('code', source);
+  const index = (await page.notebook.getCellCount()) - 1;
+  await page.notebook.runCell(index);
+  return page.notebook.getCellTextOutput(index);
+}
+
 const publishedGroup = (page: Page, name: string) =>
   sidebar(page).locator(`.jp-ModelPack-remote[data-remote="${name}"]`);
 
@@ -235,12 +243,9 @@ test('a remote added and a version published from a cell show under Published wi
   });
 
   // A version published from a cell appears under that remote, again without ⟳.
-  await page.notebook.addCell(
-    'code',
-    `nbmodelpack.publish("${NAME}:1", "share"); print("published")`
-  );
-  await page.notebook.runCell(1);
-  expect(await page.notebook.getCellTextOutput(1)).toEqual(['published\n']);
+  expect(
+    await runNewCell(page, `nbmodelpack.publish("${NAME}:1", "share"); print("published")`)
+  ).toEqual(['published\n']);
   await expect(
     publishedGroup(page, 'share').locator(`.jp-ModelPack-bundle[data-name="${NAME}"]`)
   ).toBeVisible({ timeout: 15000 });
@@ -248,10 +253,11 @@ test('a remote added and a version published from a cell show under Published wi
 
   // The `ls` table, as a notebook user sees it.
   await page.notebook.addCell('code', '%load_ext nbmodelpack\n%modelpack ls');
-  await page.notebook.runCell(2);
+  const lsIndex = (await page.notebook.getCellCount()) - 1;
+  await page.notebook.runCell(lsIndex);
   const table = page
     .locator('.jp-NotebookPanel:visible .jp-Cell')
-    .nth(2)
+    .nth(lsIndex)
     .locator('.jp-OutputArea-output');
   await expect(table).toContainText(`${NAME}:1`);
   await table.screenshot({ path: `${artifacts}/ls-table-light.png` });
