@@ -112,6 +112,15 @@ export function detailsNode(d: IDetail['detail'], names: Map<string, string>): H
 
   card.appendChild(el('h3', 'Load'));
   card.appendChild(el('pre', `%modelpack load ${d.ref} as ${d.var_name}`, 'jp-ModelPack-snippet'));
+  if (d.encrypted) {
+    card.appendChild(
+      el(
+        'p',
+        'Encrypted: add --identity FILE (or --passphrase) unless its key is in $NBMODELPACK_HOME/keys.',
+        'jp-ModelPack-dim'
+      )
+    );
+  }
 
   card.appendChild(el('h3', 'Layers'));
   const table = el('table', '', 'jp-ModelPack-layers');

@@ -122,6 +122,6 @@ def test_sidebar_in_jupyterlab_with_chromium(lab: dict[str, str]) -> None:
         server_log = Path(lab["log"]).read_text(errors="replace")[-4000:]
         shutil.copy(lab["log"], ARTIFACTS / "jupyter-lab.log")
         raise AssertionError(f"galata failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}\n--- jupyter lab log ---\n{server_log}")
-    for shot in ("sidebar-light.png", "sidebar-dark.png", "details-light.png"):
+    for shot in ("sidebar-light.png", "sidebar-dark.png", "details-light.png", "details-encrypted-light.png"):
         assert (ARTIFACTS / shot).stat().st_size > 10_000, shot
     assert (ARTIFACTS / "ls-table-light.png").stat().st_size > 2_000

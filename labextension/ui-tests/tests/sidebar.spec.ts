@@ -351,5 +351,14 @@ test('an encrypted bundle loads from the sidebar with a key file', async ({ page
     `${NAME}:2`
   );
   await page.notebook.save();
+
+  // Its Details name the parent by name:version, not by digest.
+  await page.sidebar.openTab('nbmodelpack-sidebar');
+  await v2.locator('[data-action="details"]').click();
+  const details = page.locator('.jp-ModelPack-details:visible');
+  await expect(details.locator('.jp-ModelPack-lineage li').last()).toHaveText(
+    new RegExp(`^encrypt .* ← ${NAME}:1$`)
+  );
+  await page.screenshot({ path: `${artifacts}/details-encrypted-light.png` });
   await page.notebook.close(true);
 });
