@@ -308,6 +308,11 @@ test('keyboard-only use of the sidebar keeps focus and open groups across refres
   );
   await expect(sidebar(page).locator('[data-section="local"] .jp-ModelPack-count')).toHaveText('1');
   await search.fill('');
+
+  // The layout restorer brings the sidebar back after a reload.
+  await page.reload();
+  await expect(sidebar(page)).toBeVisible({ timeout: 30000 });
+  expect(await page.sidebar.isTabOpen('nbmodelpack-sidebar')).toBe(true);
 });
 
 test('an encrypted bundle loads from the sidebar with a key file', async ({ page }) => {
