@@ -142,7 +142,8 @@ def load(
     Encrypted layers are decrypted in memory with ``identity`` (an age identity
     file or string, or ``nbmodelpack.Passphrase``; default: the keys directory).
     Under a trust policy the bundle's signature is verified first. ``ref`` may
-    also be a bundle already opened with ``Store.open``.
+    also be a bundle already opened with ``Store.open``, or a remote's
+    ``REMOTE/NAME:TAG``, which is pulled first (with a progress bar).
 
     Example:
         >>> model = nbmodelpack.load("mnist-mlp:1")  # doctest: +SKIP
@@ -150,6 +151,8 @@ def load(
     from .pytorch.restore import restore
     from .signing import enforce_trust_policy
 
+    if isinstance(ref, str) and not parse(ref_text(ref, "load")).is_local:
+        ref = pull(ref, store=store).ref  # what `ls --remote` lists loads as it reads
     bundle = ref if isinstance(ref, StoredBundle) else get_store(store).open(ref_text(ref, "load"))
     enforce_trust_policy(bundle)  # a no-op unless config.toml sets [trust] require_signature
     return restore(bundle, trust_code=trust_code, identity=identity, device=device, dequantize=dequantize)

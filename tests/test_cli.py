@@ -160,3 +160,82 @@ def test_ls_and_show_say_where_a_version_was_published(cli, packed):
     assert nbmodelpack.ls()[0].published == ["team/mnist-mlp:1"]
     assert "published" in nbmodelpack.show("mnist-mlp:1").badges
     assert json.loads(cli("show", "mnist-mlp:1", "--json", check=True).stdout)["published"] == ["team/mnist-mlp:1"]
+
+
+def test_cli_errors_use_flags_and_commands_not_python_keywords(cli, packed, tmp_path):
+    _, recipient = nbmodelpack.keygen_age(tmp_path / "away" / "k.txt")
+    sealed = nbmodelpack.encrypt(packed.ref, recipients=[recipient]).ref
+    line = _one_error_line(cli("decrypt", sealed))
+    assert "--identity FILE" in line and "identity=" not in line
+    assert "`modelpack ls`" in _one_error_line(cli("show", "missing:3"))
+    # The Python API keeps Python's spelling.
+    with pytest.raises(nbmodelpack.CryptoError, match="identity=FILE"):
+        nbmodelpack.decrypt(sealed)
+
+
+def test_a_mistyped_verb_or_flag_gets_did_you_mean_and_that_verbs_usage(cli):
+    assert _one_error_line(cli("shwo", "x:1")) == "error: unknown verb 'shwo' (did you mean `modelpack show`?)"
+    proc = cli("ls", "--jsn")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0] == "error: unrecognized arguments: --jsn (did you mean --json?)"
+    assert lines[1].startswith("usage: modelpack ls")
+
+
+def test_serve_takes_trust_code_to_serve_a_bundle_that_needs_it(cli):
+    from nbmodelpack.serving.options import OPTIONS_ENV, ServeOptions
+    from nbmodelpack.serving.runner import _cli_args, probe
+
+    class Gated(torch.nn.Module):  # a data-dependent branch: only its stored source rebuilds it
+        def __init__(self, n: int = 4) -> None:
+            super().__init__()
+            self.l = torch.nn.Linear(n, n)
+
+        def forward(self, x):
+            return self.l(x) if x.sum() > 0 else -self.l(x)
+
+    nbmodelpack.pack(Gated(), "gated", example=torch.randn(2, 4), trust_code=True)
+    with pytest.raises(nbmodelpack.ArchitectureError, match="trust"):
+        probe(ServeOptions(ref="gated:1"))
+    loaded = probe(ServeOptions(ref="gated:1", trust_code=True))  # what every worker does
+    assert loaded.module(torch.ones(1, 4)).shape == (1, 4)
+    options = ServeOptions(ref="gated:1", trust_code=True, passphrase="never on argv")
+    assert "--trust-code" in _cli_args(options) and "never on argv" not in " ".join(_cli_args(options))
+    assert "never on argv" not in options.to_env()[OPTIONS_ENV]
+    assert "--trust-code" in cli("help", "serve", check=True).stdout
+
+
+def test_the_sidebars_serve_takes_an_identity_or_a_passphrase_not_both(packed):
+    from nbmodelpack.labapi.actions import _key, perform
+
+    assert _key({"ref": "m:1", "identity": "/keys/me.txt"}) == "/keys/me.txt"
+    assert isinstance(_key({"ref": "m:1", "passphrase": "s3cret"}), nbmodelpack.Passphrase)
+    assert _key({"ref": "m:1"}) is None
+    for body in ({"ref": packed.ref, "identity": "/k.txt", "passphrase": "p"}, {"ref": packed.ref, "identity": 3}):
+        with pytest.raises(nbmodelpack.UsageError) as err:
+            perform("serve", body)
+        assert err.value.http_status == 400
+
+
+def test_encrypt_without_to_encrypts_to_me_and_says_so(cli, packed, home):
+    assert "no age identity" in _one_error_line(cli("encrypt", packed.ref))  # none yet: one line, nothing written
+    assert [i.ref for i in nbmodelpack.ls()] == ["mnist-mlp:1"]
+    made = cli("keygen", "--age", check=True).stdout
+    mine = made.split("recipient: ")[1].strip()
+    proc = cli("encrypt", packed.ref, check=True)
+    assert proc.stderr.startswith(f"encrypting to you ({mine[:16]}…") and "--to" in proc.stderr
+    sealed = nbmodelpack.show("mnist-mlp:2")
+    assert sealed.recipe["params"]["recipients"] == [mine]
+    nbmodelpack.load(sealed.ref)  # the default keys open it
+
+
+def test_keygen_beside_notebooks_warns_in_one_line(cli, tmp_path, monkeypatch):
+    (tmp_path / "01-train.ipynb").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    proc = cli("keygen", "--age", "mykey.txt", check=True)
+    warning = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(warning) == 1 and warning[0].startswith("warning: mykey.txt puts a private key beside the notebooks")
+    elsewhere = tmp_path / "keys-only"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert cli("keygen", "--age", "k.txt", check=True).stderr == ""

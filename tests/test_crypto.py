@@ -48,7 +48,9 @@ def test_keygen_age_writes_a_0600_identity_and_prints_its_recipient(cli, tmp_pat
     assert recipient.startswith("age1")
     # age-keygen agrees on the recipient, so the file is a standard identity.
     assert subprocess.run(["age-keygen", "-y", str(out)], check=True, capture_output=True, text=True).stdout.strip() == recipient
-    assert cli("keygen", "--age", str(out)).returncode == 2  # never overwrites silently
+    again = cli("keygen", "--age", str(out), check=True)  # never overwrites: shows the key it has
+    assert again.stdout.split("recipient: ")[1].strip() == recipient and "already" in again.stdout
+    assert subprocess.run(["age-keygen", "-y", str(out)], check=True, capture_output=True, text=True).stdout.strip() == recipient
     cli("keygen", "--age", check=True)
     assert stat.S_IMODE((home / "keys" / "age-identity.txt").stat().st_mode) == 0o600
 

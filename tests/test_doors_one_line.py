@@ -184,7 +184,7 @@ def test_import_of_a_non_tar_is_one_line_at_every_door(cli, shell, capsys, home:
     junk.write_bytes(b"this is not a tar file\n" * 100)
     assert _cli_error(cli("import", str(junk))).startswith("error: junk.tar is not an OCI layout tar: not a tar file")
     ok, lines = _magic(shell, capsys, f"%modelpack import {junk}")
-    assert not ok and len(lines) == 1 and lines[0].startswith("UsageError: junk.tar is not an OCI layout tar: not a tar file")
+    assert not ok and len(lines) == 1 and lines[0].startswith("error: junk.tar is not an OCI layout tar: not a tar file")
     assert nbmodelpack.ls() == [] and not any((home / "store" / "staging").glob("*"))
 
 
@@ -239,7 +239,7 @@ def test_magic_export_files_with_a_nul_in_a_filepath_is_one_line_and_leaves_noth
 def test_magic_import_of_a_tar_with_a_symlink_is_one_line_and_writes_nothing(shell, capsys, home: Path, tmp_path: Path) -> None:
     tar = _tar(tmp_path / "link.tar", HOSTILE_TARS["symlink"])
     ok, lines = _magic(shell, capsys, f"%modelpack import {tar}")
-    assert not ok and lines == ["UsageError: not an OCI layout: the tar holds a link or device 'blobs/sha256/" + "a" * 64 + "' (an OCI layout holds oci-layout, index.json and blobs/sha256/ only)"]
+    assert not ok and lines == ["error: not an OCI layout: the tar holds a link or device 'blobs/sha256/" + "a" * 64 + "' (an OCI layout holds oci-layout, index.json and blobs/sha256/ only)"]
     assert nbmodelpack.ls() == [] and not any((home / "store" / "staging").glob("*"))
 
 
@@ -292,7 +292,7 @@ def test_magic_names_the_missing_extra_in_one_line(shell, capsys, monkeypatch: p
 
     monkeypatch.setitem(sys.modules, "pyrage", None)
     ok, lines = _magic(shell, capsys, f"%modelpack keygen --age {tmp_path / 'id.txt'}")
-    assert not ok and lines == ["UsageError: this needs the 'crypto' extra: module 'pyrage' is not installed (pip install 'nbmodelpack[crypto]')"]
+    assert not ok and lines == ["error: this needs the 'crypto' extra: module 'pyrage' is not installed (pip install 'nbmodelpack[crypto]')"]
     assert not (tmp_path / "id.txt").exists()
 
 

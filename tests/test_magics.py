@@ -97,41 +97,41 @@ def test_help_and_question_mark_show_usage_from_the_parser(run) -> None:
 
 
 def test_unknown_verb_is_one_usage_line(run) -> None:
-    line = one_line_error(run("%modelpack bogus"), "UsageError: unknown verb 'bogus'")
+    line = one_line_error(run("%modelpack bogus"), "error: unknown verb 'bogus'")
     assert "pack" in line and "load" in line  # the hint lists the verbs
 
 
 def test_unknown_help_topic_is_one_line(run) -> None:
-    one_line_error(run("%modelpack help nope"), "UsageError: unknown verb 'nope'")
+    one_line_error(run("%modelpack help nope"), "error: unknown verb 'nope'")
 
 
 def test_parse_error_shows_the_usage_line_not_a_traceback(run) -> None:
     for cell, first, verb in [
-        ("model = 1\n%modelpack pack model", "UsageError: the following arguments are required: --name", "pack"),
-        ("%modelpack train m --data d --epochs many", "UsageError: argument --epochs: invalid int value: 'many'", "train"),
+        ("model = 1\n%modelpack pack model", "error: the following arguments are required: --name", "pack"),
+        ("%modelpack train m --data d --epochs many", "error: argument --epochs: invalid int value: 'many'", "train"),
     ]:
         r = run(cell)
-        assert not r.ok and "Traceback" not in r.text and r.out == ""
-        lines = r.err.strip().splitlines()
+        assert not r.ok and "Traceback" not in r.text
+        lines = r.text.strip().splitlines()
         assert lines[0] == first  # one line that says what is wrong, then the verb's usage
         assert lines[1].startswith(f"usage: %modelpack {verb}") and all(ln.startswith(" ") for ln in lines[2:])
-    one_line_error(run('%modelpack show "unclosed'), "UsageError: cannot split the line")
+    one_line_error(run('%modelpack show "unclosed'), "error: cannot split the line")
 
 
 # ---- pack ---------------------------------------------------------------------------------------
 def test_pack_42_is_one_line_and_writes_nothing(run, home: Path) -> None:
-    one_line_error(run("%modelpack pack 42 --name x"), "UsageError: '42' is not a variable name")
-    one_line_error(run("n = 42\n%modelpack pack n --name x"), "UsageError: n is a int, not a torch.nn.Module")
+    one_line_error(run("%modelpack pack 42 --name x"), "error: '42' is not a variable name")
+    one_line_error(run("n = 42\n%modelpack pack n --name x"), "error: n is a int, not a torch.nn.Module")
     assert nbmodelpack.ls() == []
     assert [p for p in home.rglob("*") if p.is_file() and "blobs" in p.parts] == []
 
 
 def test_missing_variables_are_one_line(run) -> None:
-    one_line_error(run("%modelpack pack nomodel --name x"), "UsageError: no variable 'nomodel' in this notebook")
+    one_line_error(run("%modelpack pack nomodel --name x"), "error: no variable 'nomodel' in this notebook")
     r = run("from models import MLP\nm = MLP(hidden=8)\n%modelpack pack m --name x --example nothing")
-    one_line_error(r, "UsageError: no variable 'nothing'")
-    one_line_error(run("%modelpack pack m --name x --labels 5"), "UsageError: '5' is not a variable name")
-    one_line_error(run("bad = 'abc'\n%modelpack pack m --name x --labels bad"), "UsageError: --labels bad is a str")
+    one_line_error(r, "error: no variable 'nothing'")
+    one_line_error(run("%modelpack pack m --name x --labels 5"), "error: '5' is not a variable name")
+    one_line_error(run("bad = 'abc'\n%modelpack pack m --name x --labels bad"), "error: --labels bad is a str")
     one_line_error(run("%modelpack pack m --name Bad_Name"), "error: bad reference: 'Bad_Name'")
     assert nbmodelpack.ls() == []
 
@@ -165,7 +165,7 @@ def test_pack_ls_show_tag_rm_gc_fsck_through_the_magic(run, shell: InteractiveSh
     r = run(f"%modelpack import {tmp_path / 'tiny.tar'}")
     assert r.ok and "tiny:1" in r.out
     one_line_error(run("%modelpack show tiny:9"), "error: bundle not found: tiny:9")
-    one_line_error(run("%modelpack export tiny:1"), "UsageError: give exactly one of -o FILE.tar or --dir DIR")
+    one_line_error(run("%modelpack export tiny:1"), "error: give exactly one of -o FILE.tar or --dir DIR")
 
 
 def test_import_pth_through_the_magic(run, tmp_path: Path) -> None:
@@ -174,7 +174,7 @@ def test_import_pth_through_the_magic(run, tmp_path: Path) -> None:
     r = run(f"%modelpack import-pth {pth} --name legacy --arch models:MLP --arch-kwargs '{{\"hidden\": 8}}'")
     assert r.ok, r.text
     assert nbmodelpack.show("legacy:1").architecture["class"] == "models:MLP"
-    one_line_error(run(f"%modelpack import-pth {tmp_path / 'none.pth'} --name legacy --arch models:MLP"), "UsageError: no such file")
+    one_line_error(run(f"%modelpack import-pth {tmp_path / 'none.pth'} --name legacy --arch models:MLP"), "error: no such file")
 
 
 # ---- load ---------------------------------------------------------------------------------------
@@ -182,7 +182,7 @@ def test_load_binds_the_default_or_the_named_variable(run, shell: InteractiveShe
     model = MLP(hidden=8)
     nbmodelpack.pack(model, "mnist-mlp", example=torch.zeros(1, 1, 28, 28))
     r = run("%modelpack load mnist-mlp:1")
-    assert r.ok and r.out.startswith("loaded mnist-mlp:1 as `mnist_mlp`")
+    assert r.ok and r.out.startswith("loaded mnist-mlp:1 as mnist_mlp")
     x = torch.randn(3, 1, 28, 28)
     assert torch.equal(shell.user_ns["mnist_mlp"](x), model.eval()(x))
     r = run("%modelpack load mnist-mlp:latest as net")
@@ -191,8 +191,8 @@ def test_load_binds_the_default_or_the_named_variable(run, shell: InteractiveShe
 
 def test_bad_load_lines_bind_nothing(run, shell: InteractiveShell) -> None:
     nbmodelpack.pack(MLP(hidden=8), "mnist-mlp")
-    one_line_error(run("%modelpack load mnist-mlp:1 net"), "UsageError: expected `load REF as VAR`")
-    one_line_error(run("%modelpack load mnist-mlp:1 as class"), "UsageError: 'class' is not a valid variable name")
+    one_line_error(run("%modelpack load mnist-mlp:1 net"), "error: expected `load REF as VAR`")
+    one_line_error(run("%modelpack load mnist-mlp:1 as class"), "error: 'class' is not a valid variable name")
     one_line_error(run("%modelpack load nothing:3 as gone"), "error: bundle not found: nothing:3")
     assert "gone" not in shell.user_ns and "net" not in shell.user_ns
 
@@ -219,11 +219,11 @@ def test_train_verb_trains_and_its_metrics_reach_the_next_pack(run, shell: Inter
 def test_train_bad_arguments_are_one_line(run, shell: InteractiveShell) -> None:
     train, _ = _loaders()
     shell.user_ns.update(model=MLP(hidden=8), train=train, n=3)
-    one_line_error(run("%modelpack train model --data train --epochs 0"), "UsageError: --epochs 0: train at least one epoch")
-    one_line_error(run("%modelpack train model --data train --lr -1"), "UsageError: --lr -1.0")
-    one_line_error(run("%modelpack train model --data n"), "UsageError: train_loader is a int, not an iterable")
-    one_line_error(run("%modelpack train n --data train"), "UsageError: n is a int, not a torch.nn.Module")
-    one_line_error(run("%modelpack train model --data nope"), "UsageError: no variable 'nope'")
+    one_line_error(run("%modelpack train model --data train --epochs 0"), "error: --epochs 0: train at least one epoch")
+    one_line_error(run("%modelpack train model --data train --lr -1"), "error: --lr -1.0")
+    one_line_error(run("%modelpack train model --data n"), "error: train_loader is a int, not an iterable")
+    one_line_error(run("%modelpack train n --data train"), "error: n is a int, not a torch.nn.Module")
+    one_line_error(run("%modelpack train model --data nope"), "error: no variable 'nope'")
 
 
 class _InterruptingLoader:
@@ -366,7 +366,7 @@ def test_load_ext_registers_the_table_and_loaded_card(shell: InteractiveShell) -
 
     html = shell.display_formatter.formatters["text/html"]
     assert "nbmp-list" in html(BundleList([_info()]))
-    assert "loaded into variable net" in html(Loaded("net", _info()))
+    assert "loaded mnist-mlp:3 as net" in html(Loaded("net", _info()))
 
 
 @pytest.mark.slow
@@ -382,3 +382,61 @@ def test_a_kernel_draws_track_with_widgets_and_shows_the_history_as_html() -> No
     assert any(o.get("text") == "_WidgetView\n" for o in outputs)
     assert "nbmp-history" in outputs[-1]["data"]["text/html"]
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the curves, left as static output
+
+
+# ---- keys, spelling, did-you-mean (the magic's own words) ---------------------------------------
+def test_load_opens_an_encrypted_bundle_with_identity_from_a_file_or_a_passphrase(run, shell: InteractiveShell, tmp_path: Path, monkeypatch) -> None:
+    model = MLP(hidden=8)
+    packed = nbmodelpack.pack(model, "secret-mlp", example=torch.zeros(1, 1, 28, 28)).ref
+    key, recipient = nbmodelpack.keygen_age(tmp_path / "elsewhere" / "me.txt")  # not in the keys directory
+    sealed = nbmodelpack.encrypt(packed, recipients=[recipient]).ref
+    line = one_line_error(run(f"%modelpack load {sealed} as net"), "error: ")
+    assert "--identity FILE" in line and "identity=" not in line  # the magic's spelling of the way out
+    r = run(f"%modelpack load {sealed} as net --identity {key}")
+    assert r.ok, r.text
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(shell.user_ns["net"](x), model.eval()(x))
+    by_passphrase = nbmodelpack.encrypt(packed, passphrase="open sesame").ref
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": "open sesame")
+    r = run(f"%modelpack load {by_passphrase} as net2 --passphrase")
+    assert r.ok, r.text
+    assert torch.equal(shell.user_ns["net2"](x), model.eval()(x))
+    one_line_error(run(f"%modelpack load {sealed} --identity {key} --passphrase"), "error: give --identity FILE or --passphrase, not both")
+
+
+def test_errors_in_the_magic_use_the_magics_spelling(run) -> None:
+    line = one_line_error(run("%modelpack show missing-bundle:3"), "error: bundle not found: missing-bundle:3")
+    assert "`%modelpack ls`" in line and "`modelpack ls`" not in line
+
+
+def test_unknown_verbs_and_flags_get_did_you_mean_and_the_verbs_usage(run) -> None:
+    one_line_error(run("%modelpack lod mnist-mlp:1"), "error: unknown verb 'lod' (did you mean `%modelpack load`?)")
+    r = run("%modelpack load mnist-mlp:1 --identiy k.txt")
+    assert not r.ok and "Traceback" not in r.text
+    lines = r.text.strip().splitlines()
+    assert lines[0] == "error: unrecognized arguments: --identiy k.txt (did you mean --identity?)"
+    assert lines[1].startswith("usage: %modelpack load")  # the verb's usage, not every verb's
+
+
+def test_help_lists_the_notebook_path_before_store_maintenance(run) -> None:
+    text = run("%modelpack help").out
+    order = [ln.split()[0] for ln in text.splitlines() if ln.startswith("    ") and not ln.startswith("     ")]
+    assert order[:5] == ["pack", "load", "train", "ls", "show"]
+    for early, late in [("compress", "fsck"), ("publish", "gc"), ("serve", "tag"), ("sign", "import")]:
+        assert order.index(early) < order.index(late), order
+
+
+def test_the_load_line_ls_remote_offers_pulls_then_loads_and_says_so(run, shell: InteractiveShell, tmp_path: Path) -> None:
+    model = MLP(hidden=8)
+    info = nbmodelpack.pack(model, "my-mlp", example=torch.zeros(1, 1, 28, 28))
+    nbmodelpack.add_remote("share", f"file://{tmp_path / 'share'}")
+    nbmodelpack.publish(info.ref, "share")
+    nbmodelpack.rm(info.ref)
+    r = run("%modelpack ls --remote share")
+    assert r.ok and "share/my-mlp:1" in r.out
+    r = run("%modelpack load share/my-mlp:1 as net")
+    assert r.ok, r.text
+    assert r.out.splitlines()[0] == "pulled share/my-mlp:1 into the local store; loaded my-mlp:1 as net"
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(shell.user_ns["net"](x), model.eval()(x))
+    assert [i.ref for i in nbmodelpack.ls()] == ["my-mlp:1"]

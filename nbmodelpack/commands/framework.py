@@ -9,6 +9,7 @@ result object from :mod:`nbmodelpack.commands.results`); the door renders it.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import shlex
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ from typing import Any, NoReturn
 
 from ..errors import ModelPackError, UsageError
 from .results import Help
+from .spelling import respell
 
 VerbFn = Callable[[argparse.Namespace, "Context"], Any]
 ArgSpec = tuple[tuple[str, ...], dict[str, Any]]
@@ -39,6 +41,12 @@ class Context:
 
         return getpass.getpass(prompt)
 
+    def note(self, text: str) -> None:
+        """Tell the user one line beside the verb's result (a default it chose, a warning)."""
+        import sys
+
+        print(text, file=sys.stderr)
+
 
 @dataclass
 class Verb:
@@ -52,6 +60,31 @@ class Verb:
 
 
 VERBS: dict[str, Verb] = {}
+
+# The order `help` lists verbs in: a notebook user's path first, store maintenance last.
+# A verb not named here (a door's own, added later) comes after the path, before maintenance.
+HELP_ORDER = (
+    "pack", "load", "train", "ls", "show", "compress", "finetune", "encrypt", "decrypt", "sign", "verify", "keygen",
+    "publish", "pull", "remote", "login", "serve", "servers", "stop", "containerize",
+)
+MAINTENANCE = ("tag", "export", "import", "import-pth", "rm", "gc", "fsck", "help")
+
+
+def ordered_verbs() -> list[Verb]:
+    """Every verb in the order ``help`` lists them.
+
+    Example:
+        >>> [v.name for v in ordered_verbs()][:3]
+        ['pack', 'load', 'train']
+    """
+    def rank(name: str) -> tuple[int, int]:
+        if name in HELP_ORDER:
+            return 0, HELP_ORDER.index(name)
+        if name in MAINTENANCE:
+            return 2, MAINTENANCE.index(name)
+        return 1, 0
+
+    return sorted(VERBS.values(), key=lambda v: rank(v.name))
 
 
 def arg(*flags: str, **kwargs: Any) -> ArgSpec:
@@ -97,7 +130,7 @@ def build_parser(prog: str = "modelpack") -> argparse.ArgumentParser:
     """
     parser = _Parser(prog=prog, description="Pack, load, compress, encrypt, sign, publish and serve PyTorch models as OCI bundles.")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
-    for v in VERBS.values():
+    for v in ordered_verbs():
         p = sub.add_parser(v.name, help=v.help, description=v.help)
         for flags, kwargs in v.args:
             p.add_argument(*flags, **kwargs)
@@ -112,9 +145,37 @@ def subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentPa
     return None
 
 
-def unknown_verb(name: str) -> UsageError:
-    """The error for a verb that does not exist, listing the ones that do."""
-    return UsageError(f"unknown verb {name!r}", hint=f"verbs: {', '.join(sorted(VERBS))}")
+def did_you_mean(word: str, choices: Sequence[str]) -> str | None:
+    """The closest of ``choices`` to a mistyped ``word``, if one is close.
+
+    Example:
+        >>> did_you_mean("lod", ["load", "ls", "pack"])
+        'load'
+    """
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def unknown_verb(name: str, prog: str = "modelpack") -> UsageError:
+    """The error for a verb that does not exist: the closest verb, else the ones that do.
+
+    Example:
+        >>> str(unknown_verb("lod", "%modelpack"))
+        "unknown verb 'lod' (did you mean `%modelpack load`?)"
+    """
+    guess = did_you_mean(name, list(VERBS))
+    if guess:
+        return UsageError(f"unknown verb {name!r}", hint=f"did you mean `{prog} {guess}`?")
+    return UsageError(f"unknown verb {name!r}", hint=f"verbs: {', '.join(v.name for v in ordered_verbs())}")
+
+
+def unknown_flags(sub: argparse.ArgumentParser, extras: Sequence[str]) -> UsageError:
+    """The error for arguments a verb does not take, with "did you mean" and that verb's usage."""
+    flags = [o for a in sub._actions for o in a.option_strings]
+    shown = " ".join(extras)
+    guess = next((g for g in (did_you_mean(e.split("=", 1)[0], flags) for e in extras if e.startswith("-")) if g), None)
+    hint = f" (did you mean {guess}?)" if guess else ""
+    return UsageError(f"unrecognized arguments: {shown}{hint}\n{sub.format_usage().strip()}")
 
 
 def run(argv: Sequence[str] | str, ctx: Context | None = None) -> Any:
@@ -129,15 +190,29 @@ def run(argv: Sequence[str] | str, ctx: Context | None = None) -> Any:
     parser = build_parser(ctx.name)
     if not args_list:
         return Help(parser.format_help())
-    if args_list[0] not in VERBS and not args_list[0].startswith("-"):
-        raise unknown_verb(args_list[0])
     try:
-        ns = parser.parse_args(args_list)
+        return _run(parser, args_list, ctx)
+    except ModelPackError as exc:
+        respell(exc, ctx.name)
+        raise
+
+
+def _run(parser: argparse.ArgumentParser, args_list: list[str], ctx: Context) -> Any:
+    if args_list[0] not in VERBS and not args_list[0].startswith("-"):
+        raise unknown_verb(args_list[0], ctx.name)
+    try:
+        # parse_known_args: a flag the verb does not take is that verb's error (its usage,
+        # "did you mean"), not the top-level parser's.
+        ns, extras = parser.parse_known_args(args_list)
     except _HelpShown:
         sub = subparser(parser, args_list[0])
         return Help((sub or parser).format_help())
     if ns.verb is None:
+        if extras:
+            raise UsageError(f"unrecognized arguments: {' '.join(extras)}\n{parser.format_usage().strip()}")
         return Help(parser.format_help())
+    if extras:
+        raise unknown_flags(subparser(parser, ns.verb) or parser, extras)
     v = VERBS[ns.verb]
     if v.notebook_only and not ctx.interactive:
         raise UsageError(f"`{v.name}` works on notebook variables", hint="use %modelpack in a notebook, or the Python API")

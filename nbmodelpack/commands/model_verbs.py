@@ -14,6 +14,7 @@ from ..bundle.refs import parse
 from ..errors import UsageError
 from .framework import Context, arg, json_arg, verb
 from .results import Loaded, Text
+from .secrets import IDENTITY_ARGS, identity_of
 
 
 def _module_var(ctx: Context, name: str, verb_name: str) -> Any:
@@ -83,6 +84,7 @@ def pack_verb(args: argparse.Namespace, ctx: Context) -> BundleInfo:
     arg("as_kw", nargs="?", metavar="as"),
     arg("var", nargs="?", metavar="VAR", help="variable to bind (default: the bundle name, e.g. mnist_mlp)"),
     arg("--trust-code", action="store_true", help="allow running class source stored in the bundle"),
+    *IDENTITY_ARGS,
     arg("--device", default="cpu"),
     notebook_only=True,
 )
@@ -92,12 +94,13 @@ def load_verb(args: argparse.Namespace, ctx: Context) -> Loaded:
     var = args.var or default_var_name(args.ref)
     if not var.isidentifier() or keyword.iskeyword(var):
         raise UsageError(f"{var!r} is not a valid variable name")
-    model = api.load(args.ref, trust_code=args.trust_code, device=args.device)
+    model = api.load(args.ref, trust_code=args.trust_code, identity=identity_of(args, ctx), device=args.device)
     ctx.bind(var, model)
     from ..pytorch.restore import form_note
 
     info: BundleInfo = model.bundle_info  # type: ignore[assignment]  # set by restore()
-    return Loaded(var, info, form=str(getattr(model, "bundle_form", "")), note=form_note(model))
+    pulled = None if parse(args.ref).is_local else args.ref
+    return Loaded(var, info, pulled=pulled, form=str(getattr(model, "bundle_form", "")), note=form_note(model))
 
 
 @verb(

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import os
+from pathlib import Path
 
-from .. import api
+from .. import api, paths
 from ..bundle.info import BundleInfo
-from ..crypto import PASSPHRASE_ENV
+from ..crypto.keys import DEFAULT_IDENTITY_FILE, next_to_notebooks, own_recipient
 from ..errors import UsageError
 from .framework import Context, arg, verb
 from .results import Text
-
-
-def _ask_passphrase(ctx: Context, *, confirm: bool) -> api.Passphrase:
-    """$NBMODELPACK_PASSPHRASE, else asked without echo (never stored, never in history)."""
-    if os.environ.get(PASSPHRASE_ENV):
-        return api.Passphrase(os.environ[PASSPHRASE_ENV])
-    first = ctx.getpass("passphrase: ")
-    if confirm and first != ctx.getpass("passphrase (again): "):
-        raise UsageError("the passphrases differ; nothing was encrypted")
-    return api.Passphrase(first)
+from .secrets import IDENTITY_ARGS, ask_passphrase, identity_of
 
 
 @verb(
@@ -34,6 +25,13 @@ def keygen_verb(args: argparse.Namespace, ctx: Context) -> Text:
     if (args.age is None) == (args.signing is None):
         raise UsageError("give exactly one of --age [OUT] or --signing [OUT]")
     if args.age is not None:
+        existing = Path(args.age).expanduser() if args.age else paths.keys_dir() / DEFAULT_IDENTITY_FILE
+        if existing.is_file() and not args.force:
+            # Asking again is how people look their recipient up: show it, change nothing.
+            return Text(f"age identity already at {existing} (kept; --force makes a new one)\nrecipient: {api.recipient_of(existing)}")
+        folder = next_to_notebooks(args.age) if args.age else None
+        if folder is not None:
+            ctx.note(f"warning: {args.age} puts a private key beside the notebooks in {folder}; keep keys out of folders you share (default: keys/ in $NBMODELPACK_HOME)")
         path, recipient = api.keygen_age(args.age or None, force=args.force)
         return Text(f"age identity written to {path} (mode 0600)\nrecipient: {recipient}")
     private, public = api.keygen_signing(args.signing or None, force=args.force)
@@ -44,30 +42,33 @@ def keygen_verb(args: argparse.Namespace, ctx: Context) -> Text:
     "encrypt",
     "encrypt weights and code with age: a new version",
     arg("ref"),
-    arg("--to", action="append", default=[], metavar="RECIPIENT", help="age1… recipient or a file of them (repeatable)"),
+    arg("--to", action="append", default=[], metavar="RECIPIENT", help="age1… recipient or a file of them (repeatable; default: your own identity)"),
     arg("--passphrase", action="store_true", help="encrypt with a passphrase (asked, or $NBMODELPACK_PASSPHRASE)"),
     arg("--tag", action="append", default=[], help="extra tag for the new version"),
     arg("--json", action="store_true"),
 )
 def encrypt_verb(args: argparse.Namespace, ctx: Context) -> BundleInfo:
-    if bool(args.to) == args.passphrase:
-        raise UsageError("give --to age1… (repeatable) or --passphrase")
-    secret = _ask_passphrase(ctx, confirm=True) if args.passphrase else None
-    return api.encrypt(args.ref, recipients=args.to or None, passphrase=secret, tags=args.tag)
+    if args.to and args.passphrase:
+        raise UsageError("give --to age1… (repeatable) or --passphrase, not both")
+    secret = ask_passphrase(ctx, confirm=True) if args.passphrase else None
+    recipients = args.to
+    if not recipients and secret is None:
+        path, mine = own_recipient()
+        recipients = [mine]
+        ctx.note(f"encrypting to you ({mine[:16]}…, {path}); pass --to age1… for others")
+    return api.encrypt(args.ref, recipients=recipients or None, passphrase=secret, tags=args.tag)
 
 
 @verb(
     "decrypt",
     "make a plaintext version of an encrypted bundle (explicit: writes the weights in clear)",
     arg("ref"),
-    arg("--identity", metavar="FILE", help="age identity file (default: $NBMODELPACK_AGE_IDENTITY, keys/)"),
-    arg("--passphrase", action="store_true", help="the bundle was encrypted with a passphrase"),
+    *IDENTITY_ARGS,
     arg("--tag", action="append", default=[], help="extra tag for the new version"),
     arg("--json", action="store_true"),
 )
 def decrypt_verb(args: argparse.Namespace, ctx: Context) -> BundleInfo:
-    identity = _ask_passphrase(ctx, confirm=False) if args.passphrase else args.identity
-    return api.decrypt(args.ref, identity=identity, tags=args.tag)
+    return api.decrypt(args.ref, identity=identity_of(args, ctx), tags=args.tag)
 
 
 @verb(

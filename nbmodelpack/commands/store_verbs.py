@@ -18,7 +18,7 @@ def help_verb(args: argparse.Namespace, ctx: Context) -> Help:
     if args.topic:
         sub = subparser(parser, args.topic)
         if sub is None:
-            raise unknown_verb(args.topic)
+            raise unknown_verb(args.topic, ctx.name)
         return Help(sub.format_help())
     return Help(parser.format_help())
 

@@ -89,7 +89,7 @@ def decrypt_layer(data: bytes, *, identity: Any = None, filepath: str, limit: in
         if not chosen and identity is None and os.environ.get(PASSPHRASE_ENV):
             chosen = [Passphrase(os.environ[PASSPHRASE_ENV])]
         if not chosen:
-            raise CryptoError(f"{filepath} is passphrase-encrypted", hint="pass identity=nbmodelpack.Passphrase(...) or --passphrase")
+            raise CryptoError(f"{filepath} is passphrase-encrypted", hint="pass identity=nbmodelpack.Passphrase(...)")
         try:
             # pyrage has no streaming passphrase decrypt; age's plaintext is smaller than its ciphertext.
             plain = bytes(pyrage.passphrase.decrypt(data, chosen[0].reveal()))
@@ -103,7 +103,7 @@ def decrypt_layer(data: bytes, *, identity: Any = None, filepath: str, limit: in
     identities = [i for i in find_identities(identity) if not isinstance(i, Passphrase)]
     if not identities:
         hint = "the layer was encrypted for recipients, not a passphrase" if identity is not None else (
-            f"pass identity=FILE (--identity), set {IDENTITY_ENV}, or put your identity in {paths.keys_dir()}")
+            f"pass identity=FILE, set {IDENTITY_ENV}, or put your identity in {paths.keys_dir()}")
         raise CryptoError(f"{filepath} is encrypted and no age identity was found", hint=hint)
     out = _CappedSink(limit)
     try:
@@ -112,7 +112,7 @@ def decrypt_layer(data: bytes, *, identity: Any = None, filepath: str, limit: in
         raise _too_large(filepath, limit) from exc
     except (pyrage.DecryptError, OSError) as exc:  # decrypt_io reports a failed chunk as OSError
         if "No matching keys" in str(exc):
-            raise CryptoError(f"{filepath}: none of the given identities can open it", hint="it was encrypted for other recipients; pass the right identity") from exc
+            raise CryptoError(f"{filepath}: none of the given identities can open it", hint="it was encrypted for other recipients; pass the right key: identity=FILE") from exc
         raise _damaged(filepath, exc) from exc
     return out.buffer.getvalue()
 

@@ -84,6 +84,54 @@ def keygen_age(out: str | os.PathLike[str] | None = None, *, force: bool = False
     return path, recipient
 
 
+def own_identity_file() -> Path | None:
+    """The user's own identity file: ``$NBMODELPACK_AGE_IDENTITY`` (when it names a file), else ``keys/age-identity.txt``.
+
+    ``None`` when neither exists (``keygen --age`` makes the second).
+
+    Example:
+        >>> own_identity_file()  # doctest: +SKIP
+        PosixPath('/home/me/.local/share/nbmodelpack/keys/age-identity.txt')
+    """
+    env = os.environ.get(IDENTITY_ENV)
+    if env and "AGE-SECRET-KEY-" not in env and Path(env).expanduser().is_file():
+        return Path(env).expanduser()
+    default = paths.keys_dir() / DEFAULT_IDENTITY_FILE
+    return default if default.is_file() else None
+
+
+def own_recipient() -> tuple[Path, str]:
+    """``(identity file, age1… recipient)`` of the user's own identity: what "encrypt to me" encrypts to.
+
+    Example:
+        >>> own_recipient()[1][:4]  # doctest: +SKIP
+        'age1'
+    """
+    path = own_identity_file()
+    if path is None:
+        raise UsageError("you have no age identity to encrypt to", hint="make one with `modelpack keygen --age`, or give --to age1…")
+    return path, recipient_of(path)
+
+
+def next_to_notebooks(out: str | os.PathLike[str]) -> Path | None:
+    """The folder a relative key path puts a private key in, if that folder holds notebooks (else ``None``).
+
+    A private key beside notebooks gets shared, committed and uploaded with them.
+
+    Example:
+        >>> next_to_notebooks("/abs/key.txt") is None
+        True
+    """
+    text = os.fspath(out)
+    if os.path.isabs(text) or text.startswith("~"):
+        return None
+    folder = Path(text).resolve().parent
+    try:
+        return folder if any(folder.glob("*.ipynb")) else None
+    except OSError:
+        return None
+
+
 def recipient_of(identity_file: str | os.PathLike[str]) -> str:
     """The ``age1…`` recipient of an identity file (like ``age-keygen -y``)."""
     ids = _identities_from_text(Path(identity_file).read_text(), str(identity_file))
@@ -128,7 +176,7 @@ def identity_arg(value: Any) -> list[Any]:
         except FileNotFoundError as exc:
             # Do not echo a string that may be a secret passed in the wrong place.
             shown = str(path) if (os.sep in str(value) or path.suffix) else "(given string)"
-            raise CryptoError(f"no identity file {shown}", hint="pass an identity file, or nbmodelpack.Passphrase(...) for a passphrase") from exc
+            raise CryptoError(f"no identity file {shown}", hint="pass identity=FILE, or identity=nbmodelpack.Passphrase(...) for a passphrase") from exc
         except (OSError, UnicodeDecodeError) as exc:
             raise CryptoError(f"cannot read identity file {path}: {exc}") from exc
         return _identities_from_text(text, str(path))

@@ -70,16 +70,27 @@ def _pull(body: dict[str, Any]) -> tuple[str, Work]:
     return remote_ref, lambda: _jsonable(remotes.pull(remote_ref))
 
 
+def _key(body: dict[str, Any]) -> Any:
+    """``{"identity": FILE or AGE-SECRET-KEY-…}`` or ``{"passphrase": "…"}`` (at most one) for an encrypted bundle."""
+    identity = _field(body, "identity", required=False)
+    passphrase = _field(body, "passphrase", required=False)
+    if identity and passphrase:
+        raise UsageError("give 'identity' or 'passphrase', not both")
+    return api.Passphrase(passphrase) if passphrase else identity
+
+
 def _serve(body: dict[str, Any]) -> tuple[str, Work]:
     ref = str(local_ref(body.get("ref")))
+    key = _key(body)
     api.show(ref)  # a missing bundle is a 404 now, not a failed job later
     _needs("starlette", "uvicorn", "nbmodelpack.serving.app")
     from .. import serving
 
     # A child process probes the bundle (trust policy, key, rebuild through the load path) and
     # exits with one line if it cannot be served; that line becomes the job's error. Port 0: a
-    # free port; the server stops when this Jupyter server exits.
-    return ref, lambda: _jsonable(serving.serve(ref, port=0))
+    # free port; the server stops when this Jupyter server exits. The key reaches the child in
+    # its environment, never on its command line.
+    return ref, lambda: _jsonable(serving.serve(ref, port=0, identity=key))
 
 
 JOB_ACTIONS: dict[str, Callable[[dict[str, Any]], tuple[str, Work]]] = {"publish": _publish, "pull": _pull, "serve": _serve}

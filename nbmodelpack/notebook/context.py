@@ -42,6 +42,9 @@ class NotebookContext(commands.Context):
             raise UsageError(f"{name!r} is not a valid variable name")
         self.shell.user_ns[name] = value
 
+    def note(self, text: str) -> None:
+        print(text)  # above the result, in the cell's output
+
     def getpass(self, prompt: str) -> str:
         # In a kernel, ipykernel routes getpass to the front end's password box (never echoed).
         from IPython.core.error import StdinNotImplementedError
@@ -82,19 +85,16 @@ def show(result: Any, *, as_json: bool = False) -> None:
 def run_line(shell: Any, line: str) -> Any:
     """Run one ``%modelpack`` line in ``shell``; return the verb's result.
 
-    Raises IPython's ``UsageError`` (shown as one ``UsageError: …`` line) for bad
-    arguments and :class:`ModelPackMagicError` (one ``error: …`` line) for other
-    user errors.
+    Raises :class:`ModelPackMagicError` for every user error: one ``error: …`` line (bad
+    arguments add the verb's usage), the prefix the CLI uses too.
 
     Example:
         >>> run_line(get_ipython(), "help load")  # doctest: +SKIP
     """
-    from IPython.core.error import UsageError as IPythonUsageError
-
     try:
         argv = shlex.split(line)
     except ValueError as exc:
-        raise IPythonUsageError(f"cannot split the line: {exc}") from None
+        raise ModelPackMagicError(UsageError(f"cannot split the line: {exc}")) from None
     try:
         try:
             return commands.run(argv, NotebookContext(shell))
@@ -103,8 +103,6 @@ def run_line(shell: Any, line: str) -> Any:
             if missing is None:
                 raise
             raise missing from None
-    except UsageError as exc:
-        raise IPythonUsageError(str(exc)) from None
     except ModelPackError as exc:
         raise ModelPackMagicError(exc) from None
     except KeyboardInterrupt:

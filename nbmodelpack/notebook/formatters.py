@@ -23,9 +23,8 @@ def _loaded(result: Any) -> str:
 
     from .display import bundle_card_html
 
-    form = f" ({result.form})" if result.form else ""
     note = f'<p class="nbmp-muted">{html.escape(result.note)}</p>' if result.note else ""
-    return note + bundle_card_html(result.info, heading=f"loaded into variable {result.var}{form}")
+    return note + bundle_card_html(result.info, heading=result.headline)
 
 
 def _history(history: Any) -> str:

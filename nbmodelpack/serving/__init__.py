@@ -12,7 +12,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .handle import Server
@@ -28,13 +28,18 @@ def serve(
     token: str | None = None,
     max_batch: int = 32,
     max_delay_ms: float = 2.0,
-    identity: str | None = None,
+    identity: Any = None,
     max_body: int = 8 * 1024 * 1024,
     threads: int = 0,
     background: bool = True,
     timeout: float = 120.0,
+    trust_code: bool = False,
 ) -> Server | None:
     """Serve a bundle over HTTP (v2 protocol + ``/predict``); ``port=0`` picks a free port.
+
+    ``identity`` opens an encrypted bundle: an identity file, an ``AGE-SECRET-KEY-…``
+    string or ``nbmodelpack.Passphrase(...)``; ``trust_code`` runs class source stored
+    in the bundle, as for :func:`nbmodelpack.load`.
 
     In the background (default) it returns a :class:`Server` once the server is
     ready; it stops with :meth:`Server.stop` or when this process exits. With
@@ -43,12 +48,17 @@ def serve(
     Example:
         >>> srv = nbmodelpack.serve("mnist-mlp:latest", workers=2)  # doctest: +SKIP
     """
+    from ..crypto.keys import Passphrase
     from .handle import Server
     from .options import ServeOptions
     from .runner import serve as run_foreground
     from .runner import start
 
-    options = ServeOptions(ref=ref, host=host, port=port, workers=workers, token=token, max_batch=max_batch, max_delay_ms=max_delay_ms, identity=identity, max_body=max_body, threads=threads)
+    secret = identity.reveal() if isinstance(identity, Passphrase) else None
+    options = ServeOptions(
+        ref=ref, host=host, port=port, workers=workers, token=token, max_batch=max_batch, max_delay_ms=max_delay_ms,
+        identity=None if secret else identity, passphrase=secret, max_body=max_body, threads=threads, trust_code=trust_code,
+    )
     if not background:
         run_foreground(options)
         return None

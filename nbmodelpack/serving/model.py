@@ -59,12 +59,12 @@ class LoadedModel:
         torch.set_num_threads(self.threads)
         bundle = get_store().open(options.ref)
         # The same path as nbmodelpack.load: trust policy first, allow-listed architecture, key.
-        self.module = api.load(bundle, identity=options.identity)
+        self.module = api.load(bundle, identity=options.key(), trust_code=options.trust_code)
         self.info = bundle.info
         self.name = bundle.name
         self.version = str(self.info.version if self.info.version is not None else 1)
-        self.inputs, self.outputs = signature_specs(bundle.read_json("signature.json", identity=options.identity), self.info.ref)
-        processing = bundle.read_json("processing.json", identity=options.identity) if bundle.has("processing.json") else {}
+        self.inputs, self.outputs = signature_specs(bundle.read_json("signature.json", identity=options.key()), self.info.ref)
+        processing = bundle.read_json("processing.json", identity=options.key()) if bundle.has("processing.json") else {}
         if not isinstance(processing, dict):
             raise BundleFormatError(f"processing.json of {self.info.ref} is not a JSON object")
         pre, labels, post = processing.get("preprocess"), processing.get("labels"), processing.get("postprocess")

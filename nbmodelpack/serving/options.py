@@ -11,11 +11,13 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
+from ..crypto.keys import PASSPHRASE_ENV, Passphrase
 from ..errors import ServingError, UsageError
 
 OPTIONS_ENV = "NBMODELPACK_SERVE_OPTIONS"
 TOKEN_ENV = "NBMODELPACK_SERVE_TOKEN"
 IDENTITY_ENV = "NBMODELPACK_SERVE_IDENTITY"
+SECRETS = ("token", "identity", "passphrase")  # never in OPTIONS_ENV (it may be logged) nor on a command line
 
 
 @dataclass
@@ -37,15 +39,28 @@ class ServeOptions:
     identity: str | None = None
     max_body: int = 8 * 1024 * 1024
     threads: int = 0  # torch threads per worker; 0 = cores / workers
+    trust_code: bool = False  # run class source stored in the bundle (as load's trust_code)
+    passphrase: str | None = None  # for a passphrase-encrypted bundle (instead of identity)
+
+    def key(self) -> str | Passphrase | None:
+        """What opens the bundle's encrypted layers: the passphrase, else the identity (``None``: the defaults).
+
+        Example:
+            >>> ServeOptions(ref="m:1", passphrase="s3cret").key()
+            Passphrase(***)
+        """
+        return Passphrase(self.passphrase) if self.passphrase else self.identity
 
     def to_env(self) -> dict[str, str]:
-        """Environment for worker processes; the token and identity travel in their own variables."""
+        """Environment for worker processes; the token, identity and passphrase travel in their own variables."""
         doc = asdict(self)
-        env = {OPTIONS_ENV: json.dumps({k: v for k, v in doc.items() if k not in ("token", "identity")})}
+        env = {OPTIONS_ENV: json.dumps({k: v for k, v in doc.items() if k not in SECRETS})}
         if self.token:
             env[TOKEN_ENV] = self.token
         if self.identity:
             env[IDENTITY_ENV] = self.identity
+        if self.passphrase:
+            env[PASSPHRASE_ENV] = self.passphrase
         return env
 
     @classmethod
@@ -54,7 +69,10 @@ class ServeOptions:
         raw = os.environ.get(OPTIONS_ENV)
         if not raw:
             raise ServingError(f"{OPTIONS_ENV} is not set", hint="start the server with `modelpack serve REF`")
-        return cls(**json.loads(raw), token=os.environ.get(TOKEN_ENV) or None, identity=os.environ.get(IDENTITY_ENV) or None)
+        return cls(
+            **json.loads(raw), token=os.environ.get(TOKEN_ENV) or None, identity=os.environ.get(IDENTITY_ENV) or None,
+            passphrase=os.environ.get(PASSPHRASE_ENV) or None,
+        )
 
 
 def is_loopback(host: str) -> bool:
@@ -91,4 +109,4 @@ def validate(options: ServeOptions) -> None:
         raise UsageError(f"--port {options.port} is not a port number")
 
 
-__all__ = ["IDENTITY_ENV", "OPTIONS_ENV", "TOKEN_ENV", "ServeOptions", "is_loopback", "validate"]
+__all__ = ["IDENTITY_ENV", "OPTIONS_ENV", "PASSPHRASE_ENV", "SECRETS", "TOKEN_ENV", "ServeOptions", "is_loopback", "validate"]

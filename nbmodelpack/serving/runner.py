@@ -36,7 +36,7 @@ from typing import Any
 
 from ..errors import ModelPackError, ServingError
 from ..store import get_store
-from .options import IDENTITY_ENV, TOKEN_ENV, ServeOptions, is_loopback, validate
+from .options import IDENTITY_ENV, PASSPHRASE_ENV, TOKEN_ENV, ServeOptions, is_loopback, validate
 from .registry import ServerEntry, alive, folder, register, servers, stop
 
 PARENT_ENV = "NBMODELPACK_SERVE_PARENT"
@@ -60,7 +60,7 @@ def check(options: ServeOptions) -> tuple[str, str]:
     bundle = get_store().open(options.ref)
     if not bundle.has("signature.json"):
         raise ServingError(f"{bundle.info.ref} has no signature.json", hint="pack it with example= so its inputs are known")
-    signature_specs(bundle.read_json("signature.json", identity=options.identity), bundle.info.ref)
+    signature_specs(bundle.read_json("signature.json", identity=options.key()), bundle.info.ref)
     return f"{bundle.name}@{bundle.digest}", bundle.info.ref
 
 
@@ -179,6 +179,8 @@ def _cli_args(options: ServeOptions) -> list[str]:
     args += ["--max-batch", str(options.max_batch), "--max-delay-ms", str(options.max_delay_ms), "--max-body", str(options.max_body)]
     if options.threads:
         args += ["--threads", str(options.threads)]
+    if options.trust_code:
+        args.append("--trust-code")
     return args
 
 
@@ -196,9 +198,10 @@ def start(options: ServeOptions, *, timeout: float = 120.0) -> ServerEntry:
     env = dict(os.environ)
     env[PARENT_ENV] = str(os.getpid())
     # Secrets travel in the environment, never on the command line (visible in ps).
+    # (A passphrase the caller's environment already holds reaches the child as it is.)
     for key in (TOKEN_ENV, IDENTITY_ENV):
         env.pop(key, None)
-    env.update({k: v for k, v in options.to_env().items() if k in (TOKEN_ENV, IDENTITY_ENV)})
+    env.update({k: v for k, v in options.to_env().items() if k in (TOKEN_ENV, IDENTITY_ENV, PASSPHRASE_ENV)})
     log_path = folder() / "logs" / f"serve-{int(time.time() * 1000)}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:

@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from ..commands import Context, ServerList, Text, arg, verb
+from ..commands.secrets import IDENTITY_ARGS
 
 
 @verb(
@@ -25,19 +26,23 @@ from ..commands import Context, ServerList, Text, arg, verb
     arg("--token", help="bearer token clients must send (or set NBMODELPACK_SERVE_TOKEN)"),
     arg("--max-batch", type=int, default=32, help="most rows per model call"),
     arg("--max-delay-ms", type=float, default=2.0, help="how long a request waits for others to batch with"),
-    arg("--identity", help="age identity (key file) for an encrypted bundle"),
+    *IDENTITY_ARGS,
+    arg("--trust-code", action="store_true", help="allow running class source stored in the bundle (as load --trust-code)"),
     arg("--max-body", type=int, default=8 * 1024 * 1024, help="largest request body in bytes"),
     arg("--threads", type=int, default=0, help="torch threads per worker (default: cores / workers)"),
 )
 def serve_verb(args: argparse.Namespace, ctx: Context) -> Any:
+    from ..commands.secrets import identity_of
     from .app import IDENTITY_ENV, TOKEN_ENV, ServeOptions
     from .runner import serve, start
 
     port = args.port if args.port is not None else (0 if ctx.interactive else 8000)
+    key = identity_of(args, ctx)
     options = ServeOptions(
         ref=args.ref, host=args.host, port=port, workers=args.workers, token=args.token or os.environ.get(TOKEN_ENV) or None,
-        max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, identity=args.identity or os.environ.get(IDENTITY_ENV) or None,
-        max_body=args.max_body, threads=args.threads,
+        max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, max_body=args.max_body, threads=args.threads,
+        identity=key if isinstance(key, str) else os.environ.get(IDENTITY_ENV) or None,
+        passphrase=key.reveal() if key is not None and not isinstance(key, str) else None, trust_code=args.trust_code,
     )
     if ctx.interactive:
         from .handle import Server

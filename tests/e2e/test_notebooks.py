@@ -44,7 +44,7 @@ def test_tutorial_runs_on_a_real_kernel_without_errors(executed_tutorial) -> Non
     listing = _outputs(nb, "%modelpack ls")[0]["data"]
     assert "%modelpack load mnist-mlp:1" in listing["text/html"] and listing["text/plain"].startswith("REF")
     loaded = _outputs(nb, "del model, DigitMLP")[0]["data"]["text/plain"]
-    assert loaded.startswith("loaded mnist-mlp:1 as `classifier`")
+    assert loaded.startswith("loaded mnist-mlp:1 as classifier")
     grid = _outputs(nb, "import matplotlib.pyplot")
     assert any("image/png" in o.get("data", {}) for o in grid)
     right = int(next(o["text"] for o in grid if o.get("output_type") == "stream").split()[0])
