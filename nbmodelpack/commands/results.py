@@ -82,7 +82,7 @@ class Loaded:
             'pulled share/m:4 into the local store; loaded m:4 as net'
         """
         pulled = f"pulled {self.pulled} into the local store; " if self.pulled else ""
-        form = f" ({self.form})" if self.form else ""
+        form = f" ({self.form})" if self.form not in ("", "class") else ""  # say it when it is not the plain class
         return f"{pulled}loaded {self.info.ref} as {self.var}{form}"
 
     def __str__(self) -> str:
