@@ -213,7 +213,7 @@ def test_train_verb_trains_and_its_metrics_reach_the_next_pack(run, shell: Inter
     r = run("%modelpack pack model --name trained")
     assert r.ok, r.text
     metrics = nbmodelpack.show("trained:1").metrics
-    assert metrics["epochs"] == 2 and set(metrics) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert metrics["train"]["epochs"] == 2 and set(metrics["train"]) >= {"loss", "accuracy"} and set(metrics["validation"]) == {"loss", "accuracy"}
 
 
 def test_train_bad_arguments_are_one_line(run, shell: InteractiveShell) -> None:
@@ -260,7 +260,7 @@ def test_interrupted_training_is_one_line_and_keeps_whole_weights(run, shell: In
     # the weights are exactly those at the end of epoch 1, not half of epoch 2
     for key, value in model.state_dict().items():
         assert torch.equal(value, loader.state_at_start[key]), key
-    assert model._nbmodelpack_metrics["epochs"] == 1
+    assert model._nbmodelpack_metrics["train"]["epochs"] == 1
     assert nbmodelpack.ls() == []
 
 

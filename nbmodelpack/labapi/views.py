@@ -15,7 +15,9 @@ import threading
 from typing import Any
 
 from .. import api, config
+from ..bundle.card import lineage_lines
 from ..bundle.info import BundleInfo
+from ..bundle.metrics import labelled
 from ..bundle.refs import NAME_RE, Reference, parse, validate_name
 from ..errors import BundleNotFound, InvalidReference, ModelPackError, UsageError
 from ..serving import registry
@@ -90,9 +92,13 @@ def version_summary(info: BundleInfo, serving: dict[str, str]) -> dict[str, Any]
         "quantization": info.quantization,
         "architecture": info.architecture_line,
         "description": info.description,
-        "metrics": info.metrics,
+        # Flat and labelled ("validation accuracy"), so the sidebar shows where each was measured.
+        "metrics": labelled(info.metrics),
         "op": recipe.get("op", ""),
         "parent": recipe.get("parent"),
+        "parent_ref": recipe.get("parent_ref"),
+        "derived": info.parent_line,
+        "lineage_text": lineage_lines(recipe),
         "badges": badges,
         "published": info.published,
         "serving": url,
@@ -184,6 +190,7 @@ def bundle_detail(name: str, ref: str | None) -> dict[str, Any]:
     recipe = info.recipe if isinstance(info.recipe, dict) else {}
     earlier = recipe.get("lineage")  # a bundle's own annotation: shown only if it has the expected shape
     steps = [*(earlier if isinstance(earlier, list) else []), {k: v for k, v in recipe.items() if k != "lineage"}]
+    kept = [step for step in steps if isinstance(step, dict) and step]
     return {
         "name": name,
         "versions": group(infos, serving)[0]["versions"],
@@ -191,7 +198,8 @@ def bundle_detail(name: str, ref: str | None) -> dict[str, Any]:
             **version_summary(info, serving),
             "card": opened.card().render(),
             "recipe": recipe,
-            "lineage": [step for step in steps if isinstance(step, dict) and step],
+            # Each step with its words ("mnist-mlp:1: pack (its metrics: …)"): ancestors' metrics as theirs.
+            "lineage": [{**step, "text": line} for step, line in zip(kept, lineage_lines(recipe), strict=False)],
             "layers": info.layers,
         },
     }

@@ -95,7 +95,7 @@ def test_notebook_class_packed_in_one_kernel_loads_in_another_and_predicts_the_s
     import nbmodelpack
 
     assert nbmodelpack.show("scorer:1").architecture["strategy"] == "export"
-    assert nbmodelpack.show("scorer:1").metrics["epochs"] == 2
+    assert nbmodelpack.show("scorer:1").metrics["train"]["epochs"] == 2
 
 
 KERNEL_SETUP = """
