@@ -382,3 +382,40 @@ def test_a_kernel_draws_track_with_widgets_and_shows_the_history_as_html() -> No
     assert any(o.get("text") == "_WidgetView\n" for o in outputs)
     assert "nbmp-history" in outputs[-1]["data"]["text/html"]
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the curves, left as static output
+
+
+# ---- fine-tuning a loaded bundle ----------------------------------------------------------------
+def test_train_verb_trains_a_loaded_bundle_and_pack_records_the_parent(run, shell: InteractiveShell) -> None:
+    torch.manual_seed(0)
+    train, val = _loaders()
+    nbmodelpack.pack(MLP(hidden=16), "base")
+    shell.user_ns.update(train=train, val=val)
+    assert run("%modelpack load base:1 as loaded").ok
+    r = run("%modelpack train loaded --data train --val val --epochs 2 --lr 0.01")
+    assert r.ok, r.text
+    assert "kept epoch 2" in r.out
+    assert run("%modelpack pack loaded --name base").ok
+    child = nbmodelpack.show("base:2")
+    assert child.parent_line == "finetune of base:1" and child.metrics["train"]["epochs"] == 2
+
+
+def test_finetune_verb_binds_the_model_and_packs_the_child_with_its_lineage(run, shell: InteractiveShell) -> None:
+    torch.manual_seed(0)
+    train, val = _loaders()
+    nbmodelpack.pack(MLP(hidden=16), "base")
+    shell.user_ns.update(train=train, val=val)
+    r = run("%modelpack finetune base:1 --data train --val val --head 10 --freeze 'net.1.*' --epochs 2 --lr 0.01 --pack tuned as child")
+    assert r.ok, r.text
+    assert "fine-tuned base:1 as `child`" in r.out and "packed tuned:1 (finetune of base:1)" in r.out
+    assert isinstance(shell.user_ns["child"], MLP) and not shell.user_ns["child"].net[1].weight.requires_grad
+    info = nbmodelpack.show("tuned:1")
+    assert info.recipe["params"]["freeze"] == ["net.1.*"] and set(info.metrics) == {"train", "validation"}
+
+
+def test_finetune_verb_bad_lines_are_one_line_and_bind_nothing(run, shell: InteractiveShell) -> None:
+    train, _ = _loaders()
+    nbmodelpack.pack(MLP(hidden=8), "base")
+    shell.user_ns.update(train=train)
+    one_line_error(run("%modelpack finetune base:1 --data train --freeze 'zz*' as child"), "UsageError: freeze zz*: no parameter name matches")
+    one_line_error(run("%modelpack finetune base:1 --data train to child"), "UsageError: expected `finetune REF --data VAR as NAME`")
+    assert "child" not in shell.user_ns
