@@ -140,7 +140,7 @@ def test_pack_ls_show_tag_rm_gc_fsck_through_the_magic(run, shell: InteractiveSh
     shell.user_ns.update(model=MLP(hidden=8), example=torch.zeros(1, 1, 28, 28), digits=list(range(10)))
     r = run('%modelpack pack model --name tiny --example example --labels digits --metrics \'{"accuracy": 97.5}\' --description "a <tiny> net" --tag best')
     assert r.ok, r.text
-    assert r.out.startswith("tiny:1") and "accuracy=97.5" in r.out
+    assert r.out.startswith("tiny:1") and "reported accuracy 97.5" in r.out
     info = nbmodelpack.show("tiny:1")
     assert info.metrics == {"accuracy": 97.5} and "best" in info.tags and info.description == "a <tiny> net"
 

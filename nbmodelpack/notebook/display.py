@@ -103,7 +103,7 @@ def _lineage(recipe: Mapping[str, Any]) -> str:
         params = step.get("params") or {}
         shown = ", ".join(f"{k}={fmt_metric(v)}" for k, v in params.items() if not isinstance(v, dict | list))
         op = _e(step["op"]) + (f" of <code>{_e(step['parent_ref'])}</code>" if step.get("parent_ref") else "")
-        who = "" if last else f"<code>{_e(step.get('ref') or '?')}</code> "
+        who = f"<code>{_e(step['ref'])}</code> " if step.get("ref") and not last else ""
         text = who + op + (f' <span class="nbmp-muted">({_e(shown)})</span>' if shown else "")
         if not last and isinstance(step.get("metrics"), Mapping) and step["metrics"]:
             text += f' <span class="nbmp-muted">[its metrics: {_e(metrics_text(step["metrics"]))}]</span>'

@@ -39,7 +39,7 @@ def test_tutorial_runs_on_a_real_kernel_without_errors(executed_tutorial) -> Non
     assert "val_accuracy" in fit[2]["data"]["text/html"] and "2 epochs in" in fit[2]["data"]["text/plain"]
     pack = _outputs(nb, "digits = list(range(10))")
     card = next(o for o in pack if "text/html" in o.get("data", {}))
-    assert 'class="nbmp nbmp-card"' in card["data"]["text/html"] and "val_accuracy" in card["data"]["text/html"]
+    assert 'class="nbmp nbmp-card"' in card["data"]["text/html"] and "validation metrics" in card["data"]["text/html"]
     assert card["data"]["text/plain"].startswith("mnist-mlp:1")
     listing = _outputs(nb, "%modelpack ls")[0]["data"]
     assert "%modelpack load mnist-mlp:1" in listing["text/html"] and listing["text/plain"].startswith("REF")
