@@ -125,6 +125,10 @@ def pack(
             draft.recipe = child_recipe(parent.recipe, digest=parent.digest, ref=parent.ref, metrics=parent.metrics, op="finetune" if training else "pack", params=training)
         info = target.commit(draft, tags=tags)
         bar.update(1)
+    if isinstance(parent, BundleInfo):
+        # The module now is this version: more training and another pack make its child.
+        model.bundle_info = info  # type: ignore[assignment]
+        model._nbmodelpack_training = None  # type: ignore[assignment]
     return info
 
 

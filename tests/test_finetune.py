@@ -59,6 +59,17 @@ def test_fit_on_a_loaded_bundle_lowers_the_loss_and_packs_as_its_child(parent) -
     assert "from        finetune of mnist-mlp:1" in shown and "validation accuracy" in shown
 
 
+def test_training_a_packed_child_again_packs_a_grandchild_with_the_whole_lineage(parent) -> None:
+    model = nbmodelpack.load(parent.ref)
+    nbmodelpack.fit(model, _loader(128, seed=7), epochs=1)
+    child = nbmodelpack.pack(model, "mnist-mlp")
+    nbmodelpack.fit(model, _loader(128, seed=8), epochs=2)
+    grandchild = nbmodelpack.pack(model, "mnist-mlp")
+    assert grandchild.parent_line == f"finetune of {child.ref}" and grandchild.recipe["params"]["epochs"] == 2
+    assert [step["ref"] for step in grandchild.recipe["lineage"]] == [parent.ref, child.ref]
+    assert grandchild.recipe["lineage"][1]["metrics"] == child.metrics
+
+
 def test_fit_on_a_loaded_bundle_that_was_not_trained_packs_as_a_plain_child_without_metrics(parent) -> None:
     child = nbmodelpack.pack(nbmodelpack.load(parent.ref), "copy")
     assert child.recipe["op"] == "pack" and child.recipe["parent"] == parent.digest

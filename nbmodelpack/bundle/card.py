@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from ..errors import BundleFormatError
-from .format import fmt_metric
+from .format import fmt_metric, plain
 from .metrics import labelled, sectioned, text
 
 
@@ -89,10 +89,10 @@ def lineage_line(step: dict[str, Any], *, last: bool = False) -> str:
         >>> lineage_line({"op": "finetune", "parent_ref": "m:1", "params": {"epochs": 2}}, last=True)
         'this version: finetune of m:1 (epochs=2)'
     """
-    who = "this version" if last else str(step.get("ref") or "an ancestor")
-    what = str(step.get("op") or "?")
+    who = "this version" if last else plain(step.get("ref") or "an ancestor")
+    what = plain(step.get("op") or "?")
     if step.get("parent_ref"):
-        what += f" of {step['parent_ref']}"
+        what += f" of {plain(step['parent_ref'])}"
     notes = [_params(step.get("params"))]
     if not last and isinstance(step.get("metrics"), dict) and labelled(step["metrics"]):
         notes.append(f"its metrics: {text(step['metrics'])}")
@@ -122,4 +122,4 @@ def _arch_text(arch: Any) -> str:
 def _params(params: Any) -> str:
     if not params:
         return ""
-    return ", ".join(f"{k}={v}" for k, v in params.items() if not isinstance(v, dict | list))
+    return plain(", ".join(f"{k}={v}" for k, v in params.items() if not isinstance(v, dict | list)), 400)

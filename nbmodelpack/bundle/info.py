@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import mediatypes as mt
-from .format import human_bytes
+from .format import human_bytes, plain
 from .manifest import Manifest
 from .metrics import text as metrics_text
 
@@ -73,7 +73,8 @@ class BundleInfo:
         parent = self.recipe.get("parent") if isinstance(self.recipe, dict) else None
         if not parent:
             return ""
-        return f"{self.recipe.get('op')} of {self.recipe.get('parent_ref') or str(parent)[:19] + '…'}"
+        named = self.recipe.get("parent_ref")
+        return f"{plain(self.recipe.get('op'))} of {plain(named) if isinstance(named, str) and named else plain(parent)[:19] + '…'}"
 
     @property
     def badges(self) -> list[str]:
