@@ -155,3 +155,23 @@ def test_cards_written_with_a_flat_metrics_dict_still_read_and_are_labelled() ->
     info = nbmodelpack.pack(MLP(hidden=8), "given", metrics={"accuracy": 97.5})
     assert info.metrics == {"accuracy": 97.5}  # kept as given
     assert "| reported | accuracy | 97.5 |" in nbmodelpack.card(info.ref)
+
+
+def test_fit_on_a_loaded_export_graph_lowers_the_loss_and_its_pack_names_the_parent() -> None:
+    class Local(torch.nn.Module):  # not importable, not in __main__: load gives the export graph
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.body(x)
+
+    parent = nbmodelpack.pack(Local(), "local", example=torch.zeros(1, 1, 28, 28))
+    loaded = nbmodelpack.load(parent.ref)
+    if getattr(loaded, "bundle_form", None) != "graph":
+        pytest.skip("this load does not return a trainable export graph")
+    history = nbmodelpack.fit(loaded, _loader(256, seed=2), epochs=3, optimizer=torch.optim.Adam(loaded.parameters(), lr=0.01))
+    assert history["loss"][-1] < history["loss"][0]
+    child = nbmodelpack.pack(loaded, "local", example=torch.zeros(1, 1, 28, 28))
+    assert child.parent_line == "finetune of local:1" and set(child.metrics) == {"train"}
+    assert "GraphModule" not in str(child.architecture.get("class")), child.architecture
