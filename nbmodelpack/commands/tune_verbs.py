@@ -42,7 +42,7 @@ class FineTuned:
 
 @verb(
     "finetune",
-    "fine-tune a bundle version on notebook data (freeze layers, new head) into a variable",
+    "fine-tune a bundle version on notebook data (freeze layers, new head) into a variable; packs only with --pack",
     arg("ref", help="bundle version to start from, e.g. mnist-mlp:1"),
     arg("as_kw", metavar="as", help="the word `as`"),
     arg("var", metavar="VAR", help="variable to bind the fine-tuned model to"),
