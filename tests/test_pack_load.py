@@ -148,7 +148,7 @@ def test_signature_and_processing_are_inferred_from_the_example():
 def test_metrics_and_description_reach_the_card():
     info = nbmodelpack.pack(MLP(hidden=8), "carded", metrics={"accuracy": 97.5}, description="tiny")
     front = nbmodelpack.get_store().open(info.ref).card().front
-    assert front["metrics"] == {"accuracy": 97.5} and front["description"] == "tiny"
+    assert front["metrics"] == {"reported": {"accuracy": 97.5}} and front["description"] == "tiny"  # labelled: the packer did not say where
     assert json.loads(nbmodelpack.api.to_json(info))["metrics"] == {"accuracy": 97.5}
 
 

@@ -18,7 +18,9 @@ import threading
 from typing import Any
 
 from .. import api, config, paths
+from ..bundle.card import lineage_lines
 from ..bundle.info import BundleInfo
+from ..bundle.metrics import labelled
 from ..bundle.refs import NAME_RE, Reference, parse, validate_name
 from ..commands import default_var_name
 from ..errors import BundleNotFound, InvalidReference, ModelPackError, UsageError
@@ -108,9 +110,13 @@ def version_summary(info: BundleInfo, serving: dict[str, str]) -> dict[str, Any]
         "quantization": info.quantization,
         "architecture": info.architecture_line,
         "description": info.description,
-        "metrics": info.metrics,
+        # Flat and labelled ("validation accuracy"), so the sidebar shows where each was measured.
+        "metrics": labelled(info.metrics),
         "op": recipe.get("op", ""),
         "parent": recipe.get("parent"),
+        "parent_ref": recipe.get("parent_ref"),
+        "derived": info.parent_line,
+        "lineage_text": lineage_lines(recipe),
         "badges": badges,
         "encrypted": info.encrypted,
         # The variable `%modelpack load REF` binds: Python's rule, so the sidebar never guesses.
@@ -207,7 +213,11 @@ def bundle_detail(name: str, ref: str | None) -> dict[str, Any]:
     earlier = recipe.get("lineage")  # a bundle's own annotation: shown only if it has the expected shape
     steps = [*(earlier if isinstance(earlier, list) else []), {k: v for k, v in recipe.items() if k != "lineage"}]
     named = version_names(store)
-    steps = [{**s, "parent_ref": named.get(s["parent"])} if isinstance(s, dict) and isinstance(s.get("parent"), str) else s for s in steps]
+    kept = [
+        {**step, "parent_ref": named.get(step["parent"]) or step.get("parent_ref")} if isinstance(step.get("parent"), str) else step
+        for step in steps
+        if isinstance(step, dict) and step
+    ]
     return {
         "name": name,
         "versions": group(infos, serving)[0]["versions"],
@@ -215,7 +225,8 @@ def bundle_detail(name: str, ref: str | None) -> dict[str, Any]:
             **version_summary(info, serving),
             "card": opened.card().render(),
             "recipe": recipe,
-            "lineage": [step for step in steps if isinstance(step, dict) and step],
+            # Each step with its words ("mnist-mlp:1: pack (its metrics: …)"): ancestors' metrics as theirs.
+            "lineage": [{**step, "text": line} for step, line in zip(kept, lineage_lines(recipe), strict=False)],
             "layers": info.layers,
         },
     }
