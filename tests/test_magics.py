@@ -474,6 +474,6 @@ def test_finetune_verb_bad_lines_are_one_line_and_bind_nothing(run, shell: Inter
     train, _ = _loaders()
     nbmodelpack.pack(MLP(hidden=8), "base")
     shell.user_ns.update(train=train)
-    one_line_error(run("%modelpack finetune base:1 --data train --freeze 'zz*' as child"), "UsageError: freeze zz*: no parameter name matches")
-    one_line_error(run("%modelpack finetune base:1 --data train to child"), "UsageError: expected `finetune REF --data VAR as NAME`")
+    one_line_error(run("%modelpack finetune base:1 --data train --freeze 'zz*' as child"), "error: freeze zz*: no parameter name matches")
+    one_line_error(run("%modelpack finetune base:1 --data train to child"), "error: expected `finetune REF --data VAR as NAME`")
     assert "child" not in shell.user_ns
