@@ -19,7 +19,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
-sys.path[:0] = [str(ROOT), str(TESTS)]
+sys.path[:0] = [str(ROOT), str(TESTS), str(TESTS / "e2e")]
+
+from processes import free_port, running  # noqa: E402  (the tests' one server runner)
 
 
 def _env(home: Path, **extra: str) -> dict[str, str]:
@@ -246,12 +247,6 @@ def concurrent(work: Path, packers: int, each: int) -> dict[str, Any]:
 
 
 # ---- 5. server fuzz --------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _fuzz_request(rng: random.Random) -> tuple[str, str, bytes, dict[str, str]]:
     paths = ["/predict", "/v2/models/good/infer", "/v2/models/good", "/v2/models/good/ready", "/v2/health/ready", "/v2/models/%00/infer", "/v2/models/" + "a" * 5000 + "/infer", "/predict?x=" + "%" * 50, "/../../etc/passwd", "/v2/repository/index"]
     bodies: list[Any] = [
@@ -286,39 +281,24 @@ def server_fuzz(work: Path, count: int) -> dict[str, Any]:
 
     with _home(work, "fuzz") as home:
         _pack_good(home / "store")
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "nbmodelpack", "serve", "good:1", "--port", str(port)], env=_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    port = free_port()
+    cmd = [sys.executable, "-m", "nbmodelpack", "serve", "good:1", "--port", str(port)]
     rng = random.Random(5)
     five = sent = 0
     notes: list[str] = []
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(base + "/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.5)
-        with requests.Session() as session:
-            for _ in range(count):
-                method, path, body, headers = _fuzz_request(rng)
-                try:
-                    r = session.request(method, base + path, data=body, headers=headers, timeout=30)
-                    sent += 1
-                    if r.status_code >= 500:
-                        five += 1
-                        notes.append(f"{r.status_code} {method} {path[:40]} {body[:40]!r}")
-                except requests.RequestException as exc:
+    base = f"http://127.0.0.1:{port}"
+    with running(cmd, ready=f"{base}/v2/health/ready", env=_env(home), log=work / "fuzz-server.log", timeout=120), requests.Session() as session:
+        for _ in range(count):
+            method, path, body, headers = _fuzz_request(rng)
+            try:
+                r = session.request(method, base + path, data=body, headers=headers, timeout=30)
+                sent += 1
+                if r.status_code >= 500:
                     five += 1
-                    notes.append(f"no answer: {method} {path[:40]}: {type(exc).__name__}")
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+                    notes.append(f"{r.status_code} {method} {path[:40]} {body[:40]!r}")
+            except requests.RequestException as exc:
+                five += 1
+                notes.append(f"no answer: {method} {path[:40]}: {type(exc).__name__}")
     return {"check": "malformed requests to modelpack serve", "runs": sent, "bad": five, "also": "5xx or no answer", "notes": notes[:5]}
 
 

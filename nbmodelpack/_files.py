@@ -44,6 +44,43 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644, fsync: bool = Tr
         tmp.unlink(missing_ok=True)
 
 
+def create_once(path: Path, data: bytes) -> bool:
+    """Create ``path`` holding ``data`` unless it exists; never replace it. True if this call created it.
+
+    Two processes opening a new store at once must not both write an empty
+    ``index.json``: the second would erase what the first committed in between. The
+    file is written aside and hard-linked into place (atomic, fails if the name exists);
+    where hard links are impossible it is created exclusively and then filled.
+
+    Example:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "x.json"
+        >>> create_once(p, b"{}"), create_once(p, b"[]"), p.read_bytes()
+        (True, False, b'{}')
+    """
+    tmp = path.with_name(f".{path.name}.new-{uuid.uuid4().hex}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links here: exclusive create, then fill
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def load_json_limited(
     raw: bytes | str,
     *,

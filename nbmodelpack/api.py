@@ -24,6 +24,7 @@ from . import (
     crypto,  # noqa: F401 - registers the +age layer codec with the store
     signing,  # noqa: F401 - registers the trust policy as a pull check
 )
+from .bundle.draft import child_recipe
 from .bundle.info import BundleInfo
 from .bundle.refs import parse, validate_name
 from .crypto import Passphrase, decrypt, encrypt, keygen_age, recipient_of
@@ -90,7 +91,12 @@ def pack(
 ) -> BundleInfo:
     """Pack a module as the next version of bundle ``name``.
 
-    ``metrics="auto"`` takes the metrics of the last :func:`nbmodelpack.fit` of this model.
+    ``metrics="auto"`` takes the metrics of the last :func:`nbmodelpack.fit` of this model
+    (labelled ``train`` and ``validation``; a flat dict is kept as given and shown as ``reported``,
+    except ``val_…`` names, shown as validation).
+    A model loaded from a bundle packs as its child: the recipe names the parent
+    and the step (``finetune`` if it was trained since, with how), and the card
+    shows the parent's metrics in the lineage, never as this version's.
 
     Example:
         >>> info = nbmodelpack.pack(model, "mnist-mlp", example=torch.zeros(1, 1, 28, 28))  # doctest: +SKIP
@@ -98,6 +104,7 @@ def pack(
         'mnist-mlp:1'
     """
     from .pytorch.capture import capture, draft_from, store_files
+    from .pytorch.verify import check_loads
 
     validate_name(name)
     target = get_store(store)
@@ -105,14 +112,26 @@ def pack(
         metrics = getattr(model, "_nbmodelpack_metrics", None) or {}
     elif isinstance(metrics, str):
         raise UsageError(f"metrics={metrics!r}: pass a dict or 'auto'")
-    with progress(total=3, desc=f"pack {name}", unit="step") as bar:
+    elif metrics is not None and not isinstance(metrics, dict):
+        raise UsageError(f"metrics: expected a dict or 'auto', got {type(metrics).__name__}")
+    with progress(total=4, desc=f"pack {name}", unit="step") as bar:
         captured = capture(model, example=example, labels=labels, preprocess=preprocess, arch=arch, arch_kwargs=arch_kwargs, trust_code=trust_code)
         bar.update(1)
         layers = store_files(target, captured.files)
         bar.update(1)
+        check_loads(target, name, layers, model, example, trust_code=trust_code)  # a version that would not load is never committed
+        bar.update(1)
         draft = draft_from(captured, layers, name=name, metrics=metrics, description=description, license=license, datasets=list(datasets or []))
+        parent = getattr(model, "bundle_info", None)
+        if isinstance(parent, BundleInfo):
+            training = getattr(model, "_nbmodelpack_training", None)
+            draft.recipe = child_recipe(parent.recipe, digest=parent.digest, ref=parent.ref, metrics=parent.metrics, op="finetune" if training else "pack", params=training)
         info = target.commit(draft, tags=tags)
         bar.update(1)
+    if isinstance(parent, BundleInfo):
+        # The module now is this version: more training and another pack make its child.
+        model.bundle_info = info  # type: ignore[assignment]
+        model._nbmodelpack_training = None  # type: ignore[assignment]
     return info
 
 
@@ -125,7 +144,14 @@ def load(
     dequantize: bool = False,
     store: Store | str | None = None,
 ) -> torch.nn.Module:
-    """Load a bundle version as a module in eval mode (``module.bundle_info`` says what it is).
+    """Load a bundle version as a trainable module in eval mode.
+
+    ``module.bundle_info`` says what it is; ``module.bundle_form`` which form came
+    back: ``"class"`` (an allowed importable class), ``"live class"`` (the class of
+    that name defined in this kernel), ``"source"`` (stored source, only with
+    ``trust_code=True``; being in this store or signed does not grant it) or
+    ``"graph"`` (the export graph: ``.train()``/``.eval()`` work, parameters require
+    grad; ``pytorch.restore.form_note(module)`` says how to get the class back).
 
     Compressed bundles load like any other; ``dequantize=True`` runs int8 weights
     as plain float instead of the int8 kernel.
@@ -146,6 +172,41 @@ def load(
     bundle = ref if isinstance(ref, StoredBundle) else get_store(store).open(ref_text(ref, "load"))
     enforce_trust_policy(bundle)  # a no-op unless config.toml sets [trust] require_signature
     return restore(bundle, trust_code=trust_code, identity=identity, device=device, dequantize=dequantize)
+
+
+def finetune(
+    model: torch.nn.Module | str,
+    train_data: Iterable[Any],
+    *,
+    val_data: Iterable[Any] | None = None,
+    freeze: str | list[str] | None = None,
+    head: int | None = None,
+    epochs: int = 3,
+    lr: float = 1e-3,
+    device: str = "cpu",
+    trust_code: bool = False,
+    store: Store | str | None = None,
+    **fit_kwargs: Any,
+) -> torch.nn.Module:
+    """Fine-tune a bundle version (a ref, or a module loaded from one); return the trained module.
+
+    ``freeze`` is a glob over parameter names (``"net.1.*"``) whose weights stay
+    fixed; ``head=N`` replaces the last ``Linear`` by a fresh one with ``N``
+    outputs. Training is :func:`nbmodelpack.fit` with Adam at ``lr`` (live
+    dashboard; ``model.fit_history`` holds the run). The module keeps its
+    parent's ``bundle_info``: :func:`pack` records ``finetune of NAME:VERSION``
+    with these settings, and the card shows the child's own train and
+    validation metrics. finetune never packs by itself.
+
+    Example:
+        >>> child = nbmodelpack.finetune("mnist-mlp:1", loader, head=5, freeze="net.1.*", epochs=3)  # doctest: +SKIP
+        >>> nbmodelpack.pack(child, "digits-5-9").parent_line  # doctest: +SKIP
+        'finetune of mnist-mlp:1'
+    """
+    from .pytorch.finetune import finetune as run
+
+    module = load(model, trust_code=trust_code, device=device, store=store) if isinstance(model, str) else model
+    return run(module, train_data, val_data=val_data, freeze=freeze, head=head, epochs=epochs, lr=lr, device=device, **fit_kwargs)
 
 
 def ls(name: str | None = None, *, store: Store | str | None = None) -> list[BundleInfo]:
@@ -284,6 +345,7 @@ __all__ = [
     "enforce_trust_policy",
     "export",
     "export_files",
+    "finetune",
     "fingerprint",
     "fit",
     "fsck",

@@ -55,3 +55,15 @@ class Scale(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.w
+
+
+class WithMeta(nn.Module):
+    """A submodule named ``meta`` (the name torch.fx's GraphModule uses for its own dict)."""
+
+    def __init__(self, n: int = 4) -> None:
+        super().__init__()
+        self.n = n
+        self.meta = nn.Linear(n, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.meta(x)

@@ -81,7 +81,11 @@ def test_each_variant_loads_in_a_fresh_process_like_the_compressed_model(trained
             report = nbmodelpack.compress(parent, eval=(x, y), **variant)
             with torch.no_grad():
                 expected[report.info.ref] = report.model(probe).tolist()
-            assert report.child.bundle_bytes < report.parent.bundle_bytes, (kind, variant)
+            assert report.child.weight_bytes < report.parent.weight_bytes, (kind, variant)
+            # Sizes are whole bundles, as `ls` shows them: structured pruning adds a torch.export graph,
+            # which can outweigh what a small model's weights saved.
+            if not variant.get("structured"):
+                assert report.child.bundle_bytes < report.parent.bundle_bytes, (kind, variant)
             assert report.child.metric is not None
             reported[report.info.ref] = report.child.metric
             # quantization alone costs little; pruning half the neurons without fine-tuning costs more
@@ -128,9 +132,9 @@ def test_child_records_recipe_zstd_layer_and_metrics_on_its_card(trained, data):
     plain = bundle.plaintext("model.safetensors")
     assert len(plain) > weights["size"]  # zstd made it smaller
     assert sha256_digest(plain) in bundle.config()["modelfs"]["diffIds"]
-    assert child.metrics["accuracy"] == pytest.approx(report.child.metric, abs=1e-3)
+    assert child.metrics["validation"]["accuracy"] == pytest.approx(report.child.metric, abs=1e-3)
     # The card is written before its own bytes are known: its ratio counts the parent's card.
-    assert child.metrics["size_ratio"] == pytest.approx(report.ratio, rel=0.1)
+    assert child.metrics["compression"]["size_ratio"] == pytest.approx(report.ratio, rel=0.1)
     assert report.child.bundle_bytes == child.size and report.parent.bundle_bytes == parent.size  # as `ls` shows
     card = nbmodelpack.card(child.ref)
     assert "compression:" in card and "size_ratio" in card
@@ -149,7 +153,7 @@ def test_report_without_eval_shows_size_and_output_drift(trained, data, tmp_path
     assert report.ratio > 3  # the whole bundle as `ls` counts it: card, config and manifest too
     png = report.save_png(tmp_path / "r.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "accuracy" not in nbmodelpack.show(report.info.ref).metrics
+    assert set(nbmodelpack.show(report.info.ref).metrics) == {"compression"}
 
 
 def test_int8_kernel_path_matches_dequantized_path(trained, data):

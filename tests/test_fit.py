@@ -32,8 +32,12 @@ def test_fit_returns_history_and_its_metrics_go_on_the_next_card(capsys: pytest.
     assert out.count("fit MLP: epoch ") == 3 and "3 epochs in" in out
 
     info = nbmodelpack.pack(model, "fitted")
-    assert info.metrics == {**history.metrics, "epochs": 3}
-    assert info.metrics["val_accuracy"] == pytest.approx(history["val_accuracy"][-1], abs=1e-4)
+    kept = history.metrics
+    assert info.metrics == {
+        "train": {"loss": kept["loss"], "accuracy": kept["accuracy"], "epochs": 3},
+        "validation": {"loss": kept["val_loss"], "accuracy": kept["val_accuracy"]},
+    }
+    assert info.metrics["validation"]["accuracy"] == pytest.approx(history["val_accuracy"][-1], abs=1e-4)
 
 
 def test_fit_accepts_custom_loss_and_metric_functions() -> None:
@@ -98,8 +102,8 @@ def test_ctrl_c_restores_the_best_finished_epoch_by_val_loss(capsys: pytest.Capt
     # the weights at the end of epoch best+1 are what epoch best+2 started from
     for key, value in model.state_dict().items():
         assert torch.equal(value, train.snapshots[best + 1][key]), key
-    assert model._nbmodelpack_metrics["epochs"] == best + 1
-    assert model._nbmodelpack_metrics["val_loss"] == pytest.approx(history["val_loss"][best], abs=1e-5)
+    assert model._nbmodelpack_metrics["train"]["epochs"] == best + 1
+    assert model._nbmodelpack_metrics["validation"]["loss"] == pytest.approx(history["val_loss"][best], abs=1e-5)
     out = capsys.readouterr().out
     assert f"interrupted in epoch 4: kept the weights of epoch {best + 1} (val_loss " in out
     assert "Traceback" not in out

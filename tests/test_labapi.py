@@ -101,6 +101,24 @@ async def test_unchanged_store_answers_304_and_a_new_version_changes_the_etag(ap
     assert [v["ref"] for v in body["bundles"][0]["versions"]] == ["tiny:2", "tiny:1"]
 
 
+async def test_a_remote_added_anywhere_changes_the_etag_and_is_in_the_listing(api):
+    status, body = await api("GET", "bundles")
+    etag = body["etag"]
+    assert body["remotes"] == []
+    _add_remote("team", "oci://127.0.0.1:5000/team")  # as `modelpack remote add` in a terminal does
+    status, body = await api("GET", "bundles", params={"since": etag})
+    assert status == 200 and body["etag"] != etag
+    assert body["remotes"] == [{"name": "team", "url": "oci://127.0.0.1:5000/team"}]
+
+
+@pytest.mark.parametrize(("name", "var"), [("mnist-mlp", "mnist_mlp"), ("class", "class_"), ("lambda", "lambda_"), ("1net", "model_1net")])
+async def test_each_version_names_the_variable_python_would_bind(api, name, var):
+    _pack(name)
+    status, body = await api("GET", "bundles")
+    version = body["bundles"][0]["versions"][0]
+    assert version["var_name"] == var and version["encrypted"] is False
+
+
 async def test_bundle_detail_has_card_lineage_and_layers_with_sizes(api):
     _pack(description="card text here")
     _pack()
@@ -390,6 +408,7 @@ async def test_a_compressed_version_has_its_badge_and_its_lineage_names_the_pare
     lineage = body["detail"]["lineage"]
     assert [step["op"] for step in lineage] == ["pack", "compress"]
     assert lineage[-1]["parent"] == parent.digest and lineage[-1]["params"]["quantize"] == "fp16"
+    assert lineage[-1]["parent_ref"] == "tiny:1"
 
 
 async def test_encrypted_and_signed_versions_carry_their_badges_and_a_readable_card(api):
@@ -401,6 +420,7 @@ async def test_encrypted_and_signed_versions_carry_their_badges_and_a_readable_c
     status, body = await api("GET", "bundles")
     badges = {v["ref"]: v["badges"] for v in body["bundles"][0]["versions"]}
     assert badges == {"tiny:3": ["encrypted", "signed"], "tiny:2": ["encrypted"], "tiny:1": []}
+    assert {v["ref"]: v["encrypted"] for v in body["bundles"][0]["versions"]} == {"tiny:3": True, "tiny:2": True, "tiny:1": False}
     status, body = await api("GET", "bundles/tiny", params={"ref": "3"})
     assert status == 200 and "secret weights" in body["detail"]["card"]
     assert [step["op"] for step in body["detail"]["lineage"]] == ["pack", "encrypt", "sign"]
@@ -520,3 +540,29 @@ async def test_jobs_beyond_the_pending_limit_are_refused_not_queued(api):
     last = jobs.list()[0]
     assert (await asyncio.to_thread(jobs.wait, last.id)).state == "done"
     assert jobs.submit("publish", "tiny:1", lambda: "ok") is not None
+
+
+async def test_serving_an_encrypted_bundle_with_the_key_file_the_sidebar_names(api, home, tmp_path):
+    import shutil
+
+    import nbmodelpack.serving
+
+    _pack()
+    key, recipient = nbmodelpack.keygen_age(tmp_path / "my-key.txt")
+    nbmodelpack.encrypt("tiny:1", recipients=[recipient])
+    shutil.rmtree(home / "keys", ignore_errors=True)
+    status, body = await api("POST", "actions/serve", {"ref": "tiny:2", "identity": str(key)})
+    assert status == 202
+    job = await asyncio.to_thread(JOBS.wait, body["job"]["id"], 120)
+    try:
+        assert job.state == "done", job.error
+        assert job.result["url"].startswith("http://127.0.0.1:")
+    finally:
+        with contextlib.suppress(nbmodelpack.errors.ModelPackError):
+            nbmodelpack.serving.stop_server("all")
+
+
+async def test_a_non_string_identity_is_refused_at_once(api):
+    _pack()
+    status, body = await api("POST", "actions/serve", {"ref": "tiny:1", "identity": 7})
+    assert status == 400 and body["error"].startswith("field 'identity' must be a string")

@@ -140,7 +140,7 @@ def test_pack_ls_show_tag_rm_gc_fsck_through_the_magic(run, shell: InteractiveSh
     shell.user_ns.update(model=MLP(hidden=8), example=torch.zeros(1, 1, 28, 28), digits=list(range(10)))
     r = run('%modelpack pack model --name tiny --example example --labels digits --metrics \'{"accuracy": 97.5}\' --description "a <tiny> net" --tag best')
     assert r.ok, r.text
-    assert r.out.startswith("tiny:1") and "accuracy=97.5" in r.out
+    assert r.out.startswith("tiny:1") and "reported accuracy 97.5" in r.out
     info = nbmodelpack.show("tiny:1")
     assert info.metrics == {"accuracy": 97.5} and "best" in info.tags and info.description == "a <tiny> net"
 
@@ -215,7 +215,7 @@ def test_train_verb_trains_and_its_metrics_reach_the_next_pack(run, shell: Inter
     r = run("%modelpack pack model --name trained")
     assert r.ok, r.text
     metrics = nbmodelpack.show("trained:1").metrics
-    assert metrics["epochs"] == 2 and set(metrics) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert metrics["train"]["epochs"] == 2 and set(metrics["train"]) >= {"loss", "accuracy"} and set(metrics["validation"]) == {"loss", "accuracy"}
 
 
 def test_train_bad_arguments_are_one_line(run, shell: InteractiveShell) -> None:
@@ -262,7 +262,7 @@ def test_interrupted_training_is_one_line_and_keeps_whole_weights(run, shell: In
     # the weights are exactly those at the end of epoch 1, not half of epoch 2
     for key, value in model.state_dict().items():
         assert torch.equal(value, loader.state_at_start[key]), key
-    assert model._nbmodelpack_metrics["epochs"] == 1
+    assert model._nbmodelpack_metrics["train"]["epochs"] == 1
     assert nbmodelpack.ls() == []
 
 
@@ -514,3 +514,40 @@ def test_the_serve_widget_follows_its_server_and_predict_answers_in_one_line() -
     while "stopped" not in status2.value and time.monotonic() < deadline:
         time.sleep(0.1)
     assert "stopped" in status2.value
+
+
+# ---- fine-tuning a loaded bundle ----------------------------------------------------------------
+def test_train_verb_trains_a_loaded_bundle_and_pack_records_the_parent(run, shell: InteractiveShell) -> None:
+    torch.manual_seed(0)
+    train, val = _loaders()
+    nbmodelpack.pack(MLP(hidden=16), "base")
+    shell.user_ns.update(train=train, val=val)
+    assert run("%modelpack load base:1 as loaded").ok
+    r = run("%modelpack train loaded --data train --val val --epochs 2 --lr 0.01")
+    assert r.ok, r.text
+    assert "kept epoch 2" in r.out
+    assert run("%modelpack pack loaded --name base").ok
+    child = nbmodelpack.show("base:2")
+    assert child.parent_line == "finetune of base:1" and child.metrics["train"]["epochs"] == 2
+
+
+def test_finetune_verb_binds_the_model_and_packs_the_child_with_its_lineage(run, shell: InteractiveShell) -> None:
+    torch.manual_seed(0)
+    train, val = _loaders()
+    nbmodelpack.pack(MLP(hidden=16), "base")
+    shell.user_ns.update(train=train, val=val)
+    r = run("%modelpack finetune base:1 --data train --val val --head 10 --freeze 'net.1.*' --epochs 2 --lr 0.01 --pack tuned as child")
+    assert r.ok, r.text
+    assert "fine-tuned base:1 as `child`" in r.out and "packed tuned:1 (finetune of base:1)" in r.out
+    assert isinstance(shell.user_ns["child"], MLP) and not shell.user_ns["child"].net[1].weight.requires_grad
+    info = nbmodelpack.show("tuned:1")
+    assert info.recipe["params"]["freeze"] == ["net.1.*"] and set(info.metrics) == {"train", "validation"}
+
+
+def test_finetune_verb_bad_lines_are_one_line_and_bind_nothing(run, shell: InteractiveShell) -> None:
+    train, _ = _loaders()
+    nbmodelpack.pack(MLP(hidden=8), "base")
+    shell.user_ns.update(train=train)
+    one_line_error(run("%modelpack finetune base:1 --data train --freeze 'zz*' as child"), "error: freeze zz*: no parameter name matches")
+    one_line_error(run("%modelpack finetune base:1 --data train to child"), "error: expected `finetune REF --data VAR as NAME`")
+    assert "child" not in shell.user_ns

@@ -20,4 +20,4 @@ def test_compress_notebook_runs_and_picks_a_tagged_version():
     html = [o["data"]["text/html"] for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "text/html" in o.get("data", {})]
     assert any("data:image/png;base64," in h and "<table " in h for h in html)  # report: table + chart
     small = nbmodelpack.show("mnist-mlp:small")
-    assert small.recipe["op"] == "compress" and small.metrics["size_ratio"] > 3.9
+    assert small.recipe["op"] == "compress" and small.metrics["compression"]["size_ratio"] > 3.9

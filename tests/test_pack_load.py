@@ -33,7 +33,7 @@ def test_mlp_round_trip_is_exact_in_a_fresh_process(run_py, tmp_path):
     torch.manual_seed(0)
     model = MLP(hidden=32)
     info = nbmodelpack.pack(model, "mlp", example=torch.randn(2, 1, 28, 28), labels=range(10))
-    assert info.architecture == {"strategy": "class", "class": "models:MLP"}
+    assert info.architecture == {"strategy": "class", "class": "models:MLP", "load": "models:MLP (class)"}
     _roundtrip(run_py, model, torch.randn(5, 1, 28, 28), "mlp:1", tmp_path)
 
 
@@ -148,7 +148,7 @@ def test_signature_and_processing_are_inferred_from_the_example():
 def test_metrics_and_description_reach_the_card():
     info = nbmodelpack.pack(MLP(hidden=8), "carded", metrics={"accuracy": 97.5}, description="tiny")
     front = nbmodelpack.get_store().open(info.ref).card().front
-    assert front["metrics"] == {"accuracy": 97.5} and front["description"] == "tiny"
+    assert front["metrics"] == {"reported": {"accuracy": 97.5}} and front["description"] == "tiny"  # labelled: the packer did not say where
     assert json.loads(nbmodelpack.api.to_json(info))["metrics"] == {"accuracy": 97.5}
 
 

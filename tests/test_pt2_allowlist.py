@@ -184,3 +184,23 @@ def test_every_aten_op_that_takes_a_file_name_is_refused():
         if s.name.startswith("aten::") and any(str(a.type) in ("str", "Optional[str]") and ("file" in a.name or "path" in a.name) for a in s.arguments)
     }
     assert takes_file and takes_file <= FILE_OPS
+
+
+def test_a_pooling_cnn_with_dynamic_image_size_passes_and_only_torch_sym_calls_are_allowed_in_guards(home):
+    class Pool(torch.nn.Module):  # local: packed as an export graph; H and W stay dynamic through // 2
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 2, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.max_pool2d(self.conv(x), 2).flatten(1).sum(1, keepdim=True)
+
+    info = nbmodelpack.pack(Pool(), "pool", example=torch.randn(2, 1, 12, 12))
+    good = nbmodelpack.get_store().open(info.ref).read("model.pt2")
+    check_archive(good)
+    sym_guard = "(torch.sym_max(1, L['args'][0].size()[2] // 2)*torch.sym_max(1, L['args'][0].size()[3] // 2)) != 1"
+    check_archive(_rewrite(good, lambda e: _edit_json(e, "archive/models/model.json", lambda d: d.update(guards_code=[sym_guard]))))
+    for hostile in ["torch.save(L['x'], 'f') == 1", "torch.sym_max.__globals__ == 1", "torch == 1", "torch.sym_max == 1"]:
+        edit = lambda e, g=hostile: _edit_json(e, "archive/models/model.json", lambda d: d.update(guards_code=[g]))  # noqa: E731
+        with pytest.raises(UnsafeFileError, match="shape expression"):
+            check_archive(_rewrite(good, edit))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -148,3 +149,15 @@ def test_gc_keeps_the_blobs_of_a_manifest_it_cannot_parse(tmp_path):
     _age(manifest)
     store.gc()
     assert all(store.has_blob(layer["digest"]) for layer in info.layers)
+
+
+def test_opening_a_store_never_replaces_an_index_another_process_just_wrote(tmp_path, monkeypatch):
+    # Two processes open a new store at once: both see no index.json; the first commits a
+    # version before the second gets to write its empty index. That empty index must not win.
+    first = Store(tmp_path / "s")
+    first.commit(Draft(name="raced", layers=[first.put_layer("model.safetensors", mt.WEIGHT, b"weights")]))
+    real_exists = Path.exists
+    monkeypatch.setattr(Path, "exists", lambda self: False if self.name == "index.json" else real_exists(self))
+    second = Store(tmp_path / "s")  # saw "no index.json", as the second process did
+    monkeypatch.undo()
+    assert [i.ref for i in second.list()] == ["raced:1"]

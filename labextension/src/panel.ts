@@ -1,36 +1,26 @@
+/**
+ * The left-sidebar panel: **Local** and **Published** (per remote) bundles, a
+ * filter box, version lists with badges and one row of actions per version.
+ *
+ * The list is rendered with Lumino's keyed virtual DOM: a refresh patches the
+ * nodes that changed and keeps the others (and so keyboard focus) in place.
+ */
 import { Notification } from '@jupyterlab/apputils';
-import {
-  caretDownIcon,
-  caretRightIcon,
-  refreshIcon,
-  LabIcon
-} from '@jupyterlab/ui-components';
+import { refreshIcon } from '@jupyterlab/ui-components';
 import { Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
+import { h, VirtualDOM, VirtualElement } from '@lumino/virtualdom';
 import { Widget } from '@lumino/widgets';
 
+import { filterBundles, humanBytes, humanCount, humanMetric, versionCount } from './format';
+import { modelpackIcon } from './icon';
 import { requestAPI } from './request';
 import { IBundle, IListing, IRemote, IRemoteListing, IVersion } from './types';
 
-/** The sidebar's icon: a box (a packed model). */
-export const modelpackIcon = new LabIcon({
-  name: 'nbmodelpack:box',
-  svgstr:
-    '<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">' +
-    '<path class="jp-icon3" fill="#616161" d="M12 2 3 6.5v11L12 22l9-4.5v-11L12 2zm0 2.2 6.6 3.3L12 10.8 5.4 7.5 12 4.2zM5 9.1l6 3v7.6l-6-3V9.1zm8 10.6v-7.6l6-3v7.6l-6 3z"/>' +
-    '</svg>'
-});
+export { modelpackIcon };
 
 /** What a version row asks its owner to do. */
-export type Action =
-  | 'load'
-  | 'details'
-  | 'publish'
-  | 'pull'
-  | 'serve'
-  | 'stop'
-  | 'copy'
-  | 'delete';
+export type Action = 'load' | 'details' | 'publish' | 'pull' | 'serve' | 'stop' | 'copy' | 'delete';
 
 export interface IActionRequest {
   action: Action;
@@ -40,10 +30,6 @@ export interface IActionRequest {
 
 const POLL_MS = 2000;
 
-/**
- * The left-sidebar panel: **Local** and **Published** (per remote) bundles,
- * a filter box, version lists with badges and one row of actions per version.
- */
 export class ModelPackPanel extends Widget {
   constructor(options: { canLoad: () => boolean }) {
     super();
@@ -61,7 +47,6 @@ export class ModelPackPanel extends Widget {
       // Nothing to poll while the panel is closed or the browser tab is hidden.
       standby: () => !this.isVisible || 'when-hidden'
     });
-    void this.refreshRemotes();
   }
 
   /** Emitted when the user clicks an action of a version. */
@@ -74,12 +59,17 @@ export class ModelPackPanel extends Widget {
     return this._local.flatMap(b => b.versions);
   }
 
+  /** Manifest digest -> `name:version` of every local version (lineage shows parents by name). */
+  get versionNames(): Map<string, string> {
+    return new Map(this.localVersions.map(v => [v.digest, v.ref]));
+  }
+
   /** Remote names configured in config.toml. */
   get remotes(): IRemote[] {
     return this._remotes;
   }
 
-  /** Refresh local and published lists now. */
+  /** Refresh local and published lists now (expanded groups and focus stay as they are). */
   async refresh(): Promise<void> {
     this._etag = '';
     await Promise.all([this._poll.refresh(), this.refreshRemotes()]);
@@ -104,10 +94,15 @@ export class ModelPackPanel extends Widget {
     try {
       const reply = await requestAPI<{ remotes: IRemote[] }>('remotes');
       this._remotes = reply?.remotes ?? [];
+      this._remoteErrors.delete('');
     } catch (error) {
       this._remotes = [];
       this._remoteErrors.set('', String((error as Error).message));
     }
+    await this._listRemotes();
+  }
+
+  private async _listRemotes(): Promise<void> {
     await Promise.all(
       this._remotes.map(async r => {
         try {
@@ -138,13 +133,16 @@ export class ModelPackPanel extends Widget {
         this._etag = listing.etag;
         this._local = listing.bundles;
         this._localError = '';
-        this._render();
-        // Published from a notebook or terminal: the remotes' listings are stale too.
-        const published = JSON.stringify(this.localVersions.map(v => v.published));
-        if (this._publishedSeen !== null && published !== this._publishedSeen) {
-          void this.refreshRemotes();
+        // The listing's etag covers config.toml and published.json: a remote added or a
+        // version published from a cell or a terminal shows here, so re-list the remotes.
+        const seen = JSON.stringify([listing.remotes, this.localVersions.map(v => v.published)]);
+        if (seen !== this._remotesSeen) {
+          this._remotesSeen = seen;
+          this._remotes = listing.remotes ?? [];
+          this._remoteErrors.delete('');
+          await this._listRemotes();
         }
-        this._publishedSeen = published;
+        this._render();
       }
     } catch (error) {
       const message = String((error as Error).message);
@@ -174,7 +172,7 @@ export class ModelPackPanel extends Widget {
     this._search = document.createElement('input');
     this._search.className = 'jp-ModelPack-search jp-mod-styled';
     this._search.type = 'search';
-    this._search.placeholder = 'Filter bundles';
+    this._search.placeholder = 'Filter: name, tag, badge…';
     this._search.setAttribute('aria-label', 'Filter bundles');
     this._search.oninput = () => this._render();
 
@@ -186,27 +184,11 @@ export class ModelPackPanel extends Widget {
     this.node.append(header, this._search, this._hint, this._body);
   }
 
-  private _matches(bundle: IBundle): boolean {
-    const query = this._search.value.trim().toLowerCase();
-    if (!query) {
-      return true;
-    }
-    const text = [
-      bundle.name,
-      bundle.description,
-      ...bundle.versions.flatMap(v => [...v.tags, ...v.badges, v.architecture])
-    ]
-      .join(' ')
-      .toLowerCase();
-    return query.split(/\s+/).every(word => text.includes(word));
-  }
-
   private _render(): void {
     const canLoad = this._canLoad();
-    this._hint.textContent = canLoad
-      ? ''
-      : 'Open a notebook to load bundles into it.';
+    this._hint.textContent = canLoad ? '' : 'Open a notebook to load bundles into it.';
     this._hint.hidden = canLoad;
+    const query = this._search.value;
 
     const publishedBy = new Map<string, string[]>();
     for (const [remote, bundles] of this._published) {
@@ -215,14 +197,12 @@ export class ModelPackPanel extends Widget {
       }
     }
 
-    this._body.replaceChildren();
-    const local = this._section('Local', 'local');
+    const localBundles = filterBundles(this._local, query);
+    const localItems: VirtualElement[] = [];
     if (this._localError) {
-      local.list.appendChild(this._note(this._localError, true));
-    }
-    const bundles = this._local.filter(b => this._matches(b));
-    if (bundles.length === 0 && !this._localError) {
-      local.list.appendChild(
+      localItems.push(this._note(this._localError, true));
+    } else if (localBundles.length === 0) {
+      localItems.push(
         this._note(
           this._local.length
             ? 'No bundle matches the filter.'
@@ -230,108 +210,97 @@ export class ModelPackPanel extends Widget {
         )
       );
     }
-    for (const bundle of bundles) {
-      local.list.appendChild(
-        this._bundle(bundle, null, canLoad, v => publishedBy.get(v.digest) ?? [])
+    for (const bundle of localBundles) {
+      localItems.push(
+        this._bundle(bundle, null, canLoad, v => publishedBy.get(v.digest) ?? [], query)
       );
     }
-    local.count.textContent = String(this._local.length);
-    this._body.appendChild(local.section);
 
-    const published = this._section('Published', 'published');
+    const remoteItems: VirtualElement[] = [];
+    let publishedShown = 0;
     if (this._remotes.length === 0) {
-      published.list.appendChild(
+      remoteItems.push(
         this._note(
-          this._remoteErrors.get('') ??
-            'No remotes: add one with `modelpack remote add NAME URL`.'
+          this._remoteErrors.get('') ?? 'No remotes: add one with `modelpack remote add NAME URL`.'
         )
       );
     }
     for (const remote of this._remotes) {
-      const group = document.createElement('div');
-      group.className = 'jp-ModelPack-remote';
-      group.dataset.remote = remote.name;
-      const head = document.createElement('div');
-      head.className = 'jp-ModelPack-remoteName';
-      head.textContent = remote.name;
-      head.title = remote.url;
-      const url = document.createElement('span');
-      url.className = 'jp-ModelPack-dim';
-      url.textContent = ` ${remote.url}`;
-      head.appendChild(url);
-      group.appendChild(head);
       const error = this._remoteErrors.get(remote.name);
-      if (error) {
-        group.appendChild(this._note(error, true));
-      }
-      const remoteBundles = (this._published.get(remote.name) ?? []).filter(b =>
-        this._matches(b)
+      const bundles = filterBundles(this._published.get(remote.name) ?? [], query);
+      publishedShown += versionCount(bundles);
+      remoteItems.push(
+        h.div(
+          {
+            className: 'jp-ModelPack-remote',
+            key: `remote/${remote.name}`,
+            dataset: { remote: remote.name }
+          },
+          h.div(
+            { className: 'jp-ModelPack-remoteName', title: remote.url },
+            remote.name,
+            h.span({ className: 'jp-ModelPack-dim' }, ` ${remote.url}`)
+          ),
+          error ? this._note(error, true) : null,
+          !error && bundles.length === 0
+            ? this._note(
+                query.trim() ? 'No version here matches the filter.' : 'Nothing published here yet.'
+              )
+            : null,
+          ...bundles.map(b => this._bundle(b, remote.name, canLoad, () => [], query))
+        )
       );
-      if (!error && remoteBundles.length === 0) {
-        group.appendChild(this._note('Nothing published here yet.'));
-      }
-      for (const bundle of remoteBundles) {
-        group.appendChild(this._bundle(bundle, remote.name, canLoad, () => []));
-      }
-      published.list.appendChild(group);
     }
-    published.count.textContent = String(this._remotes.length);
-    this._body.appendChild(published.section);
+
+    VirtualDOM.render(
+      [
+        this._section('Local', 'local', versionCount(localBundles), localItems),
+        this._section('Published', 'published', publishedShown, remoteItems)
+      ],
+      this._body
+    );
   }
 
   private _section(
     label: string,
-    key: string
-  ): { section: HTMLElement; list: HTMLElement; count: HTMLElement } {
-    const section = document.createElement('section');
-    section.className = 'jp-ModelPack-section';
-    section.dataset.section = key;
-    const head = document.createElement('h3');
-    head.className = 'jp-ModelPack-sectionTitle';
-    head.textContent = label;
-    const count = document.createElement('span');
-    count.className = 'jp-ModelPack-count';
-    head.appendChild(count);
-    const list = document.createElement('div');
-    list.className = 'jp-ModelPack-list';
-    section.append(head, list);
-    return { section, list, count };
+    key: string,
+    count: number,
+    items: VirtualElement[]
+  ): VirtualElement {
+    return h.section(
+      { className: 'jp-ModelPack-section', key: `section/${key}`, dataset: { section: key } },
+      h.h3(
+        { className: 'jp-ModelPack-sectionTitle' },
+        label,
+        h.span(
+          {
+            className: 'jp-ModelPack-count',
+            title: `${count} version${count === 1 ? '' : 's'} shown`
+          },
+          String(count)
+        )
+      ),
+      h.div({ className: 'jp-ModelPack-list' }, ...items)
+    );
   }
 
-  private _note(text: string, error = false): HTMLElement {
-    const note = document.createElement('div');
-    note.className = error ? 'jp-ModelPack-note jp-ModelPack-error' : 'jp-ModelPack-note';
-    note.textContent = text;
-    return note;
+  private _note(text: string, error = false): VirtualElement {
+    return h.div(
+      { className: error ? 'jp-ModelPack-note jp-ModelPack-error' : 'jp-ModelPack-note' },
+      text
+    );
   }
 
   private _bundle(
     bundle: IBundle,
     remote: string | null,
     canLoad: boolean,
-    publishedOn: (v: IVersion) => string[]
-  ): HTMLElement {
+    publishedOn: (v: IVersion) => string[],
+    query: string
+  ): VirtualElement {
     const key = `${remote ?? ''}/${bundle.name}`;
-    const open = this._open.has(key) || this._search.value.trim() !== '';
-    const node = document.createElement('div');
-    node.className = 'jp-ModelPack-bundle';
-    node.dataset.name = bundle.name;
-    const head = document.createElement('div');
-    head.className = 'jp-ModelPack-bundleHead';
-    head.tabIndex = 0;
-    head.setAttribute('role', 'button');
-    head.setAttribute('aria-expanded', String(open));
-    head.appendChild((open ? caretDownIcon : caretRightIcon).element({ tag: 'span' }));
-    const name = document.createElement('span');
-    name.className = 'jp-ModelPack-bundleName';
-    name.textContent = bundle.name;
-    const count = document.createElement('span');
-    count.className = 'jp-ModelPack-dim';
-    count.textContent = `${bundle.versions.length} version${bundle.versions.length === 1 ? '' : 's'}`;
-    head.append(name, count);
-    if (bundle.description) {
-      head.title = bundle.description;
-    }
+    const open = this._open.has(key) || query.trim() !== '';
+    const n = bundle.versions.length;
     const toggle = () => {
       if (this._open.has(key)) {
         this._open.delete(key);
@@ -340,29 +309,30 @@ export class ModelPackPanel extends Widget {
       }
       this._render();
     };
-    head.onclick = toggle;
-    head.onkeydown = event => {
-      if (event.key === 'Enter' || event.key === ' ') {
-        event.preventDefault();
-        toggle();
-      }
-    };
-    node.appendChild(head);
-    if (bundle.description) {
-      const description = document.createElement('div');
-      description.className = 'jp-ModelPack-description';
-      description.textContent = bundle.description;
-      node.appendChild(description);
-    }
-    if (open) {
-      const versions = document.createElement('ul');
-      versions.className = 'jp-ModelPack-versions';
-      for (const v of bundle.versions) {
-        versions.appendChild(this._version(v, remote, canLoad, publishedOn(v)));
-      }
-      node.appendChild(versions);
-    }
-    return node;
+    return h.div(
+      { className: 'jp-ModelPack-bundle', key: `bundle${key}`, dataset: { name: bundle.name } },
+      h.button(
+        {
+          className: 'jp-ModelPack-bundleHead',
+          'aria-expanded': String(open),
+          'aria-label': `${bundle.name}, ${n} version${n === 1 ? '' : 's'}`,
+          title: bundle.description || bundle.name,
+          onclick: toggle
+        },
+        h.span({ className: 'jp-ModelPack-caret', 'aria-hidden': 'true' }, open ? '▾' : '▸'),
+        h.span({ className: 'jp-ModelPack-bundleName' }, bundle.name),
+        h.span({ className: 'jp-ModelPack-dim' }, `${n} version${n === 1 ? '' : 's'}`)
+      ),
+      bundle.description
+        ? h.div({ className: 'jp-ModelPack-description' }, bundle.description)
+        : null,
+      open
+        ? h.ul(
+            { className: 'jp-ModelPack-versions' },
+            ...bundle.versions.map(v => this._version(v, remote, canLoad, publishedOn(v)))
+          )
+        : null
+    );
   }
 
   private _version(
@@ -370,93 +340,132 @@ export class ModelPackPanel extends Widget {
     remote: string | null,
     canLoad: boolean,
     publishedOn: string[]
-  ): HTMLElement {
-    const item = document.createElement('li');
-    item.className = 'jp-ModelPack-version';
-    item.dataset.ref = v.ref;
-    const line = document.createElement('div');
-    line.className = 'jp-ModelPack-versionLine';
-    const ref = document.createElement('span');
-    ref.className = 'jp-ModelPack-ref';
-    ref.textContent = v.version !== null ? `:${v.version}` : v.digest.slice(0, 19);
-    ref.title = `${v.ref}\n${v.digest}`;
-    line.appendChild(ref);
-    for (const tag of v.tags.filter(t => !/^\d+$/.test(t))) {
-      line.appendChild(this._chip(tag, 'tag'));
-    }
+  ): VirtualElement {
     const badges = [...v.badges];
     if (publishedOn.length && !badges.includes('published')) {
       badges.push('published');
     }
-    for (const badge of badges) {
-      const chip = this._chip(badge, `badge jp-ModelPack-badge-${badge}`);
-      if (badge === 'published' && publishedOn.length) {
-        chip.title = `published on ${publishedOn.join(', ')}`;
-      }
-      if (badge === 'serving' && v.serving) {
-        chip.title = `serving at ${v.serving}`;
-      }
-      line.appendChild(chip);
-    }
-    const meta = document.createElement('div');
-    meta.className = 'jp-ModelPack-meta';
+    const chips = [
+      ...v.tags.filter(t => !/^\d+$/.test(t)).map(t => this._chip(t, 'tag', '')),
+      ...badges.map(b =>
+        this._chip(
+          b,
+          `badge jp-ModelPack-badge-${b}`,
+          b === 'published' && publishedOn.length
+            ? `published on ${publishedOn.join(', ')}`
+            : b === 'serving' && v.serving
+              ? `serving at ${v.serving}`
+              : ''
+        )
+      )
+    ];
     const metrics = Object.entries(v.metrics ?? {})
       .slice(0, 2)
-      .map(([k, m]) => `${k} ${typeof m === 'number' ? m.toPrecision(3) : String(m)}`);
-    meta.textContent = [
+      .map(([k, m]) => `${k} ${humanMetric(m)}`);
+    const meta = [
       humanBytes(v.size),
-      v.parameters ? `${v.parameters.toLocaleString()} params` : '',
+      v.parameters ? `${humanCount(v.parameters)} params` : '',
       v.precision,
       ...metrics
     ]
       .filter(Boolean)
       .join(' · ');
-    const actions = document.createElement('div');
-    actions.className = 'jp-ModelPack-actions';
-    const add = (action: Action, label: string, enabled = true, hint = '') => {
-      const button = document.createElement('button');
-      button.className = 'jp-ModelPack-action';
-      button.dataset.action = action;
-      button.textContent = label;
-      button.disabled = !enabled;
-      button.title = hint || label;
-      button.onclick = event => {
-        event.stopPropagation();
-        this._actionRequested.emit({ action, version: v, remote });
-      };
-      actions.appendChild(button);
-    };
-    if (remote === null) {
-      add(
-        'load',
-        'Load into notebook',
-        canLoad,
-        canLoad
-          ? `Insert and run %modelpack load ${v.ref} in the active notebook`
-          : 'Open a notebook first'
+    const shownRef = remote ? `${remote}/${v.ref}` : v.ref;
+    const button = (action: Action, label: string, aria: string, enabled = true, hint = '') =>
+      h.button(
+        {
+          className: 'jp-ModelPack-action',
+          key: action,
+          dataset: { action },
+          'aria-label': aria,
+          title: hint || aria,
+          ...(enabled ? {} : { disabled: 'true' }),
+          onclick: (event: MouseEvent) => {
+            event.stopPropagation();
+            this._actionRequested.emit({ action, version: v, remote });
+          }
+        },
+        label
       );
-      add('details', 'Details');
-      add('publish', 'Publish…', true, 'Publish this version to a remote');
-      if (v.serving) {
-        add('stop', 'Stop', true, `Stop the server at ${v.serving}`);
-      } else {
-        add('serve', 'Serve', true, 'Serve this version over HTTP (Open Inference Protocol v2)');
-      }
-      add('copy', 'Copy ref', true, `Copy "${v.ref}"`);
-      add('delete', 'Delete', true, `Delete ${v.ref} from the local store`);
-    } else {
-      add('pull', 'Pull', true, `Pull ${remote}/${v.ref} into the local store`);
-      add('copy', 'Copy ref', true, `Copy "${remote}/${v.ref}"`);
-    }
-    item.append(line, meta, actions);
-    return item;
+    const actions =
+      remote === null
+        ? [
+            button(
+              'load',
+              'Load into notebook',
+              `Load ${v.ref} into the notebook`,
+              canLoad,
+              canLoad
+                ? `Insert and run %modelpack load ${v.ref} in the active notebook`
+                : 'Open a notebook first'
+            ),
+            button('details', 'Details', `Details of ${v.ref}`),
+            button('publish', 'Publish…', `Publish ${v.ref}`),
+            v.serving
+              ? button(
+                  'stop',
+                  'Stop',
+                  `Stop serving ${v.ref}`,
+                  true,
+                  `Stop the server at ${v.serving}`
+                )
+              : button(
+                  'serve',
+                  'Serve',
+                  `Serve ${v.ref}`,
+                  true,
+                  'Serve this version over HTTP (Open Inference Protocol v2)'
+                ),
+            button('copy', 'Copy ref', `Copy ${v.ref}`),
+            button(
+              'delete',
+              'Delete',
+              `Delete ${v.ref}`,
+              true,
+              `Delete ${v.ref} from the local store`
+            )
+          ]
+        : [
+            button(
+              'pull',
+              'Pull',
+              `Pull ${shownRef}`,
+              true,
+              `Pull ${shownRef} into the local store`
+            ),
+            button('copy', 'Copy ref', `Copy ${shownRef}`)
+          ];
+    return h.li(
+      { className: 'jp-ModelPack-version', key: v.digest, dataset: { ref: v.ref } },
+      h.div(
+        { className: 'jp-ModelPack-versionLine' },
+        h.span(
+          { className: 'jp-ModelPack-ref', title: `${v.ref}\n${v.digest}` },
+          v.version !== null ? `:${v.version}` : v.digest.slice(0, 19)
+        ),
+        ...chips
+      ),
+      h.div({ className: 'jp-ModelPack-meta' }, meta),
+      v.serving && remote === null
+        ? h.div(
+            { className: 'jp-ModelPack-serving' },
+            'serving at ',
+            h.a({ href: v.serving, target: '_blank', rel: 'noopener' }, v.serving)
+          )
+        : null,
+      h.div({ className: 'jp-ModelPack-actions' }, ...actions)
+    );
   }
 
-  private _chip(text: string, kind: string): HTMLElement {
-    const chip = document.createElement('span');
-    chip.className = `jp-ModelPack-chip jp-ModelPack-${kind}`;
-    chip.textContent = text;
-    return chip;
+  private _chip(text: string, kind: string, title: string): VirtualElement {
+    return h.span(
+      {
+        className: `jp-ModelPack-chip jp-ModelPack-${kind}`,
+        key: `chip/${text}`,
+        ...(title ? { title } : {})
+      },
+      text
+    );
   }
 
   private _canLoad: () => boolean;
@@ -464,7 +473,7 @@ export class ModelPackPanel extends Widget {
   private _etag = '';
   private _local: IBundle[] = [];
   private _localError = '';
-  private _publishedSeen: string | null = null;
+  private _remotesSeen: string | null = null;
   private _remotes: IRemote[] = [];
   private _published = new Map<string, IBundle[]>();
   private _remoteErrors = new Map<string, string>();
@@ -473,17 +482,4 @@ export class ModelPackPanel extends Widget {
   private _hint!: HTMLElement;
   private _body!: HTMLElement;
   private _actionRequested = new Signal<this, IActionRequest>(this);
-}
-
-/** `1.2 MB` (powers of 1000, as the CLI prints). */
-export function humanBytes(n: number): string {
-  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
-  let value = n;
-  for (const unit of units) {
-    if (value < 1000 || unit === 'TB') {
-      return unit === 'B' ? `${value} B` : `${value.toFixed(1)} ${unit}`;
-    }
-    value /= 1000;
-  }
-  return `${value.toFixed(1)} TB`;
 }

@@ -16,6 +16,10 @@ export interface IVersion {
   op: string;
   parent: string | null;
   badges: string[];
+  /** Some layer is age-encrypted: loading or serving needs a key. */
+  encrypted: boolean;
+  /** The variable `%modelpack load` binds by default (Python's rule, from the server). */
+  var_name: string;
   published: string[];
   serving: string | null;
   remote: string | null;
@@ -31,6 +35,7 @@ export interface IBundle {
 export interface IListing {
   etag: string;
   store: string;
+  remotes: IRemote[];
   bundles: IBundle[];
 }
 

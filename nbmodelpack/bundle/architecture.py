@@ -116,6 +116,21 @@ def check_target(target: object, trusted: Sequence[str] = (), *, trust_code: boo
     return module, qualname
 
 
+def _describe_export(arch: Mapping[str, Any]) -> str:
+    """An export graph, and the better forms ``load`` tries first (see ``pytorch.restore.rebuild``)."""
+    try:
+        module, qualname = parse_target(arch.get("class"))
+        plain_kwargs(arch.get("kwargs"))
+    except ArchitectureError:
+        return "export graph"
+    text = f"export graph (trainable) of {module}:{qualname}"
+    if module == "__main__" and "kwargs" in arch:
+        text += f"; loads as {qualname} where that class is defined"
+        if arch.get("source"):
+            text += "; stored source runs only with trust_code"
+    return text
+
+
 def describe(arch: Mapping[str, Any] | object, trusted: Sequence[str] = ()) -> str:
     """One line saying what ``load`` (without ``trust_code``) will do with this ``architecture.json``.
 
@@ -126,12 +141,14 @@ def describe(arch: Mapping[str, Any] | object, trusted: Sequence[str] = ()) -> s
         'subprocess:run (function; refused — not an allowed module, needs trust_code)'
         >>> describe({"strategy": "export", "file": "model.pt2"})
         'export graph'
+        >>> describe({"strategy": "export", "class": "__main__:Net", "kwargs": {}, "source": "model_src.py"})
+        'export graph (trainable) of __main__:Net; loads as Net where that class is defined; stored source runs only with trust_code'
     """
     if not isinstance(arch, Mapping):
         return "unreadable architecture (load refuses it)"
     strategy = arch.get("strategy")
     if strategy == "export":
-        return "export graph"
+        return _describe_export(arch)
     if strategy == "source":
         return "source code (needs trust_code)"
     if strategy != "class":

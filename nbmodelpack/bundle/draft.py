@@ -9,6 +9,25 @@ from typing import Any
 from .manifest import Descriptor, Manifest
 
 
+def child_recipe(
+    parent_recipe: dict[str, Any], *, digest: str, ref: str, metrics: dict[str, Any] | None, op: str, params: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The recipe of a child made by ``op`` from a parent: the parent's lineage plus the
+    parent's own step, which carries the parent's ref and metrics (shown as the parent's).
+
+    Example:
+        >>> r = child_recipe({"op": "pack", "parent": None, "params": {}}, digest="sha256:" + "1" * 64, ref="m:1",
+        ...                  metrics={"validation": {"accuracy": 97.0}}, op="finetune", params={"epochs": 2})
+        >>> r["op"], r["parent_ref"], r["lineage"][0]["ref"], r["lineage"][0]["metrics"]
+        ('finetune', 'm:1', 'm:1', {'validation': {'accuracy': 97.0}})
+    """
+    lineage = [step for step in parent_recipe.get("lineage", []) if isinstance(step, dict)]
+    if parent_recipe:
+        step = {k: parent_recipe[k] for k in ("op", "parent", "parent_ref", "params") if k in parent_recipe}
+        lineage.append({**step, "ref": ref, **({"metrics": dict(metrics)} if metrics else {})})
+    return {"op": op, "parent": digest, "parent_ref": ref, "params": dict(params or {}), "lineage": lineage}
+
+
 @dataclass
 class Draft:
     """A bundle version about to be committed (layers already stored as blobs).
@@ -43,21 +62,22 @@ class Draft:
     def from_parent(
         cls, manifest: Manifest, *, name: str, op: str, params: dict[str, Any] | None = None
     ) -> Draft:
-        """A child of ``manifest`` made by ``op``: same layers and card, recipe naming the parent."""
+        """A child of ``manifest`` made by ``op``: same layers, card and metrics, recipe naming the parent."""
         summary = manifest.summary
-        parent_recipe = manifest.recipe
-        lineage = list(parent_recipe.get("lineage", []))
-        if parent_recipe:
-            lineage.append({k: parent_recipe[k] for k in ("op", "parent", "params") if k in parent_recipe})
+        version = summary.get("version")
+        ref = f"{summary.get('name', name)}:{version}" if version is not None else f"{summary.get('name', name)}@{manifest.digest}"
+        found = summary.get("metrics")
+        metrics: dict[str, Any] = found if isinstance(found, dict) else {}
         return cls(
             name=name,
             layers=[d for d in manifest.layers if d.filepath != "README.md"],
-            recipe={"op": op, "parent": manifest.digest, "params": dict(params or {}), "lineage": lineage},
+            recipe=child_recipe(manifest.recipe, digest=manifest.digest, ref=ref, metrics=metrics, op=op, params=params),
             parameters=int(summary.get("parameters", 0)),
             precision=str(summary.get("precision", "float32")),
             quantization=summary.get("quantization") or None,
             architecture=copy.deepcopy(summary.get("architecture", {})),
-            metrics=dict(summary.get("metrics", {})),
+            # Same weights, same metrics (sign, encrypt); a transform that changes weights replaces them.
+            metrics=dict(metrics),
             description=str(summary.get("description", "")),
             license=summary.get("license"),
             datasets=list(summary.get("datasets", [])),

@@ -59,3 +59,13 @@ def fmt_number(value: float | None, spec: str, unit: str = "") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value:{spec}}{unit}"
+
+
+def plain(value: object, limit: int = 120) -> str:
+    """Text from a bundle's own annotations, safe for a terminal: no control characters, bounded.
+
+    Example:
+        >>> plain("m:1\x1b[2J")
+        'm:1[2J'
+    """
+    return "".join(ch for ch in str(value) if ch.isprintable())[:limit]

@@ -6,8 +6,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import mediatypes as mt
-from .format import fmt_metric, human_bytes
+from .format import human_bytes, plain
 from .manifest import Manifest
+from .metrics import text as metrics_text
 
 
 @dataclass
@@ -62,6 +63,20 @@ class BundleInfo:
         return f"{self.architecture.get('class', '-')} ({self.architecture.get('strategy', '-')}; as published, checked at load)"
 
     @property
+    def parent_line(self) -> str:
+        """How this version was made from its parent (``finetune of mnist-mlp:1``); empty for a first pack.
+
+        Example:
+            >>> BundleInfo("m", 2, "sha256:" + "0" * 64, recipe={"op": "finetune", "parent": "sha256:" + "1" * 64, "parent_ref": "m:1"}).parent_line
+            'finetune of m:1'
+        """
+        parent = self.recipe.get("parent") if isinstance(self.recipe, dict) else None
+        if not parent:
+            return ""
+        named = self.recipe.get("parent_ref")
+        return f"{plain(self.recipe.get('op'))} of {plain(named) if isinstance(named, str) and named else plain(parent)[:19] + '…'}"
+
+    @property
     def badges(self) -> list[str]:
         flags = [("compressed", self.compressed), ("encrypted", self.encrypted), ("signed", self.signed)]
         out = [name for name, on in flags if on]
@@ -110,7 +125,7 @@ class BundleInfo:
 
     def __str__(self) -> str:
         badges = f" [{', '.join(self.badges)}]" if self.badges else ""
-        metrics = ", ".join(f"{k}={fmt_metric(v)}" for k, v in self.metrics.items())
+        metrics = metrics_text(self.metrics)
         lines = [
             f"{self.ref}{badges}",
             f"  digest      {self.digest}",
@@ -122,8 +137,8 @@ class BundleInfo:
         ]
         if metrics:
             lines.append(f"  metrics     {metrics}")
-        if self.recipe.get("parent"):
-            lines.append(f"  from        {self.recipe.get('op')} of {self.recipe['parent'][:19]}…")
+        if self.parent_line:
+            lines.append(f"  from        {self.parent_line}")
         return "\n".join(lines)
 
 

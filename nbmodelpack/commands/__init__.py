@@ -17,7 +17,7 @@ from __future__ import annotations
 
 # Registration order is the order `help` lists the verbs in.
 # isort: off
-from . import store_verbs, model_verbs, security_verbs, remote_verbs  # noqa: F401
+from . import store_verbs, model_verbs, security_verbs, remote_verbs, tune_verbs  # noqa: F401
 # isort: on
 from .framework import VERBS, Context, Verb, arg, build_parser, json_arg, run, verb
 from .model_verbs import default_var_name

@@ -96,8 +96,11 @@ def load_verb(args: argparse.Namespace, ctx: Context) -> Loaded:
         raise UsageError(f"{var!r} is not a valid variable name")
     model = api.load(args.ref, trust_code=args.trust_code, identity=identity_of(args, ctx), device=args.device)
     ctx.bind(var, model)
+    from ..pytorch.restore import form_note
+
     info: BundleInfo = model.bundle_info  # type: ignore[assignment]  # set by restore()
-    return Loaded(var, info, pulled=None if parse(args.ref).is_local else args.ref)
+    pulled = None if parse(args.ref).is_local else args.ref
+    return Loaded(var, info, pulled=pulled, form=str(getattr(model, "bundle_form", "")), note=form_note(model))
 
 
 @verb(

@@ -23,10 +23,11 @@ def table(rows: Sequence[Sequence[str]]) -> str:
 
 def bundle_table(infos: Iterable[BundleInfo]) -> str:
     """The ``ls`` table: one row per version."""
-    rows = [("REF", "TAGS", "SIZE", "PARAMS", "PRECISION", "BADGES", "CREATED")]
+    rows = [("REF", "TAGS", "SIZE", "PARAMS", "PRECISION", "BADGES", "CREATED", "FROM")]
     for i in infos:
         named_tags = ",".join(t for t in i.tags if not t.isdigit()) or "-"
-        rows.append((i.ref, named_tags, human_bytes(i.size), f"{i.parameters:,}", i.precision or "-", ",".join(i.badges) or "-", i.created[:19]))
+        row = (i.ref, named_tags, human_bytes(i.size), f"{i.parameters:,}", i.precision or "-", ",".join(i.badges) or "-", i.created[:19], i.parent_line or "-")
+        rows.append(row)
     if len(rows) == 1:
         return "no bundles (pack one with nbmodelpack.pack or %modelpack pack)"
     return table(rows)

@@ -70,23 +70,26 @@ class Loaded:
     var: str
     info: BundleInfo
     pulled: str | None = None  # the remote ref it was pulled from first, if any
+    form: str = ""  # which form came back: "class", "live class", "source" or "graph"
+    note: str | None = None  # for a graph: how to get the class back
 
     @property
     def headline(self) -> str:
-        """One line: what was pulled (if anything) and what was bound.
+        """One line: what was pulled (if anything), what was bound, and in which form.
 
         Example:
             >>> Loaded("net", BundleInfo(name="m", version=4, digest="sha256:" + "0" * 64), pulled="share/m:4").headline
             'pulled share/m:4 into the local store; loaded m:4 as net'
         """
         pulled = f"pulled {self.pulled} into the local store; " if self.pulled else ""
-        return f"{pulled}loaded {self.info.ref} as {self.var}"
+        form = f" ({self.form})" if self.form not in ("", "class") else ""  # say it when it is not the plain class
+        return f"{pulled}loaded {self.info.ref} as {self.var}{form}"
 
     def __str__(self) -> str:
-        return f"{self.headline}\n{self.info}"
+        return "\n".join([self.headline, *([self.note] if self.note else []), str(self.info)])
 
     def to_json(self) -> dict[str, Any]:
-        return {"var": self.var, "bundle": self.info.to_json(), "pulled": self.pulled}
+        return {"var": self.var, "form": self.form, "note": self.note, "bundle": self.info.to_json(), "pulled": self.pulled}
 
 
 class ServerList(list[Any]):

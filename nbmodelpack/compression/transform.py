@@ -23,6 +23,7 @@ import zstandard
 from ..bundle import mediatypes as mt
 from ..bundle.draft import Draft
 from ..bundle.manifest import Descriptor, Manifest, sha256_digest
+from ..bundle.metrics import COMPRESSION, VALIDATION
 from ..bundle.refs import validate_name
 from ..errors import CompressionError, ModelPackError, UsageError
 from ..progress import progress
@@ -178,16 +179,16 @@ def _measure(m: _Measured, params: dict[str, Any], child_parameters: int, exampl
 
 
 def _card_metrics(draft: Draft, report: CompressionReport, evaluated: bool, pruned_info: dict[str, Any]) -> None:
-    """The child's card: its own measured metrics, the parent's only as the parent's."""
-    inherited = {k: v for k, v in draft.metrics.items() if k != report.metric_name}
+    """The child's card: only what was measured on the child (the parent's metrics stay in the lineage)."""
     child = report.child
-    draft.metrics = {**(inherited if evaluated else {}), "size_ratio": round(report.ratio, 3)}
-    if child.metric is not None:
-        draft.metrics[report.metric_name] = round(child.metric, 4)
+    compression: dict[str, Any] = {"size_ratio": round(report.ratio, 3)}
     if child.drift_max is not None:
-        draft.metrics["output_drift_max"] = float(f"{child.drift_max:.4g}")
+        compression["output_drift_max"] = float(f"{child.drift_max:.4g}")
     if child.latency_ms is not None:
-        draft.metrics["latency_ms"] = round(child.latency_ms, 4)
+        compression["latency_ms"] = round(child.latency_ms, 4)
+    draft.metrics = {COMPRESSION: compression}
+    if evaluated and child.metric is not None:
+        draft.metrics[VALIDATION] = {report.metric_name: round(child.metric, 4)}
     draft.card_extra = {**draft.card_extra, "compression": {**report.to_json(), "pruned_layers": pruned_info.get("layers")}}
     draft.card_extra["compression"].pop("ref", None)
 

@@ -1,8 +1,11 @@
 """What the sidebar lists and shows: JSON views built from :mod:`nbmodelpack.api` calls.
 
-The local listing carries an etag derived from the identity of ``index.json``
-and ``published.json`` (every write replaces them, never edits them) and the
-running servers, so an unchanged store answers 304 after two ``stat`` calls.
+The local listing carries an etag derived from the identity of ``index.json``,
+``published.json`` and ``config.toml`` (every write replaces them, never edits
+them) and the running servers, so an unchanged store answers 304 after three
+``stat`` calls. It also carries the configured remotes, so the sidebar notices a
+remote added from a cell or a terminal with the same poll that notices a new
+version, and re-lists what is published.
 "Serving" badges come from :mod:`nbmodelpack.serving.registry`, which needs no
 extra: the listing works on an install without the ``serve`` extra.
 """
@@ -14,9 +17,12 @@ import hashlib
 import threading
 from typing import Any
 
-from .. import api, config
+from .. import api, config, paths
+from ..bundle.card import lineage_lines
 from ..bundle.info import BundleInfo
+from ..bundle.metrics import labelled
 from ..bundle.refs import NAME_RE, Reference, parse, validate_name
+from ..commands import default_var_name
 from ..errors import BundleNotFound, InvalidReference, ModelPackError, UsageError
 from ..serving import registry
 from ..store import Store
@@ -63,6 +69,20 @@ def serving_urls(store: Store) -> dict[str, str]:
     return out
 
 
+def version_names(store: Store) -> dict[str, str]:
+    """Manifest digest -> ``NAME:VERSION`` of every local version (lineage shows parents by name).
+
+    Example:
+        >>> version_names(api.get_store())  # doctest: +SKIP
+        {'sha256:…': 'mnist-mlp:1'}
+    """
+    out = {}
+    for (name, digest), tags in store.refs().items():
+        numbers = sorted((t for t in tags if t.isdigit()), key=int)
+        out[digest] = f"{name}:{numbers[0] if numbers else sorted(tags)[0]}" if tags else f"{name}@{digest}"
+    return out
+
+
 def version_summary(info: BundleInfo, serving: dict[str, str]) -> dict[str, Any]:
     """One version as the sidebar lists it (no layer table, no full recipe).
 
@@ -90,10 +110,17 @@ def version_summary(info: BundleInfo, serving: dict[str, str]) -> dict[str, Any]
         "quantization": info.quantization,
         "architecture": info.architecture_line,
         "description": info.description,
-        "metrics": info.metrics,
+        # Flat and labelled ("validation accuracy"), so the sidebar shows where each was measured.
+        "metrics": labelled(info.metrics),
         "op": recipe.get("op", ""),
         "parent": recipe.get("parent"),
+        "parent_ref": recipe.get("parent_ref"),
+        "derived": info.parent_line,
+        "lineage_text": lineage_lines(recipe),
         "badges": badges,
+        "encrypted": info.encrypted,
+        # The variable `%modelpack load REF` binds: Python's rule, so the sidebar never guesses.
+        "var_name": default_var_name(info.name),
         "published": info.published,
         "serving": url,
         "remote": info.remote,
@@ -140,9 +167,10 @@ def local_listing(since: str | None = None) -> tuple[str, dict[str, Any] | None]
     """
     store = api.get_store()
     stamp = ""
-    for file in ("index.json", "published.json"):  # both are replaced, never edited in place
+    # All three are replaced, never edited in place: a new inode or mtime means new content.
+    for file in (store.root / "index.json", store.root / "published.json", paths.config_file()):
         try:
-            st = (store.root / file).stat()
+            st = file.stat()
             stamp += f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}|"
         except FileNotFoundError:
             stamp += "-|"
@@ -156,7 +184,7 @@ def local_listing(since: str | None = None) -> tuple[str, dict[str, Any] | None]
     if cached and cached[0] == etag:
         return etag, cached[1]
     infos = _with_places(api.ls(store=store), published_places(store))
-    payload = {"etag": etag, "store": key, "bundles": group(infos, serving)}
+    payload = {"etag": etag, "store": key, "remotes": remotes(), "bundles": group(infos, serving)}
     with _listing_lock:
         _listing[key] = (etag, payload)
     return etag, payload
@@ -184,6 +212,12 @@ def bundle_detail(name: str, ref: str | None) -> dict[str, Any]:
     recipe = info.recipe if isinstance(info.recipe, dict) else {}
     earlier = recipe.get("lineage")  # a bundle's own annotation: shown only if it has the expected shape
     steps = [*(earlier if isinstance(earlier, list) else []), {k: v for k, v in recipe.items() if k != "lineage"}]
+    named = version_names(store)
+    kept = [
+        {**step, "parent_ref": named.get(step["parent"]) or step.get("parent_ref")} if isinstance(step.get("parent"), str) else step
+        for step in steps
+        if isinstance(step, dict) and step
+    ]
     return {
         "name": name,
         "versions": group(infos, serving)[0]["versions"],
@@ -191,7 +225,8 @@ def bundle_detail(name: str, ref: str | None) -> dict[str, Any]:
             **version_summary(info, serving),
             "card": opened.card().render(),
             "recipe": recipe,
-            "lineage": [step for step in steps if isinstance(step, dict) and step],
+            # Each step with its words ("mnist-mlp:1: pack (its metrics: …)"): ancestors' metrics as theirs.
+            "lineage": [{**step, "text": line} for step, line in zip(kept, lineage_lines(recipe), strict=False)],
             "layers": info.layers,
         },
     }
@@ -256,5 +291,6 @@ __all__ = [
     "remote_listing",
     "remotes",
     "serving_urls",
+    "version_names",
     "version_summary",
 ]

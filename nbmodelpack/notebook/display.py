@@ -15,6 +15,8 @@ from typing import Any
 
 from ..bundle.format import fmt_metric, human_bytes
 from ..bundle.info import BundleInfo
+from ..bundle.metrics import labelled, sectioned
+from ..bundle.metrics import text as metrics_text
 
 # Scoped under .nbmp so nothing leaks into the rest of the notebook.
 _STYLE = """<style>
@@ -94,19 +96,33 @@ def load_hint(ref: str) -> str:
 
 
 def _lineage(recipe: Mapping[str, Any]) -> str:
-    steps = [*recipe.get("lineage", []), recipe] if recipe else []
+    """Ancestors (with their metrics, as theirs), then this version's step."""
+    steps = [s for s in [*recipe.get("lineage", []), recipe] if isinstance(s, Mapping) and s.get("op")] if recipe else []
     parts = []
-    for step in steps:
-        if not isinstance(step, Mapping) or not step.get("op"):
-            continue
+    for i, step in enumerate(steps):
+        last = i == len(steps) - 1
         params = step.get("params") or {}
         shown = ", ".join(f"{k}={fmt_metric(v)}" for k, v in params.items() if not isinstance(v, dict | list))
-        parts.append(_e(step["op"]) + (f' <span class="nbmp-muted">({_e(shown)})</span>' if shown else ""))
-    text = " → ".join(parts)
+        op = _e(step["op"]) + (f" of <code>{_e(step['parent_ref'])}</code>" if step.get("parent_ref") else "")
+        who = f"<code>{_e(step['ref'])}</code> " if step.get("ref") and not last else ""
+        text = who + op + (f' <span class="nbmp-muted">({_e(shown)})</span>' if shown else "")
+        if not last and isinstance(step.get("metrics"), Mapping) and step["metrics"]:
+            text += f' <span class="nbmp-muted">[its metrics: {_e(metrics_text(step["metrics"]))}]</span>'
+        parts.append(text)
+    out = " → ".join(parts)
     parent = recipe.get("parent") if recipe else None
-    if parent:
-        text += f' <span class="nbmp-muted">from <code>{_e(str(parent)[:19])}…</code></span>'
-    return text
+    if parent and not recipe.get("parent_ref"):
+        out += f' <span class="nbmp-muted">from <code>{_e(str(parent)[:19])}…</code></span>'
+    return out
+
+
+def _metrics_html(metrics: Mapping[str, Any]) -> str:
+    """This version's own metrics, one small table per section (train, validation, …)."""
+    sections = sectioned(metrics)
+    if not sections:
+        return ""
+    tables = "".join(f"<div><b>{_e(name)} metrics</b>{kv_table((k, _e(fmt_metric(v))) for k, v in values.items())}</div>" for name, values in sections.items())
+    return f"<div>{tables}</div>"
 
 
 def bundle_card_html(info: BundleInfo, *, heading: str | None = None) -> str:
@@ -135,9 +151,7 @@ def bundle_card_html(info: BundleInfo, *, heading: str | None = None) -> str:
     if info.created:
         rows.append(("created", _e(info.created[:19].replace("T", " "))))
     rows.append(("digest", f"<code>{_e(info.digest[:19])}…</code>"))
-    metrics = ""
-    if info.metrics:
-        metrics = f"<div><b>metrics</b>{kv_table((k, _e(fmt_metric(v))) for k, v in info.metrics.items())}</div>"
+    metrics = _metrics_html(info.metrics)
     version = f'<span class="nbmp-ver">:{_e(info.version)}</span>' if info.version is not None else ""
     name = f"{info.remote}/{info.name}" if info.remote else info.name
     top = f"<div>{_e(heading)}</div>" if heading else ""
@@ -163,22 +177,28 @@ def bundle_table_html(infos: Iterable[BundleInfo]) -> str:
         return f'{_STYLE}<div class="nbmp nbmp-muted">no bundles yet: pack one with <code>%modelpack pack VAR --name NAME</code></div>'
     table_id = f"nbmp-table-{next(_ids)}"
     metric_keys: list[str] = []
-    for i in items:
-        metric_keys += [k for k, v in i.metrics.items() if isinstance(v, int | float) and k not in metric_keys and k != "epochs"]
-    # A table, not a spreadsheet (the card has them all): held-out metrics first.
-    metric_keys = sorted(metric_keys, key=lambda k: not k.startswith("val_"))[:2]
+    shown_metrics = [labelled(i.metrics) for i in items]
+    for m in shown_metrics:
+        metric_keys += [k for k, v in m.items() if isinstance(v, int | float) and k not in metric_keys and not k.endswith(" epochs")]
+    # A table, not a spreadsheet (the card has them all): held-out metrics first (labelled() puts them first).
+    metric_keys = sorted(metric_keys, key=lambda k: not k.startswith("validation "))[:2]
     head = ["ref", "size", "parameters", "precision", *metric_keys, "badges", "created", "load"]
     numeric = {"size", "parameters", *metric_keys}
     th = "".join(f'<th class="num" title="sort">{_e(h)}</th>' if h in numeric else f'<th title="sort">{_e(h)}</th>' for h in head)
     body = []
-    for i in items:
+    for i, m in zip(items, shown_metrics, strict=True):
         hint = load_hint(i.ref)
         cells = [
-            (i.ref, f'<code style="white-space:nowrap">{_e(i.ref)}</code>' + "".join(f' <span class="nbmp-muted">{_e(t)}</span>' for t in i.tags if not t.isdigit())),
+            (
+                i.ref,
+                f'<code style="white-space:nowrap">{_e(i.ref)}</code>'
+                + "".join(f' <span class="nbmp-muted">{_e(t)}</span>' for t in i.tags if not t.isdigit())
+                + (f'<div class="nbmp-muted">{_e(i.parent_line)}</div>' if i.parent_line else ""),
+            ),
             (i.size, _e(human_bytes(i.size))),
             (i.parameters, _e(f"{i.parameters:,}")),
             (i.precision, _e(i.precision or "-")),
-            *[(i.metrics.get(k, ""), _e(fmt_metric(i.metrics.get(k, "")))) for k in metric_keys],
+            *[(m.get(k, ""), _e(fmt_metric(m.get(k, "")))) for k in metric_keys],
             (",".join(i.badges), _badges(i) or '<span class="nbmp-muted">-</span>'),
             (i.created, _e(i.created[:16].replace("T", " "))),
             (hint, f'<span class="nbmp-hint">{_e(hint)}</span><button class="nbmp-copy" data-copy="{_e(hint)}" title="copy">copy</button>'),

@@ -19,9 +19,12 @@ def _card(info: Any) -> str:
 
 
 def _loaded(result: Any) -> str:
+    import html
+
     from .display import bundle_card_html
 
-    return bundle_card_html(result.info, heading=result.headline)
+    note = f'<p class="nbmp-muted">{html.escape(result.note)}</p>' if result.note else ""
+    return note + bundle_card_html(result.info, heading=result.headline)
 
 
 def _history(history: Any) -> str:

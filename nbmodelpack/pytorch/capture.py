@@ -1,12 +1,18 @@
 """Module → bundle: weights, architecture, I/O signature, processing.
 
 The architecture is captured in the first way that works:
-1. ``class``  – an importable class (or a torchvision builder) and its init arguments;
-   ``load`` imports it only from an allowed module (see :mod:`nbmodelpack.bundle.architecture`),
-   so for a class from any other module the export graph is stored too (``"file": "model.pt2"``);
-2. ``export`` – a ``torch.export`` graph whose weights are stripped (meta tensors),
-   so ``model.safetensors`` stays the only copy of the weights;
-3. ``source`` – the class source, stored only when the caller passes ``trust_code=True``.
+1. ``class``  – an importable class (or a registered torchvision builder such as
+   ``resnet18``) and plain JSON init arguments; ``load`` imports it only from an allowed
+   module (see :mod:`nbmodelpack.bundle.architecture`), so for a class from any other
+   module the export graph is stored too (``"file": "model.pt2"``);
+2. ``export`` – a ``torch.export`` graph (every dimension dynamic that the model allows)
+   whose weights are stripped (meta tensors), so ``model.safetensors`` stays the only
+   copy of the weights. For a ``__main__``/notebook class it also records the init
+   arguments (so ``load`` can rebuild the same class defined in the loading kernel) and,
+   when Python can find it, the class source with what it uses (``model_src.py``, run
+   only with ``trust_code``; see :mod:`nbmodelpack.pytorch.source`);
+3. ``source`` – the class source alone, stored only when the caller passes
+   ``trust_code=True`` and the model cannot be exported.
 """
 
 from __future__ import annotations
@@ -15,7 +21,6 @@ import contextlib
 import functools
 import importlib
 import inspect
-import io
 import json
 import textwrap
 from collections.abc import Callable, Iterable
@@ -33,8 +38,13 @@ from ..bundle.manifest import Descriptor
 from ..config import trusted_modules
 from ..errors import ArchitectureError, UsageError
 from ..store import Store
-from .pt2archive import strip_pickles
+from .exporting import example_args, export_archive
+from .exporting import (
+    export_program as export_program,  # re-exported: prune and compression import it from here
+)
+from .graph import LOADED_ARCHITECTURE
 from .resolve import resolve_architecture
+from .source import main_source
 from .tensors import V2_DATATYPES, dtype_name, split_aliases
 
 _JSON_SCALARS = (bool, int, float, str, type(None))
@@ -119,32 +129,29 @@ def _rebuilds(factory: Any, kwargs: dict[str, Any], model: torch.nn.Module) -> b
     return want == got
 
 
-def _example_args(example: Any) -> tuple[Any, ...]:
-    return tuple(example) if isinstance(example, tuple | list) else (example,)
+def _torchvision_builder(model: torch.nn.Module) -> tuple[str, dict[str, Any]] | None:
+    """A registered torchvision builder (and ``num_classes``) that rebuilds ``model``, if one does.
 
-
-def export_program(model: torch.nn.Module, example: Any) -> torch.export.ExportedProgram:
-    """``torch.export`` with a dynamic batch dimension (weights still attached)."""
-    # A batch of one would make export specialize the batch dimension to 1.
-    args = tuple(torch.cat([a, a]) if isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == 1 else a for a in _example_args(example))
-    dynamic = tuple({0: torch.export.Dim.AUTO} if isinstance(a, torch.Tensor) and a.dim() > 0 else None for a in args)
-    return torch.export.export(model, args, dynamic_shapes=dynamic)
-
-
-def export_archive(model: torch.nn.Module, example: Any) -> bytes:
-    """A checked ``model.pt2`` of ``model`` without its weights (they live in ``model.safetensors``).
-
-    Example:
-        >>> blob = export_archive(torch.nn.Linear(4, 2), torch.randn(2, 4))  # doctest: +SKIP
+    Classes such as ``ResNet`` take a block class as init argument (not JSON), but
+    their builders (``resnet18``) take only plain arguments.
     """
-    ep = export_program(model, example)
-    # Strip the weights: the graph keeps names, shapes and dtypes; safetensors keeps the bytes.
-    for key, value in list(ep.state_dict.items()):
-        meta = torch.empty(value.shape, dtype=value.dtype, device="meta")
-        ep.state_dict[key] = torch.nn.Parameter(meta, requires_grad=False) if isinstance(value, torch.nn.Parameter) else meta
-    buf = io.BytesIO()
-    torch.export.save(ep, buf)
-    return strip_pickles(buf.getvalue())
+    cls = type(model)
+    if not cls.__module__.startswith("torchvision.models"):
+        return None
+    import torchvision.models
+
+    heads = [p for p in model.parameters() if p.dim() == 2]
+    candidates: list[dict[str, Any]] = [{}]
+    if heads:
+        candidates.append({"num_classes": int(heads[-1].shape[0])})
+    for name in torchvision.models.list_models():
+        builder = torchvision.models.get_model_builder(name)
+        if inspect.signature(builder).return_annotation is not cls:
+            continue
+        for kwargs in candidates:
+            if _rebuilds(builder, kwargs, model):
+                return f"{builder.__module__}:{builder.__name__}", kwargs
+    return None
 
 
 def _source(cls: type) -> str:
@@ -180,26 +187,44 @@ def capture_architecture(
     path = _class_path(cls)
     kwargs_guess = _guess_init_kwargs(model)
     if path and kwargs_guess is not None and _rebuilds(cls, kwargs_guess, model):
-        doc: dict[str, Any] = {"strategy": "class", "class": path, "kwargs": kwargs_guess}
+        found: dict[str, Any] = {"strategy": "class", "class": path, "kwargs": kwargs_guess}
         if example is not None and not module_allowed(path.partition(":")[0], trusted_modules()):
             # load imports this class only with trust: keep the export graph as the form it can always use.
             with contextlib.suppress(Exception):  # torch.export raises many types; the class form stays
-                return {**doc, "file": "model.pt2"}, [("model.pt2", mt.CODE, export_archive(model, example))]
-        return doc, []
+                return {**found, "file": "model.pt2"}, [("model.pt2", mt.CODE, export_archive(model, example))]
+        return found, []
+    built = _torchvision_builder(model) if path else None
+    if built is not None:
+        return {"strategy": "class", "class": built[0], "kwargs": built[1]}, []
+    # A graph loaded from a bundle keeps the class it was packed from (not torch.fx's GraphModuleImpl).
+    loaded = getattr(model, LOADED_ARCHITECTURE, None)
+    init: dict[str, Any] | None
+    src: str | None
+    if isinstance(loaded, dict):
+        class_name, init, src = str(loaded.get("class")), loaded.get("kwargs"), None
+    else:
+        class_name = f"{cls.__module__}:{cls.__qualname__}"
+        init = kwargs_guess if kwargs_guess is not None and _rebuilds(cls, kwargs_guess, model) else None
+        src = main_source(cls) if init is not None else None
     export_error = "no example input was given"
     if example is not None:
         try:
-            return (
-                {"strategy": "export", "class": f"{cls.__module__}:{cls.__qualname__}", "file": "model.pt2"},
-                [("model.pt2", mt.CODE, export_archive(model, example))],
-            )
+            doc: dict[str, Any] = {"strategy": "export", "class": class_name, "file": "model.pt2"}
+            files = [("model.pt2", mt.CODE, export_archive(model, example))]
         except Exception as exc:  # torch.export raises many types; we report and fall through
             export_error = f"torch.export failed: {str(exc).splitlines()[0][:160]}"
+        else:
+            if init is not None:
+                doc["kwargs"] = init  # lets load rebuild the same class defined in the loading process
+            if src is not None:
+                doc["source"] = "model_src.py"  # run only with trust_code
+                files.append(("model_src.py", mt.CODE, src.encode()))
+            return doc, files
     if trust_code and kwargs_guess is not None:
-        src = _source(cls)
+        text = main_source(cls) or _source(cls)
         return (
             {"strategy": "source", "class": f"model_src:{cls.__name__}", "kwargs": kwargs_guess, "file": "model_src.py"},
-            [("model_src.py", mt.CODE, src.encode())],
+            [("model_src.py", mt.CODE, text.encode())],
         )
     raise ArchitectureError(
         f"cannot capture {cls.__qualname__}: not importable by a fresh process, and {export_error}",
@@ -218,12 +243,12 @@ def _tensor_spec(name: str, t: torch.Tensor) -> dict[str, Any]:
 
 def infer_signature(model: torch.nn.Module, example: Any) -> dict[str, Any]:
     """Inputs and outputs (v2 names, datatypes, shapes with -1 batch) from one example call."""
-    args = _example_args(example)
+    args = example_args(example)
     if not all(isinstance(a, torch.Tensor) for a in args):
         raise UsageError("example must be a tensor or a tuple of tensors")
     with torch.no_grad():
         out = model(*args)
-    outs = _example_args(out)
+    outs = example_args(out)
     in_names = ["input"] if len(args) == 1 else [f"input_{i}" for i in range(len(args))]
     out_names = ["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))]
     return {
@@ -254,6 +279,18 @@ def processing_doc(labels: Iterable[Any] | None, preprocess: dict[str, Any] | No
     return doc
 
 
+def state_versions(model: torch.nn.Module) -> dict[str, int]:
+    """The per-submodule ``_version`` a state dict carries (``MNASNet`` refuses weights without it).
+
+    Example:
+        >>> state_versions(torch.nn.BatchNorm1d(2))
+        {'': 2}
+    """
+    meta = getattr(model.state_dict(), "_metadata", None) or {}
+    # Version 1 is every module's default; only the others need recording.
+    return {prefix: v["version"] for prefix, v in meta.items() if isinstance(v, dict) and isinstance(v.get("version"), int) and v["version"] != 1}
+
+
 # ---- the whole capture ----------------------------------------------------------------------
 def weights_state(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str], int, str]:
     """The tensors to store (one per shared storage), the alias map, parameter count and precision."""
@@ -279,7 +316,7 @@ def capture(
         raise UsageError(f"pack needs a torch.nn.Module, got {type(model).__name__}")
     was_training = model.training
     with contextlib.suppress(NotImplementedError):
-        model.eval()  # graphs loaded from torch.export are already in eval mode and refuse .eval()
+        model.eval()  # a raw ExportedProgram.module() (not one load returns) refuses .eval()
     try:
         arch_doc, extra = capture_architecture(model, example=example, arch=arch, arch_kwargs=arch_kwargs, trust_code=trust_code)
         signature = infer_signature(model, example) if example is not None else {"inputs": [], "outputs": []}
@@ -288,6 +325,9 @@ def capture(
             model.train(was_training)
     kept, aliases, params, precision = weights_state(model)
     arch_doc["aliases"] = aliases
+    versions = state_versions(model)
+    if versions:
+        arch_doc["versions"] = versions
     arch_doc["torch"] = torch.__version__.split("+")[0]
     # The weights are written by safetensors straight into the store (no 1 GiB bytes object).
     files: list[tuple[str, str, FileContent]] = [("model.safetensors", mt.WEIGHT, functools.partial(safetensors.torch.save_file, kept, metadata={"format": "pt"})), ("architecture.json", mt.WEIGHT_CONFIG, json.dumps(arch_doc, indent=1).encode())]

@@ -1,8 +1,10 @@
 """``fit``: the usual supervised training loop, with the live dashboard.
 
 What it records flows on by itself: ``model._nbmodelpack_metrics`` holds the
-metrics of the weights the model ends with, and ``pack(metrics="auto")`` (the
-default) puts them on the card.
+metrics of the weights the model ends with, labelled ``train`` and
+``validation``, and ``model._nbmodelpack_training`` how it was trained;
+``pack(metrics="auto")`` (the default) puts both on the card (the second as the
+``finetune`` step when the model was loaded from a bundle).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..bundle.metrics import TRAIN, VALIDATION
 from ..errors import UsageError
 from .evaluate import MetricFn, top1_accuracy
 from .interrupts import Held, held_interrupts
@@ -87,6 +90,35 @@ def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+def card_metrics(history: History) -> dict[str, dict[str, Any]]:
+    """The kept epoch's metrics as card sections: ``train`` and ``validation`` apart.
+
+    Example:
+        >>> h = History(rows=[{"epoch": 1, "loss": 0.5, "val_loss": 0.6}], x="epoch", kept=0)
+        >>> card_metrics(h)
+        {'train': {'loss': 0.5, 'epochs': 1}, 'validation': {'loss': 0.6}}
+    """
+    if history.kept is None:
+        return {}
+    kept = history.metrics
+    train = {k: v for k, v in kept.items() if not k.startswith("val_")}
+    validation = {k[4:]: v for k, v in kept.items() if k.startswith("val_")}
+    out: dict[str, dict[str, Any]] = {TRAIN: {**train, "epochs": int(history.rows[history.kept]["epoch"])}}
+    if validation:
+        out[VALIDATION] = validation
+    return out
+
+
+def _record_training(model: torch.nn.Module, optimizer: torch.optim.Optimizer, history: History) -> None:
+    """Add this run to ``model._nbmodelpack_training`` (what the next pack records as the step)."""
+    if history.kept is None:
+        return
+    before: dict[str, Any] = dict(getattr(model, "_nbmodelpack_training", None) or {})
+    epochs = int(history.rows[history.kept]["epoch"]) + int(before.get("epochs", 0))
+    lr = optimizer.param_groups[0].get("lr") if optimizer.param_groups else None
+    model._nbmodelpack_training = {**before, "epochs": epochs, "optimizer": type(optimizer).__name__, **({"lr": float(lr)} if isinstance(lr, float | int) else {})}  # type: ignore[assignment]
+
+
 def fit(
     model: torch.nn.Module,
     train_loader: Iterable[Any],
@@ -114,6 +146,8 @@ def fit(
     """
     if not isinstance(model, torch.nn.Module):
         raise UsageError(f"fit needs a torch.nn.Module, got {type(model).__name__}")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise UsageError(f"{type(model).__name__} has no trainable parameters", hint="unfreeze some (p.requires_grad_(True)) or load the bundle in a trainable form")
     if not isinstance(epochs, int) or epochs < 1:
         raise UsageError(f"epochs={epochs!r}: train at least one epoch")
     for name, loader in (("train_loader", train_loader), ("val_loader", val_loader)):
@@ -126,7 +160,8 @@ def fit(
     # dashboard: an interrupt here is held and raised inside the loop, so it returns a history.
     with held_interrupts(Held()) as held:
         model.to(dev)
-        optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=1e-3)
+        # Frozen parameters (requires_grad False) stay out of the default optimizer.
+        optimizer = optimizer or torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
         try:
             per_epoch: int | None = len(train_loader)  # type: ignore[arg-type]
         except TypeError:
@@ -178,7 +213,7 @@ def fit(
         tracker.close()
     finally:
         model.eval()
-        kept_metrics = {**history.metrics, "epochs": int(history.rows[history.kept]["epoch"])} if history.kept is not None else {}
-        model._nbmodelpack_metrics = kept_metrics  # type: ignore[assignment]  # read by pack(metrics="auto")
+        model._nbmodelpack_metrics = card_metrics(history)  # type: ignore[assignment]  # read by pack(metrics="auto")
+        _record_training(model, optimizer, history)
     return history
 

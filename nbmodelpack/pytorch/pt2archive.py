@@ -47,6 +47,9 @@ _SYMPY_NAMES = {
 # What a guard (Python source that torch exec's) may use: shapes of the inputs, arithmetic, math.
 _GUARD_NAMES = {"L", "math", "inf", *_SYMPY_NAMES}
 _GUARD_ATTRS = {"size", "stride", "storage_offset", "isnan", "inf", "floor", "ceil", "trunc", "sqrt"}
+# torch's symbolic-int helpers, which guards of graphs with dynamic image sizes call
+# (``torch.sym_max(1, H // 2)`` after pooling); ``torch`` may appear only as ``torch.<one of these>(...)``.
+_TORCH_SYM = {"sym_max", "sym_min", "sym_not", "sym_float", "sym_int", "sym_ite", "sym_sqrt"}
 # What a graph node may call. The deserializer resolves a target by getattr from ``torch``,
 # ``operator`` or ``math`` (so ``torch.serialization.os.system`` would resolve): only aten and
 # higher-order ops, torch's symbolic-int helpers and plain arithmetic pass. The aten ops that
@@ -79,12 +82,17 @@ def _check_python(text: object, what: str, *, guard: bool) -> None:
         raise _refuse(what, "holds a shape expression that does not parse") from exc
     allowed_nodes = _GUARD_NODES if guard else _EXPR_NODES
     names = _GUARD_NAMES if guard else _SYMPY_NAMES
+    sym_calls: set[int] = set()  # the nodes of ``torch.sym_*`` when called, in a guard
+    for node in ast.walk(tree) if guard else ():
+        func = node.func if isinstance(node, ast.Call) else None
+        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "torch" and func.attr in _TORCH_SYM:
+            sym_calls |= {id(func), id(func.value)}
     for node in ast.walk(tree):
         if not isinstance(node, allowed_nodes):
             raise _refuse(what, f"holds code in a shape expression ({type(node).__name__})")
-        if isinstance(node, ast.Name) and node.id not in names:
+        if isinstance(node, ast.Name) and node.id not in names and id(node) not in sym_calls:
             raise _refuse(what, f"names {node.id[:40]!r} in a shape expression")
-        if isinstance(node, ast.Attribute) and node.attr not in _GUARD_ATTRS:
+        if isinstance(node, ast.Attribute) and node.attr not in _GUARD_ATTRS and id(node) not in sym_calls:
             raise _refuse(what, f"reads .{node.attr[:40]} in a shape expression")
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and not _IDENT.fullmatch(node.value):
             raise _refuse(what, "holds a string that is not a name in a shape expression")

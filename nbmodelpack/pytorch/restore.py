@@ -1,20 +1,29 @@
-"""Bundle → module: rebuild the architecture, put the weights back, eval mode."""
+"""Bundle → module: rebuild the architecture, put the weights back, eval mode.
+
+Which form comes back is decided by :func:`rebuild`, without running code the
+bundle was not allowed to run; ``module.bundle_form`` says which one it was.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import importlib
+import inspect
 import io
 import sys
 import types
+from collections import OrderedDict
 from typing import Any
 
 import safetensors.torch
 import torch
 
 from ..bundle import mediatypes as mt
-from ..bundle.architecture import plain_kwargs
+from ..bundle.architecture import check_target, parse_target, plain_kwargs
+from ..config import trusted_modules
 from ..errors import ArchitectureError, BundleFormatError, ModelPackError
 from ..store import StoredBundle
+from .graph import LOADED_ARCHITECTURE, trainable
 from .pt2archive import check_archive
 from .quantize import dequantize_state, read_meta, use_int8_kernels
 from .resolve import Factory, resolve_architecture
@@ -85,8 +94,12 @@ def construct(factory: Factory, kwargs: dict[str, Any], state: dict[str, torch.T
     return module
 
 
-def put_weights(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+def put_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], versions: dict[str, int] | None = None) -> torch.nn.Module:
     """Load ``state`` into ``module`` (meta tensors replaced, tied weights kept tied).
+
+    ``versions`` are the per-submodule state-dict versions recorded at pack time
+    (some modules, e.g. torchvision's MNASNet, refuse weights without them); the
+    module's own versions fill in the rest.
 
     Example:
         >>> put_weights(torch.nn.Linear(2, 1), {"weight": torch.ones(1, 2), "bias": torch.zeros(1)}).weight.sum().item()
@@ -101,9 +114,16 @@ def put_weights(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> torc
     groups: dict[int, list[str]] = {}
     for name, tensor in [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]:
         groups.setdefault(id(tensor), []).append(name)
+    wanted: OrderedDict[str, torch.Tensor] = OrderedDict((k, state[k]) for k in sorted(expected))
+    own = getattr(module.state_dict(), "_metadata", None)
+    metadata = OrderedDict((k, dict(v)) for k, v in (own or {}).items())
+    for prefix, version in (versions or {}).items():
+        if prefix in metadata:
+            metadata[prefix]["version"] = version
+    wanted._metadata = metadata  # type: ignore[attr-defined]  # how torch passes versions to _load_from_state_dict
     try:
-        module.load_state_dict({k: state[k] for k in expected}, strict=True, assign=True)
-    except RuntimeError as exc:
+        module.load_state_dict(wanted, strict=True, assign=True)
+    except (RuntimeError, ValueError) as exc:
         raise BundleFormatError(f"weights do not fit the architecture: {str(exc).splitlines()[0][:160]}") from exc
     for first, *others in (names for names in groups.values() if len(names) > 1):
         keep = owner_and_attr(module, first)
@@ -115,15 +135,85 @@ def put_weights(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> torc
     return module
 
 
-def _exported(bundle: StoredBundle, identity: Any) -> torch.nn.Module:
+def _versions(arch: dict[str, Any]) -> dict[str, int]:
+    raw = arch.get("versions")
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k)[:4096]: v for k, v in raw.items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
+def _import_output_types(arch: dict[str, Any]) -> None:
+    """Import the packed class's module if it is allowed: it registers the graph's output pytree types.
+
+    (transformers' ``ModelOutput`` classes exist only once their module is imported.)
+    """
+    with contextlib.suppress(ArchitectureError):
+        module_name, _ = check_target(arch.get("class"), trusted_modules())
+        with contextlib.suppress(Exception):  # an allowed module that fails to import leaves the graph to fail clearly
+            importlib.import_module(module_name)
+
+
+def _exported(bundle: StoredBundle, arch: dict[str, Any], identity: Any) -> torch.nn.Module:
     """The module of ``model.pt2``, accepted only with the entries our packer writes."""
     blob = bundle.plaintext("model.pt2", identity=identity)
     check_archive(blob)  # before torch sees it: torch.export.load unpickles and evals
+    _import_output_types(arch)
     try:
         program = torch.export.load(io.BytesIO(blob))
+        return program.module()
     except Exception as exc:
         raise BundleFormatError(f"model.pt2 cannot be loaded: {str(exc).splitlines()[0][:160]}") from exc
-    return program.module()
+
+
+def _graph(bundle: StoredBundle, arch: dict[str, Any], state: dict[str, torch.Tensor], identity: Any) -> torch.nn.Module:
+    module = trainable(put_weights(_exported(bundle, arch, identity), state))
+    setattr(module, LOADED_ARCHITECTURE, {"class": arch.get("class"), "kwargs": arch.get("kwargs"), "source": bool(arch.get("source"))})
+    return module
+
+
+def live_class(arch: dict[str, Any], state: dict[str, torch.Tensor]) -> torch.nn.Module | None:
+    """An instance of the class with the stored name defined in this process's ``__main__``, if it fits.
+
+    It fits when building it with the stored (plain JSON) init arguments gives the
+    stored state-dict keys and shapes. Nothing from the bundle runs: the class and
+    its ``__init__`` are the caller's own.
+    """
+    try:
+        module_name, qualname = parse_target(arch.get("class"))
+        kwargs = plain_kwargs(arch.get("kwargs"))
+    except ArchitectureError:
+        return None
+    main = sys.modules.get("__main__")
+    if module_name != "__main__" or "kwargs" not in arch or main is None:
+        return None
+    obj: Any = main
+    for part in qualname.split("."):
+        obj = inspect.getattr_static(obj, part, None)
+    if not inspect.isclass(obj) or not issubclass(obj, torch.nn.Module) or obj.__module__ != "__main__":
+        return None
+    try:
+        module = construct(obj, kwargs, state)
+    except Exception:  # the caller's class with other arguments: not the packed model
+        return None
+    want = {k: tuple(v.shape) for k, v in state.items()}
+    got = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    return module if got == want else None
+
+
+def _from_source(bundle: StoredBundle, arch: dict[str, Any], state: dict[str, torch.Tensor], identity: Any) -> torch.nn.Module:
+    """Execute the stored source (the caller passed ``trust_code=True``) and build its class."""
+    filepath = str(arch.get("source") or arch.get("file") or "model_src.py")
+    src = bundle.plaintext(filepath, identity=identity).decode()
+    mod = types.ModuleType(f"nbmodelpack_src_{bundle.digest[7:19]}")
+    sys.modules[mod.__name__] = mod
+    exec(compile(src, f"<{bundle.name}/{filepath}>", "exec"), mod.__dict__)  # noqa: S102 - trust_code=True
+    _, qualname = parse_target(arch.get("class"))
+    obj: Any = mod
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    if not inspect.isclass(obj) or not issubclass(obj, torch.nn.Module):
+        raise ArchitectureError(f"{filepath} defines no torch.nn.Module class {qualname}", hint="re-pack the model")
+    return put_weights(construct(obj, plain_kwargs(arch.get("kwargs")), state), state, _versions(arch))
 
 
 def rebuild(
@@ -132,12 +222,20 @@ def rebuild(
     *,
     trust_code: bool = False,
     identity: Any = None,
-) -> torch.nn.Module:
-    """Rebuild the module that ``architecture.json`` describes and load ``state`` into it."""
+    live: bool = True,
+) -> tuple[torch.nn.Module, str]:
+    """Rebuild the module ``architecture.json`` describes, load ``state``; return it and its form.
+
+    Forms, best first: ``class`` (an allowed importable class), ``live class`` (the
+    same class defined in this process's ``__main__``), ``source`` (stored source,
+    only with ``trust_code``), ``graph`` (the export graph, made trainable).
+    ``live=False`` skips the class of this process (what a fresh process gets).
+    """
     arch = bundle.read_json("architecture.json", identity=identity)
     if not isinstance(arch, dict) or "strategy" not in arch:
         raise BundleFormatError("architecture.json has no strategy")
     state = join_aliases(state, dict(arch.get("aliases", {})))
+    versions = _versions(arch)
     strategy = arch["strategy"]
     if strategy == "class":
         try:
@@ -146,29 +244,53 @@ def rebuild(
             # A class load may not import still loads as the export graph stored beside it.
             if arch.get("file") != "model.pt2" or not bundle.has("model.pt2"):
                 raise
-            return put_weights(_exported(bundle, identity), state)
-        return put_weights(construct(factory, kwargs, state), state)
+            return _graph(bundle, arch, state, identity), "graph"
+        return put_weights(construct(factory, kwargs, state), state, versions), "class"
     if strategy == "export":
-        return put_weights(_exported(bundle, identity), state)
+        same = live_class(arch, state) if live else None
+        if same is not None:
+            return put_weights(same, state, versions), "live class"
+        if trust_code and arch.get("source"):
+            return _from_source(bundle, arch, state, identity), "source"
+        return _graph(bundle, arch, state, identity), "graph"
     if strategy == "source":
         if not trust_code:
             raise ArchitectureError(
                 f"{bundle.name} stores its model class as source code, which load would run",
-                hint="pass trust_code=True (or --trust-code) if you trust who packed it",
+                hint="pass trust_code=True (or --trust-code) if you trust who packed it; "
+                "being in your store or signed does not grant that",
             )
-        src = bundle.plaintext(str(arch.get("file", "model_src.py")), identity=identity).decode()
-        mod = types.ModuleType(f"nbmodelpack_src_{bundle.digest[7:19]}")
-        sys.modules[mod.__name__] = mod
-        exec(compile(src, f"<{bundle.name}/model_src.py>", "exec"), mod.__dict__)  # noqa: S102 - trust_code=True
-        cls = getattr(mod, str(arch["class"]).split(":", 1)[1])
-        return put_weights(construct(cls, plain_kwargs(arch.get("kwargs")), state), state)
+        return _from_source(bundle, arch, state, identity), "source"
     raise BundleFormatError(f"unknown architecture strategy {strategy!r}")
+
+
+def form_note(module: torch.nn.Module) -> str | None:
+    """One line for the doors when ``load`` returned the export graph, saying how to get the class.
+
+    Example:
+        >>> form_note(torch.nn.Linear(1, 1)) is None
+        True
+    """
+    if getattr(module, "bundle_form", None) != "graph":
+        return None
+    info = getattr(module, "bundle_info", None)
+    ref = getattr(info, "ref", None) or "the bundle"
+    arch = getattr(module, LOADED_ARCHITECTURE, None) or {}
+    module_name, _, qualname = str(arch.get("class") or "").partition(":")
+    name = qualname.rsplit(".", 1)[-1] or "the model class"
+    if module_name == "__main__":
+        how = f"define class {name} in this kernel" + (" (or pass trust_code=True)" if arch.get("source") else "")
+    elif arch.get("kwargs") is not None:
+        how = f"list {module_name or 'its module'} under [trust] modules in config.toml"
+    else:  # e.g. a class built from a config object: no plain init arguments were recorded
+        return f"loaded {ref} as an export graph (trainable); {name} has no plain-JSON init arguments to rebuild it from"
+    return f"loaded {ref} as an export graph (trainable); {how} to get {name} back"
 
 
 def restore(
     bundle: StoredBundle, *, trust_code: bool = False, identity: Any = None, device: str = "cpu", dequantize: bool = False
 ) -> torch.nn.Module:
-    """Rebuild the module in eval mode; ``module.bundle_info`` is its :class:`BundleInfo`.
+    """Rebuild the module in eval mode; ``module.bundle_info`` is its :class:`BundleInfo`, ``module.bundle_form`` its form.
 
     int8 Linear weights run on the int8 CPU kernel where torch has one, unless
     ``dequantize=True`` (plain float weights: the portable path).
@@ -176,7 +298,7 @@ def restore(
     try:
         packed: dict[str, Any] = {}
         state = load_state(bundle, identity=identity, packed=packed)
-        module = rebuild(bundle, state, trust_code=trust_code, identity=identity)
+        module, form = rebuild(bundle, state, trust_code=trust_code, identity=identity)
         if packed and not dequantize and device == "cpu":
             use_int8_kernels(module, packed)
     except ModelPackError:
@@ -184,7 +306,7 @@ def restore(
     except Exception as exc:
         raise ArchitectureError(f"cannot rebuild {bundle.name}: {str(exc).splitlines()[0][:200]}") from exc
     module = module.to(device)
-    with contextlib.suppress(NotImplementedError):
-        module.eval()  # exported graphs were traced in eval mode and refuse .eval()
+    module.eval()
     module.bundle_info = bundle.info  # type: ignore[assignment]  # plain attribute, not a submodule
+    module.bundle_form = form  # type: ignore[assignment]  # "class", "live class", "source" or "graph"
     return module

@@ -30,7 +30,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from .. import paths
-from .._files import atomic_write
+from .._files import create_once
 from ..bundle.draft import Draft
 from ..bundle.info import BundleInfo, listing_order, tag_order
 from ..bundle.manifest import (
@@ -48,7 +48,7 @@ from ..errors import InvalidReference, ModelPackError, StoreError, UsageError
 from . import maintenance
 from .blobs import CHUNK, Blobs, split, store_error
 from .compose import Signer, now_iso, write_version
-from .index import NAME_KEY, Entry, Index, IndexDoc, entry_ref
+from .index import NAME_KEY, Entry, Index, entry_ref
 from .maintenance import FsckProblem
 from .opened import Codec, StoredBundle, register_codec
 
@@ -103,9 +103,9 @@ class Store:
             self.blob_dir.mkdir(parents=True, exist_ok=True)
             layout = self.root / "oci-layout"
             if not layout.exists():
-                atomic_write(layout, b'{"imageLayoutVersion":"1.0.0"}')
+                create_once(layout, b'{"imageLayoutVersion":"1.0.0"}')
             if not self.index.path.exists():
-                self.index.write(IndexDoc([], {}))
+                self.index.create()  # another process may create (and commit to) it meanwhile
         except OSError as exc:
             raise store_error(exc, f"the store at {self.root}") from exc
 

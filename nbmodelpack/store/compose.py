@@ -15,6 +15,7 @@ from ..bundle import mediatypes as mt
 from ..bundle.card import Card, default_body
 from ..bundle.draft import Draft
 from ..bundle.manifest import Descriptor, build_config, build_manifest, human_param_size, layer
+from ..bundle.metrics import sectioned
 from .blobs import Blobs, split
 
 # A commit hook (signing): gets a new version's layers, returns one more layer.
@@ -45,7 +46,7 @@ def card_front(draft: Draft, version: int, created: str, layers: list[Descriptor
         "precision": draft.precision,
         "quantization": draft.quantization,
         "size_bytes": sum(d.size for d in layers),
-        "metrics": draft.metrics or None,
+        "metrics": sectioned(draft.metrics) or None,
         "datasets": draft.datasets or None,
         "lineage": [*draft.recipe.get("lineage", []), {k: v for k, v in draft.recipe.items() if k != "lineage"}],
         "created": created,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._files import atomic_write, load_json_limited
+from .._files import atomic_write, create_once, load_json_limited
 from ..bundle import mediatypes as mt
 from ..bundle.refs import Reference, parse
 from ..errors import BundleFormatError, BundleNotFound, InvalidReference, StoreError
@@ -108,11 +108,15 @@ class Index:
         return IndexDoc(entries, {str(k): str(v) for k, v in annotations.items()} if isinstance(annotations, dict) else {})
 
     def write(self, doc: IndexDoc) -> None:
-        out: dict[str, Any] = {"schemaVersion": 2, "mediaType": mt.INDEX, "manifests": doc.entries}
-        if doc.annotations:
-            out["annotations"] = doc.annotations
         try:
-            atomic_write(self.path, json.dumps(out, indent=1).encode())
+            atomic_write(self.path, _encode(doc))
+        except OSError as exc:
+            raise store_error(exc, "index.json") from exc
+
+    def create(self) -> None:
+        """Write an empty index unless one exists (never replaces one another process just wrote)."""
+        try:
+            create_once(self.path, _encode(IndexDoc([], {})))
         except OSError as exc:
             raise store_error(exc, "index.json") from exc
 
@@ -157,3 +161,10 @@ def as_reference(ref: object) -> Reference:
     if not isinstance(ref, str):
         raise InvalidReference(f"{ref!r:.60}", hint="a reference is text like NAME, NAME:VERSION or NAME@sha256:…")
     return parse(ref)
+
+
+def _encode(doc: IndexDoc) -> bytes:
+    out: dict[str, Any] = {"schemaVersion": 2, "mediaType": mt.INDEX, "manifests": doc.entries}
+    if doc.annotations:
+        out["annotations"] = doc.annotations
+    return json.dumps(out, indent=1).encode()

@@ -127,7 +127,7 @@ def test_lab_shows_the_training_dashboard_and_the_bundle_card(lab) -> None:
             pack_cell = page.locator(".jp-CodeCell").filter(has=page.locator(".nbmp-card")).first
             pack_cell.scroll_into_view_if_needed()
             text = card.inner_text()
-            assert "mnist-mlp" in text and "val_accuracy" in text and "%modelpack load mnist-mlp:1" in text
+            assert "mnist-mlp" in text and "validation metrics" in text and "%modelpack load mnist-mlp:1" in text
             # the notebook is trusted, so the card's own stylesheet applies (JupyterLab CSS variables)
             assert card.evaluate("el => getComputedStyle(el).borderTopLeftRadius") == "6px"
             pack_cell.screenshot(path=str(card_png))

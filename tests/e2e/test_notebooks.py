@@ -39,7 +39,7 @@ def test_tutorial_runs_on_a_real_kernel_without_errors(executed_tutorial) -> Non
     assert "val_accuracy" in fit[2]["data"]["text/html"] and "2 epochs in" in fit[2]["data"]["text/plain"]
     pack = _outputs(nb, "digits = list(range(10))")
     card = next(o for o in pack if "text/html" in o.get("data", {}))
-    assert 'class="nbmp nbmp-card"' in card["data"]["text/html"] and "val_accuracy" in card["data"]["text/html"]
+    assert 'class="nbmp nbmp-card"' in card["data"]["text/html"] and "validation metrics" in card["data"]["text/html"]
     assert card["data"]["text/plain"].startswith("mnist-mlp:1")
     listing = _outputs(nb, "%modelpack ls")[0]["data"]
     assert "%modelpack load mnist-mlp:1" in listing["text/html"] and listing["text/plain"].startswith("REF")
@@ -96,7 +96,7 @@ def test_notebook_class_packed_in_one_kernel_loads_in_another_and_predicts_the_s
     import nbmodelpack
 
     assert nbmodelpack.show("scorer:1").architecture["strategy"] == "export"
-    assert nbmodelpack.show("scorer:1").metrics["epochs"] == 2
+    assert nbmodelpack.show("scorer:1").metrics["train"]["epochs"] == 2
 
 
 KERNEL_SETUP = """
@@ -171,3 +171,40 @@ def test_kernel_interrupt_during_fit_stops_cleanly_with_whole_weights(home: Path
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+TRANSFER = kernels.ROOT / "notebooks" / "06-transfer-learning.ipynb"
+
+
+def _text(cell) -> str:
+    """Everything a cell printed or displayed, as plain text."""
+    return "".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in cell.outputs)
+
+
+def test_transfer_learning_tutorial_runs_headless_and_packs_a_child_with_its_lineage(home: Path) -> None:
+    kernels.ensure_python3_kernelspec()
+    nb = nbformat.read(TRANSFER, as_version=4)
+    started = time.monotonic()
+    execute_notebook(nb, cwd=TRANSFER.parent, env=kernel_env(NBMODELPACK_HOME=str(home), NBMODELPACK_NO_PROGRESS="1"), timeout=240)
+    seconds = time.monotonic() - started
+    assert error_outputs(nb) == []
+    assert seconds < 300, f"the tutorial took {seconds:.0f} s"  # about 35 s on 2 idle cores; the bound allows a busy machine
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    pulled = next(c for c in code if "%modelpack pull" in c.source)
+    assert "local bundles before the pull: []" in _text(pulled) and _text(pulled).count("digits-0-4:1") >= 1
+    loaded = next(c for c in code if "%modelpack load digits-0-4:1 as base" in c.source)
+    assert "DigitMLP · live class" in _text(loaded)  # the class of this kernel: no bundle code ran
+    compared = next(c for c in code if "trained from scratch" in c.source)
+    lines = [ln for ln in _text(compared).splitlines() if "% of" in ln]
+    assert [ln.split("  ")[0] for ln in lines] == ["new head on frozen features", "fine-tuned, all layers", "trained from scratch"]
+    assert all(0 <= float(ln.split()[-7]) <= 100 for ln in lines)
+    child = next(c for c in code if "%modelpack pack tuned" in c.source)
+    assert _text(child).startswith("digits-5-9:1") and "finetune of digits-0-4:1" in _text(child)
+    listing = next(c for c in code if c.source.strip() == "%modelpack ls")
+    assert "finetune of digits-0-4:1" in _text(listing)
+    card = _text(next(c for c in code if c.source.startswith("card = ")))
+    assert "| validation | accuracy |" in card and "| train | loss |" in card
+    assert "- digits-0-4:1: pack (its metrics: validation accuracy" in card
+    assert "- this version: finetune of digits-0-4:1 (" in card and "head=5" in card and "epochs=15" in card
+    tuned = next(c for c in code if "%modelpack finetune digits-0-4:1" in c.source)
+    assert "fine-tuned digits-0-4:1 as `tuned`" in _text(tuned)

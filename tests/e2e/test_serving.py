@@ -8,15 +8,15 @@ out-of-range token id makes its forward raise, the way a model error looks).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,7 @@ import requests
 import torch
 from conftest import ROOT, subprocess_env
 from models import MLP, TiedLM
+from processes import running
 
 import nbmodelpack
 from nbmodelpack.pytorch.data import MNIST_PREPROCESS, mnist, normalize
@@ -45,38 +46,25 @@ class Running:
     log: Path
 
 
-def _launch(home: Path, ref: str, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], Path]:
-    log = home / f"serve-{ref.replace(':', '-')}.log"
-    e = subprocess_env(NBMODELPACK_HOME=str(home), **(env or {}))
-    with open(log, "wb") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "nbmodelpack", "serve", ref, "--port", "0", *args], env=e, stdout=f, stderr=subprocess.STDOUT)
-    return proc, log
+def _serve_cmd(ref: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "nbmodelpack", "serve", ref, "--port", "0", *args]
 
 
-def _wait(home: Path, proc: subprocess.Popen[bytes], log: Path, timeout: float = 150) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()[-2000:]
+def _ready_url(home: Path) -> Callable[[subprocess.Popen[bytes]], bool]:
+    """A readiness probe for ``running``: the server registered itself and answers ready."""
+
+    def probe(proc: subprocess.Popen[bytes]) -> bool:
         entry = home / "servers" / f"{proc.pid}.json"
-        if entry.exists():
-            url = json.loads(entry.read_text())["url"]
-            try:
-                if requests.get(url + "/v2/health/ready", timeout=2).status_code == 200:
-                    return str(url)
-            except requests.RequestException:
-                pass
-        time.sleep(0.1)
-    raise AssertionError(f"server not ready: {log.read_text()[-2000:]}")
+        if not entry.exists():
+            return False
+        url = json.loads(entry.read_text())["url"]
+        return requests.get(url + "/v2/health/ready", timeout=2).status_code == 200
+
+    return probe
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def _url(home: Path, proc: subprocess.Popen[bytes]) -> str:
+    return str(json.loads((home / "servers" / f"{proc.pid}.json").read_text())["url"])
 
 
 @pytest.fixture(scope="module")
@@ -105,17 +93,17 @@ def mlp_model(module_home: Path) -> tuple[torch.nn.Module, str]:
 def servers(module_home: Path, mlp_model: tuple[torch.nn.Module, str]) -> Iterator[dict[str, Running]]:
     lm = TiedLM(vocab=50, dim=8)
     lm_info = nbmodelpack.pack(lm, "tiny-lm", example=torch.randint(0, 50, (2, 6)), store=str(module_home / "store"))
-    p1, log1 = _launch(module_home, mlp_model[1], "--workers", "2", "--max-body", str(MAX_BODY))
-    p2, log2 = _launch(module_home, lm_info.ref, "--max-delay-ms", "30", env={"NBMODELPACK_SERVE_TOKEN": TOKEN})
-    try:
-        running = {
-            "mlp": Running(_wait(module_home, p1, log1), p1, mlp_model[1], module_home, log1),
-            "lm": Running(_wait(module_home, p2, log2), p2, lm_info.ref, module_home, log2),
-        }
-        yield running
-    finally:
-        _stop(p1)
-        _stop(p2)
+    env = subprocess_env(NBMODELPACK_HOME=str(module_home))
+    with contextlib.ExitStack() as stack:
+        started = {}
+        for key, ref, args, extra in (
+            ("mlp", mlp_model[1], ("--workers", "2", "--max-body", str(MAX_BODY)), {}),
+            ("lm", lm_info.ref, ("--max-delay-ms", "30"), {"NBMODELPACK_SERVE_TOKEN": TOKEN}),
+        ):
+            log = module_home / f"serve-{key}.log"
+            proc = stack.enter_context(running(_serve_cmd(ref, *args), ready=_ready_url(module_home), env={**env, **extra}, log=log, timeout=150))
+            started[key] = Running(_url(module_home, proc), proc, ref, module_home, log)
+        yield started
 
 
 def _png(image: torch.Tensor) -> bytes:
@@ -535,10 +523,8 @@ def test_containerize_writes_a_context_whose_entrypoint_serves_the_bundle(mlp_mo
     args[args.index("--host") + 1] = "127.0.0.1"  # loopback only in tests
     args[args.index("--port") + 1] = "0"
     log = tmp_path / "container.log"
-    with open(log, "wb") as f:
-        proc = subprocess.Popen([str(venv / "bin" / "python"), launcher, *args], env=env, stdout=f, stderr=subprocess.STDOUT, cwd=tmp_path)
-    try:
-        url = _wait(image_home, proc, log)
+    with running([str(venv / "bin" / "python"), launcher, *args], ready=_ready_url(image_home), env=env, log=log, timeout=150, cwd=tmp_path) as proc:
+        url = _url(image_home, proc)
         port = url.rsplit(":", 1)[1]
         check = [str(venv / "bin" / "python") if health[0] == "python" else health[0], *[a.replace(":8080/", f":{port}/") for a in health[1:]]]
         assert subprocess.run(check, env=env, timeout=30).returncode == 0
@@ -546,8 +532,6 @@ def test_containerize_writes_a_context_whose_entrypoint_serves_the_bundle(mlp_mo
         r = requests.post(url + "/predict", data=_png(images[9400]), headers={"Content-Type": "image/png", **AUTH}, timeout=30)
         assert r.status_code == 200 and r.json()["prediction"] in {str(i) for i in range(10)}
         assert requests.post(url + "/predict", data=_png(images[9400]), timeout=30).status_code == 401
-    finally:
-        _stop(proc)
 
 
 # ---- notebook -------------------------------------------------------------------------------
@@ -562,13 +546,20 @@ def test_serve_notebook_runs_top_to_bottom(tmp_path):
     assert "prediction from a PNG:" in text and "stopped" in text
 
 
-def test_a_server_that_cannot_load_its_model_reports_why(mlp_model, module_home, monkeypatch):
+def _class_only_bundle() -> str:
+    """A bundle whose only form is the class ``models:MLP`` (trusted here, so no graph is stored beside it)."""
+    info = nbmodelpack.pack(MLP(hidden=4), "class-only", example=torch.zeros(1, 1, 28, 28))
+    assert not any(layer["filepath"] == "model.pt2" for layer in info.layers)
+    return info.ref
+
+
+def test_a_server_that_cannot_load_its_model_reports_why(monkeypatch):
     from nbmodelpack.errors import ServingError
 
-    monkeypatch.setenv("NBMODELPACK_HOME", str(module_home))
+    ref = _class_only_bundle()
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # tests/models.py, which defines the class, is not importable
     with pytest.raises(ServingError, match=r"the server exited: error: architecture: cannot import models:MLP"):
-        nbmodelpack.serve(mlp_model[1])
+        nbmodelpack.serve(ref)
 
 
 def test_serve_refuses_a_bundle_it_cannot_load_in_one_line_before_any_worker(tmp_path):
@@ -590,9 +581,10 @@ def test_serve_refuses_a_bundle_it_cannot_load_in_one_line_before_any_worker(tmp
     assert list((home / "servers").glob("*.json")) == []  # it never registered: nothing listened
 
 
-def test_serve_of_a_bundle_whose_class_cannot_be_imported_is_one_line_not_a_traceback(mlp_model, module_home):
+def test_serve_of_a_bundle_whose_class_cannot_be_imported_is_one_line_not_a_traceback(home):
     # As test_a_server_that_cannot_load_its_model_reports_why, in the foreground: the probe refuses it.
-    env = {**os.environ, "NBMODELPACK_HOME": str(module_home), "PYTHONPATH": str(ROOT)}  # tests/models.py is not importable
-    proc = subprocess.run([sys.executable, "-m", "nbmodelpack", "serve", mlp_model[1], "--port", "0"], env=env, capture_output=True, text=True, timeout=120)
+    ref = _class_only_bundle()
+    env = {**os.environ, "NBMODELPACK_HOME": str(home), "PYTHONPATH": str(ROOT)}  # tests/models.py is not importable
+    proc = subprocess.run([sys.executable, "-m", "nbmodelpack", "serve", ref, "--port", "0"], env=env, capture_output=True, text=True, timeout=120)
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
     assert proc.returncode == 1 and lines == ["error: architecture: cannot import models:MLP: No module named 'models'"], lines

@@ -98,9 +98,11 @@ def lab(tmp_path: Path, home: Path, team: str) -> Iterator[dict[str, str]]:
 
 
 def test_sidebar_in_jupyterlab_with_chromium(lab: dict[str, str]) -> None:
-    """Galata specs: a packed bundle appears, loads into a notebook, publishes to the registry, pulls back."""
+    """Galata specs: a packed bundle appears, loads into a notebook, serves, publishes to the registry and
+    pulls back; Published follows a cell's publish without a click; keyboard focus survives a refresh;
+    an encrypted bundle loads with a key file."""
     ARTIFACTS.mkdir(exist_ok=True)
-    for old in ARTIFACTS.glob("sidebar-*.png"):
+    for old in [*ARTIFACTS.glob("sidebar-*.png"), *ARTIFACTS.glob("details-*.png"), *ARTIFACTS.glob("ls-table-*.png")]:
         old.unlink()
     env = dict(os.environ)
     env.update(
@@ -120,5 +122,6 @@ def test_sidebar_in_jupyterlab_with_chromium(lab: dict[str, str]) -> None:
         server_log = Path(lab["log"]).read_text(errors="replace")[-4000:]
         shutil.copy(lab["log"], ARTIFACTS / "jupyter-lab.log")
         raise AssertionError(f"galata failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}\n--- jupyter lab log ---\n{server_log}")
-    for shot in ("sidebar-light.png", "sidebar-dark.png", "details-light.png"):
+    for shot in ("sidebar-light.png", "sidebar-dark.png", "details-light.png", "details-encrypted-light.png"):
         assert (ARTIFACTS / shot).stat().st_size > 10_000, shot
+    assert (ARTIFACTS / "ls-table-light.png").stat().st_size > 2_000

@@ -46,6 +46,7 @@ def test_pulling_a_zstd_bomb_from_a_share_then_loading_it_stays_within_100_mb(vi
     import nbmodelpack
 
     nbmodelpack.remote.add_remote("bombs", share.as_uri())
+    victim.before = victim.snapshot()  # the share and its remote are the test's own setup, not a door's doing
     result = peak_of(f"nbmodelpack.pull('bombs/{case.ref}'); nbmodelpack.load({case.ref!r})")
     _one_line_refusal(result, "pull + load")
     assert victim.problems() == []
@@ -58,6 +59,7 @@ def test_a_200_mib_manifest_in_a_share_is_refused_in_one_line_within_100_mb(vict
     import nbmodelpack
 
     nbmodelpack.remote.add_remote("huge", share.as_uri())
+    victim.before = victim.snapshot()  # the share and its remote are the test's own setup, not a door's doing
     result = peak_of(f"nbmodelpack.pull('huge/{case.ref}')")
     _one_line_refusal(result, "pull")
     listing = peak_of("nbmodelpack.list_remote('huge')")

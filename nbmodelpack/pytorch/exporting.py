@@ -1,0 +1,96 @@
+"""``torch.export`` of a model for a bundle: dynamic dimensions, plain outputs, no weights, no pickle.
+
+Example:
+    >>> blob = export_archive(torch.nn.Linear(4, 2), torch.randn(2, 4))
+    >>> blob[:2]
+    b'PK'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from .pt2archive import strip_pickles
+
+
+def example_args(example: Any) -> tuple[Any, ...]:
+    return tuple(example) if isinstance(example, tuple | list) else (example,)
+
+
+def _plain(out: Any) -> Any:
+    """Outputs as built-in containers: a graph's output types must exist in the loading process."""
+    if isinstance(out, dict):
+        return {k: _plain(v) for k, v in out.items()}
+    if isinstance(out, tuple | list):
+        return type(out)(_plain(v) for v in out) if type(out) in (tuple, list) else tuple(_plain(v) for v in out)
+    return out
+
+
+class _PlainOutputs(torch.nn.Module):
+    """``model`` with its outputs made plain (e.g. transformers' ``ModelOutput`` → ``dict``).
+
+    It shares the model's parameter, buffer and submodule tables, so the exported
+    graph names every tensor exactly as ``model.state_dict()`` does.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self._inner_forward = model.forward
+        for table in ("_parameters", "_buffers", "_non_persistent_buffers_set", "_modules"):
+            self.__dict__[table] = model.__dict__[table]
+        self.training = model.training
+
+    def forward(self, *args: Any) -> Any:
+        return _plain(self._inner_forward(*args))
+
+
+@contextlib.contextmanager
+def _quiet_specialization() -> Iterator[None]:
+    """Silence torch's warning that a size-1 dimension stayed static (expected with ``Dim.AUTO``)."""
+    log = logging.getLogger("torch._export.non_strict_utils")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def export_program(model: torch.nn.Module, example: Any) -> torch.export.ExportedProgram:
+    """``torch.export`` with every dimension dynamic where the model allows (weights still attached).
+
+    ``Dim.AUTO`` keeps a dimension dynamic unless the model's code pins it; if export
+    refuses that, only the batch dimension is dynamic.
+    """
+    # A batch of one would make export specialize the batch dimension to 1.
+    args = tuple(torch.cat([a, a]) if isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == 1 else a for a in example_args(example))
+    every = tuple({i: torch.export.Dim.AUTO for i in range(a.dim())} if isinstance(a, torch.Tensor) and a.dim() > 0 else None for a in args)
+    plain = _PlainOutputs(model)
+    try:
+        with _quiet_specialization():
+            return torch.export.export(plain, args, dynamic_shapes={"args": every})
+    except Exception:  # torch.export raises many types; the batch-only graph is the fallback
+        batch = tuple({0: torch.export.Dim.AUTO} if isinstance(a, torch.Tensor) and a.dim() > 0 else None for a in args)
+        return torch.export.export(plain, args, dynamic_shapes={"args": batch})
+
+
+def export_archive(model: torch.nn.Module, example: Any) -> bytes:
+    """A checked ``model.pt2`` of ``model`` without its weights (they live in ``model.safetensors``).
+
+    Example:
+        >>> blob = export_archive(torch.nn.Linear(4, 2), torch.randn(2, 4))  # doctest: +SKIP
+    """
+    ep = export_program(model, example)
+    # Strip the weights: the graph keeps names, shapes and dtypes; safetensors keeps the bytes.
+    for key, value in list(ep.state_dict.items()):
+        meta = torch.empty(value.shape, dtype=value.dtype, device="meta")
+        ep.state_dict[key] = torch.nn.Parameter(meta, requires_grad=False) if isinstance(value, torch.nn.Parameter) else meta
+    buf = io.BytesIO()
+    torch.export.save(ep, buf)
+    return strip_pickles(buf.getvalue())
