@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..bundle.info import BundleInfo, human_bytes
+from ..bundle.format import fmt_number, human_bytes
+from ..bundle.info import BundleInfo
 from ..errors import CompressionError, UsageError
 from .evaluate import LATENCY_BATCH
 
@@ -162,9 +163,6 @@ def describe_params(params: dict[str, Any]) -> str:
     return ", ".join(parts) or "no change"
 
 
-def _fmt(v: float | None, spec: str, unit: str = "") -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:{spec}}{unit}"
-
 
 def _cells(row: Row, base: int) -> list[str]:
     drift = "-" if row.drift_max is None else f"{row.drift_max:.3g} / {row.drift_mean:.3g}"
@@ -176,8 +174,8 @@ def _cells(row: Row, base: int) -> list[str]:
         human_bytes(row.weight_bytes),
         f"{row.parameters:,}",
         f"{row.nonzeros:,}",
-        _fmt(row.metric, ".2f"),
-        _fmt(row.latency_ms, ".3f", " ms"),
+        fmt_number(row.metric, ".2f"),
+        fmt_number(row.latency_ms, ".3f", " ms"),
         drift,
     ]
 

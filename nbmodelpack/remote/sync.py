@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..bundle import mediatypes as mt
-from ..bundle.info import BundleInfo, human_bytes
+from ..bundle.format import human_bytes
+from ..bundle.info import BundleInfo
 from ..bundle.manifest import Descriptor, Manifest, parse_manifest, sha256_digest
 from ..bundle.refs import NAME_RE, validate_tag
 from ..config import load_config
