@@ -7,12 +7,15 @@ notebook on a real kernel and is ``notebook`` and ``slow``.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import tornado.httpclient
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -108,3 +111,26 @@ def cli():
         return proc
 
     return run
+
+
+# ---- the REST tests' Jupyter server (pytest-jupyter) and JSON client ---------------------------
+@pytest.fixture
+def jp_server_config() -> dict[str, Any]:
+    return {"ServerApp": {"jpserver_extensions": {"nbmodelpack.labapi": True}}}
+
+
+@pytest.fixture
+def api(jp_fetch):
+    """Call /nbmodelpack/api/...; return (status, json) without raising on 4xx/5xx."""
+
+    async def call(method: str, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        if method == "POST":
+            kwargs["body"] = json.dumps(body if body is not None else {}) if not isinstance(body, str) else body
+        try:
+            response = await jp_fetch("nbmodelpack", "api", *path.split("/"), method=method, **kwargs)
+        except tornado.httpclient.HTTPClientError as exc:
+            assert exc.response is not None
+            return exc.code, json.loads(exc.response.body or b"null")
+        return response.code, json.loads(response.body) if response.body else None
+
+    return call

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from typing import Any
 
 import pytest
-import tornado.httpclient
 from e2e.processes import free_port
 from jupyter_server.auth.authorizer import Authorizer
 
@@ -29,26 +27,6 @@ ENDPOINTS = [
 ]
 
 
-@pytest.fixture
-def jp_server_config() -> dict[str, Any]:
-    return {"ServerApp": {"jpserver_extensions": {"nbmodelpack.labapi": True}}}
-
-
-@pytest.fixture
-def api(jp_fetch):
-    """Call /nbmodelpack/api/...; return (status, json) without raising on 4xx/5xx."""
-
-    async def call(method: str, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
-        if method == "POST":
-            kwargs["body"] = json.dumps(body if body is not None else {}) if not isinstance(body, str) else body
-        try:
-            response = await jp_fetch("nbmodelpack", "api", *path.split("/"), method=method, **kwargs)
-        except tornado.httpclient.HTTPClientError as exc:
-            assert exc.response is not None
-            return exc.code, json.loads(exc.response.body or b"null")
-        return response.code, json.loads(response.body) if response.body else None
-
-    return call
 
 
 def _pack(name: str = "tiny", **kwargs: Any) -> nbmodelpack.BundleInfo:

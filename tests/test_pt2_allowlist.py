@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hostile.craft import rewrite_zip
 
 import nbmodelpack
 from nbmodelpack.bundle import mediatypes as mt
@@ -52,18 +53,6 @@ def _pack_exported(name: str) -> str:
     info = nbmodelpack.pack(Local(), name, example=torch.randn(2, 4))
     assert info.architecture["strategy"] == "export"
     return info.ref
-
-
-def _rewrite(blob: bytes, edit: Callable[[dict[str, bytes]], None]) -> bytes:
-    """The archive with its entries edited (order kept, new entries appended), stored uncompressed like torch's."""
-    src = zipfile.ZipFile(io.BytesIO(blob))
-    entries = {i.filename: src.read(i) for i in src.infolist()}
-    edit(entries)
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
-        for name, data in entries.items():
-            dst.writestr(name, data)
-    return out.getvalue()
 
 
 def _edit_json(entries: dict[str, bytes], name: str, change: Callable[[dict], None]) -> None:
@@ -106,7 +95,7 @@ def test_each_crafted_pt2_runs_code_in_torch_but_is_refused_by_load(home, tmp_pa
     for name in _attacks(tmp_path):
         sentinel = tmp_path / f"pwned-{name}"
         archive = tmp_path / f"{name}.pt2"
-        archive.write_bytes(_rewrite(good, _attacks(sentinel)[name]))
+        archive.write_bytes(rewrite_zip(good, _attacks(sentinel)[name]))
         draft = Draft.from_parent(parent.manifest, name=f"evil-{name}", op="pack")
         draft.replace_layer(store.put_layer("model.pt2", mt.CODE, archive.read_bytes()))
         crafted[name] = (sentinel, archive, store.commit(draft).ref)
@@ -143,7 +132,7 @@ def test_each_crafted_pt2_runs_code_in_torch_but_is_refused_by_load(home, tmp_pa
 def test_archive_entries_outside_the_allow_list_are_refused(home, change, message):
     good = nbmodelpack.get_store().open(_pack_exported("victim")).read("model.pt2")
     with pytest.raises(UnsafeFileError, match=message):
-        check_archive(_rewrite(good, change))
+        check_archive(rewrite_zip(good, change))
 
 
 def test_symbolic_shape_strings_are_plain_arithmetic(home):
@@ -157,7 +146,7 @@ def test_symbolic_shape_strings_are_plain_arithmetic(home):
         )
 
     with pytest.raises(UnsafeFileError, match="shape expression"):
-        check_archive(_rewrite(good, hostile))
+        check_archive(rewrite_zip(good, hostile))
 
 
 @pytest.mark.parametrize("target", ["torch.serialization.os.system", "torch.ops.aten.save.default", "torch.ops.aten.from_file.default", "builtins.exec", "_operator.attrgetter", "#custom.op"])
@@ -172,7 +161,7 @@ def test_graph_nodes_may_call_only_aten_ops_and_arithmetic(home, target):
         _edit_json(e, "archive/models/model.json", change)
 
     with pytest.raises(UnsafeFileError, match="which nbmodelpack does not load"):
-        check_archive(_rewrite(good, retarget))
+        check_archive(rewrite_zip(good, retarget))
 
 
 def test_every_aten_op_that_takes_a_file_name_is_refused():
@@ -199,8 +188,8 @@ def test_a_pooling_cnn_with_dynamic_image_size_passes_and_only_torch_sym_calls_a
     good = nbmodelpack.get_store().open(info.ref).read("model.pt2")
     check_archive(good)
     sym_guard = "(torch.sym_max(1, L['args'][0].size()[2] // 2)*torch.sym_max(1, L['args'][0].size()[3] // 2)) != 1"
-    check_archive(_rewrite(good, lambda e: _edit_json(e, "archive/models/model.json", lambda d: d.update(guards_code=[sym_guard]))))
+    check_archive(rewrite_zip(good, lambda e: _edit_json(e, "archive/models/model.json", lambda d: d.update(guards_code=[sym_guard]))))
     for hostile in ["torch.save(L['x'], 'f') == 1", "torch.sym_max.__globals__ == 1", "torch == 1", "torch.sym_max == 1"]:
         edit = lambda e, g=hostile: _edit_json(e, "archive/models/model.json", lambda d: d.update(guards_code=[g]))  # noqa: E731
         with pytest.raises(UnsafeFileError, match="shape expression"):
-            check_archive(_rewrite(good, edit))
+            check_archive(rewrite_zip(good, edit))

@@ -160,9 +160,9 @@ def _arch(cls: str, kwargs: Any) -> bytes:
     return json.dumps({"strategy": "class", "class": cls, "kwargs": kwargs, "aliases": {}, "torch": "2.14.1"}, indent=1).encode()
 
 
-def _pt2(base: Base, edit: Callable[[dict[str, bytes]], None]) -> bytes:
-    """Rewrite the base ``model.pt2`` zip: ``edit`` gets and changes ``{entry name: bytes}``."""
-    src = zipfile.ZipFile(io.BytesIO(base.layer_bytes("model.pt2")))
+def rewrite_zip(blob: bytes, edit: Callable[[dict[str, bytes]], None]) -> bytes:
+    """A zip archive with its entries edited (order kept, new ones appended), stored uncompressed like torch's."""
+    src = zipfile.ZipFile(io.BytesIO(blob))
     entries = {i.filename: src.read(i) for i in src.infolist()}
     edit(entries)
     out = io.BytesIO()
@@ -170,6 +170,11 @@ def _pt2(base: Base, edit: Callable[[dict[str, bytes]], None]) -> bytes:
         for name, data in entries.items():
             dst.writestr(name, data)
     return out.getvalue()
+
+
+def _pt2(base: Base, edit: Callable[[dict[str, bytes]], None]) -> bytes:
+    """Rewrite the base ``model.pt2`` zip: ``edit`` gets and changes ``{entry name: bytes}``."""
+    return rewrite_zip(base.layer_bytes("model.pt2"), edit)
 
 
 def _zstd_zeros(size: int) -> bytes:

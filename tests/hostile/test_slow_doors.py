@@ -9,7 +9,6 @@ genuine control. The cheap doors see every case (``test_doors.py``).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import signal
@@ -21,7 +20,6 @@ from typing import Any
 
 import pytest
 import requests
-import tornado.httpclient
 from conftest import subprocess_env
 
 import nbmodelpack
@@ -103,24 +101,6 @@ def test_serve_refuses_in_one_line_and_starts_no_worker_that_runs_the_payload(vi
 
 
 # ---- REST (the sidebar's API on a real Jupyter server) -----------------------------------------
-@pytest.fixture
-def jp_server_config() -> dict[str, Any]:
-    return {"ServerApp": {"jpserver_extensions": {"nbmodelpack.labapi": True}}}
-
-
-@pytest.fixture
-def api(jp_fetch):
-    async def call(method: str, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
-        if method == "POST":
-            kwargs["body"] = json.dumps(body if body is not None else {})
-        try:
-            response = await jp_fetch("nbmodelpack", "api", *path.split("/"), method=method, **kwargs)
-        except tornado.httpclient.HTTPClientError as exc:
-            assert exc.response is not None
-            return exc.code, json.loads(exc.response.body or b"null")
-        return response.code, json.loads(response.body) if response.body else None
-
-    return call
 
 
 def _one_line(body: Any) -> list[str]:
