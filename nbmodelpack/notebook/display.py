@@ -140,7 +140,9 @@ def bundle_card_html(info: BundleInfo, *, heading: str | None = None) -> str:
         ("precision", _e(info.precision or "-") + (f" · {_e(info.quantization)}" if info.quantization else "")),
     ]
     if arch:
-        rows.append(("architecture", f"<code>{_e(arch.get('class', '-'))}</code> <span class=\"nbmp-muted\">({_e(arch.get('strategy', '-'))})</span>"))
+        # What load will do (from architecture.json and the trust allow-list), not what the packer claimed.
+        target, _, how = info.architecture_line.partition(" (")
+        rows.append(("architecture", f"<code>{_e(target)}</code>" + (f" <span class=\"nbmp-muted\">({_e(how)}</span>" if how else "")))
     lineage = _lineage(info.recipe)
     if lineage:
         rows.append(("lineage", lineage))
