@@ -15,6 +15,7 @@ from nbmodelpack.bundle import mediatypes as mt
 from nbmodelpack.bundle.architecture import describe, module_allowed, plain_kwargs
 from nbmodelpack.bundle.draft import Draft
 from nbmodelpack.errors import ArchitectureError
+from nbmodelpack.pytorch.resolve import resolve_architecture
 
 
 def _with_architecture(name: str, arch: dict[str, Any]) -> str:
@@ -161,3 +162,15 @@ def test_a_bundle_that_cannot_be_rebuilt_is_one_line(home, arch):
     with pytest.raises(ModelPackError) as err:
         nbmodelpack.load(ref, trust_code=True)
     assert "\n" not in str(err.value) and len(str(err.value)) < 400
+
+
+@pytest.mark.parametrize("target", ["torch.utils.model_dump.__main__:X", "torch.testing._internal.common_utils:TestCase"])
+def test_a_private_or_dunder_torch_module_is_never_imported(target, monkeypatch):
+    # Importing either runs code (argv parsing and sys.exit, monkey-patching torch): refused by name.
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["x", "--not-a-flag"])
+    before = set(sys.modules)
+    with pytest.raises(ArchitectureError, match="not in an allowed module"):
+        resolve_architecture(target, {})
+    assert target.partition(":")[0] not in set(sys.modules) - before

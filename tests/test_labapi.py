@@ -469,7 +469,7 @@ async def test_listing_works_without_the_serve_extra_and_serve_names_the_extra(a
     status, body = await api("GET", "bundles/tiny")
     assert status == 200 and body["detail"]["ref"] == "tiny:1"
     status, body = await api("POST", "actions/serve", {"ref": "tiny:1"})
-    assert status == 400 and body == {"error": "serving needs the serve extra (pip install 'nbmodelpack[serve]')"}
+    assert status == 400 and body == {"error": "this needs the 'serve' extra: module 'starlette' is not installed (pip install 'nbmodelpack[serve]')"}
     assert len(JOBS.list()) == jobs_before  # refused at once, no job started
 
 
@@ -498,7 +498,7 @@ async def test_serving_a_bundle_that_cannot_be_loaded_fails_its_job_in_one_line(
     assert status == 202
     job = await asyncio.to_thread(JOBS.wait, body["job"]["id"], 120)
     assert job.state == "error" and job.error and "\n" not in job.error
-    assert job.error.startswith("serve: the server exited: error: decryption: model.safetensors is encrypted and no age identity"), job.error
+    assert job.error.startswith("serve: the server exited: decryption: model.safetensors is encrypted and no age identity"), job.error
     assert nbmodelpack.servers() == []
 
 

@@ -26,7 +26,7 @@ MAX_KWARGS_ITEMS = 10_000
 MAX_STRING = 4096
 
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
-TRUST_HINT = "pass trust_code=True (or --trust-code) if you trust who packed it, or list its module under [trust] modules in config.toml"
+TRUST_HINT = "pass trust_code=True if you trust who packed it, or list its module under [trust] modules in config.toml"
 
 
 def module_allowed(name: str, trusted: Sequence[str] = ()) -> bool:
@@ -35,7 +35,13 @@ def module_allowed(name: str, trusted: Sequence[str] = ()) -> bool:
     Example:
         >>> module_allowed("torch.nn.modules.linear"), module_allowed("torchx"), module_allowed("subprocess")
         (True, False, False)
+        >>> module_allowed("torch.utils.model_dump.__main__"), module_allowed("torch.testing._internal.common_utils")
+        (False, False)
     """
+    if any(part.startswith("_") for part in name.split(".")):
+        # Private and dunder modules are never allowed: `torch.utils.model_dump.__main__` or a
+        # `torch.testing._internal` module runs code (argv parsing, monkey-patching) on import.
+        return False
     return any(name == top or name.startswith(top + ".") for top in (*DEFAULT_MODULES, *trusted) if top)
 
 

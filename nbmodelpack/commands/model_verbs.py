@@ -15,6 +15,7 @@ from ..errors import UsageError
 from .framework import Context, arg, json_arg, verb
 from .results import Loaded, Text
 from .secrets import IDENTITY_ARGS, identity_of
+from .spelling import spell
 
 
 def _module_var(ctx: Context, name: str, verb_name: str) -> Any:
@@ -100,7 +101,7 @@ def load_verb(args: argparse.Namespace, ctx: Context) -> Loaded:
 
     info: BundleInfo = model.bundle_info  # type: ignore[assignment]  # set by restore()
     pulled = None if parse(args.ref).is_local else args.ref
-    return Loaded(var, info, pulled=pulled, form=str(getattr(model, "bundle_form", "")), note=form_note(model))
+    return Loaded(var, info, pulled=pulled, form=str(getattr(model, "bundle_form", "")), note=spell(form_note(model) or "", ctx.name) or None)
 
 
 @verb(

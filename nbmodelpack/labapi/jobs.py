@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import progress as _progress
 from ..errors import ModelPackError, UsageError
+from ..extras import missing_extra
 
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _KEEP = 200  # finished jobs kept for polling; older ones are forgotten
@@ -26,14 +27,6 @@ MAX_PENDING = 32  # running or queued jobs; more are refused rather than queued 
 
 
 log = logging.getLogger("nbmodelpack.labapi")
-
-# Which extra installs a missing top-level module.
-_EXTRAS = {
-    "starlette": "serve", "uvicorn": "serve", "orjson": "serve", "prometheus_client": "serve", "multipart": "serve",
-    "numpy": "serve", "PIL": "serve", "requests": "remote", "torch": "torch", "torchvision": "torch",
-    "pyrage": "crypto", "model_signing": "crypto",
-}
-
 
 class JobNotFound(UsageError):
     """A job id that this server does not know (answered 404)."""
@@ -48,16 +41,12 @@ def user_error(exc: BaseException) -> ModelPackError | None:
 
     Example:
         >>> str(user_error(ModuleNotFoundError("No module named 'starlette'", name="starlette")))
-        "serving needs the serve extra (pip install 'nbmodelpack[serve]')"
+        "this needs the 'serve' extra: module 'starlette' is not installed (pip install 'nbmodelpack[serve]')"
     """
     if isinstance(exc, ModelPackError):
         return exc
-    if isinstance(exc, ModuleNotFoundError) and exc.name:
-        # LEAD: at merge, `return nbmodelpack.extras.missing_extra(exc)` (the tests helper's L0 module).
-        extra = _EXTRAS.get(exc.name.split(".")[0])
-        if extra is not None:
-            what = {"serve": "serving", "remote": "publishing and pulling", "torch": "loading models", "crypto": "keys and signatures"}[extra]
-            return UsageError(f"{what} needs the {extra} extra", hint=f"pip install 'nbmodelpack[{extra}]'")
+    if isinstance(exc, ModuleNotFoundError):
+        return missing_extra(exc)
     return None
 
 

@@ -58,7 +58,9 @@ def resolve_architecture(
     where = f"{module_name}:{qualname}"
     try:
         obj: Any = importlib.import_module(module_name)
-    except Exception as exc:  # importing runs the (allowed) module's top level, which may raise anything
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # an (allowed) module's top level may raise anything, SystemExit included
         raise ArchitectureError(f"cannot import {where}: {str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}") from exc
     parts = qualname.split(".")
     for i, part in enumerate(parts):

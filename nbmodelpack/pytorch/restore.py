@@ -76,18 +76,26 @@ def construct(factory: Factory, kwargs: dict[str, Any], state: dict[str, torch.T
         >>> construct(torch.nn.Linear, {"in_features": 2, "out_features": 1}).weight.is_meta
         True
     """
+    name = getattr(factory, "__name__", "the factory")
     try:
         with torch.device("meta"):
             module = factory(**kwargs)
-    except Exception:
-        module = factory(**kwargs)
+    except Exception as exc:
+        # A real build would allocate whatever the init arguments ask for (a bundle's choice),
+        # and pack only picks the class form when the meta build works.
+        raise ArchitectureError(f"{name} cannot be built on the meta device: {str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}", hint="re-pack the model") from exc
     if not isinstance(module, torch.nn.Module):
-        raise ArchitectureError(f"{getattr(factory, '__name__', 'the factory')} did not return a torch.nn.Module")
+        raise ArchitectureError(f"{name} did not return a torch.nn.Module")
     extra = [b for n, b in module.named_buffers() if b.is_meta and n not in (state or {})]
     if extra and state is not None:
         size = sum(b.numel() * b.element_size() for b in extra)
         if size > _EXTRA_BUFFER_BYTES:
             raise ArchitectureError(f"rebuilding needs {size / 2**20:.0f} MiB of buffers the bundle does not hold", hint="re-pack the model")
+        # Built for real only when everything else is exactly what the bundle holds: the real
+        # build then allocates no more than the stored weights plus those small buffers.
+        for key, tensor in module.state_dict().items():
+            if key in state and tuple(state[key].shape) != tuple(tensor.shape):
+                raise ArchitectureError(f"{key} is {tuple(tensor.shape)} in {name} but {tuple(state[key].shape)} in the bundle", hint="the weights do not fit the architecture")
         module = factory(**kwargs)
         if not isinstance(module, torch.nn.Module):
             raise ArchitectureError(f"{getattr(factory, '__name__', 'the factory')} did not return a torch.nn.Module")
@@ -257,7 +265,7 @@ def rebuild(
         if not trust_code:
             raise ArchitectureError(
                 f"{bundle.name} stores its model class as source code, which load would run",
-                hint="pass trust_code=True (or --trust-code) if you trust who packed it; "
+                hint="pass trust_code=True if you trust who packed it; "
                 "being in your store or signed does not grant that",
             )
         return _from_source(bundle, arch, state, identity), "source"

@@ -237,7 +237,7 @@ def _last_line(path: Path) -> str:
         lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return "no log"
-    errors = [ln for ln in lines if ln.startswith("error:")]
+    errors = [ln.removeprefix("error:").strip() for ln in lines if ln.startswith("error:")]  # ours adds the prefix
     return (errors or lines or ["no output"])[-1][:300]
 
 

@@ -558,7 +558,7 @@ def test_a_server_that_cannot_load_its_model_reports_why(monkeypatch):
 
     ref = _class_only_bundle()
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # tests/models.py, which defines the class, is not importable
-    with pytest.raises(ServingError, match=r"the server exited: error: architecture: cannot import models:MLP"):
+    with pytest.raises(ServingError, match=r"the server exited: architecture: cannot import models:MLP"):
         nbmodelpack.serve(ref)
 
 
