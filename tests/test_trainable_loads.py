@@ -58,7 +58,7 @@ MAIN_MODELS = textwrap.dedent("""
 CASES = {
     "seed-mlp": ("SeedMLP(32)", "torch.randn(2, 1, 28, 28)", "torch.randn(5, 1, 28, 28)", "torch.randn(7, 1, 28, 28)"),
     "pool-cnn": ("PoolCNN(4)", "torch.randn(2, 3, 32, 32)", "torch.randn(3, 3, 32, 32)", "torch.randn(2, 3, 20, 24)"),
-    "lstm": ("LSTMClassifier()", "torch.randint(0, 50, (2, 12))", "torch.randint(0, 50, (4, 12))", "torch.randint(0, 50, (6, 12))"),
+    "lstm": ("LSTMClassifier()", "torch.randint(0, 50, (2, 12))", "torch.randint(0, 50, (4, 12))", "torch.randint(0, 50, (6, 30))"),
 }
 
 # Runs in a fresh process: load, then check every trainable-model property; print them as JSON.
@@ -119,6 +119,8 @@ def test_notebook_models_load_trainable_in_a_fresh_process(run_py, tmp_path):
     # the image size was 32x32 at pack time; the graph takes 20x24 and any batch size
     assert _check(run_py, tmp_path / "pool-cnn.pt")["other_size"] == [2, 5]
     assert _check(run_py, tmp_path / "seed-mlp.pt")["other_size"] == [7, 10]
+    # the LSTM saw 12 time steps at pack time; the graph takes 30
+    assert _check(run_py, tmp_path / "lstm.pt")["other_size"] == [6, 3]
 
 
 @pytest.mark.slow
@@ -318,3 +320,37 @@ def test_fit_on_a_loaded_graph_lowers_the_loss_and_repacks_as_the_original_class
     assert loaded.training is False  # fit leaves the model in eval mode, and the graph says so
     info = nbmodelpack.pack(loaded, "local", example=torch.randn(4, 8))
     assert info.architecture["class"] == nbmodelpack.show("local:1").architecture["class"]
+
+
+@pytest.mark.parametrize("kind", [torch.nn.LSTM, torch.nn.GRU])
+def test_recurrent_graph_takes_other_sequence_lengths_and_trains(kind):
+    import io as _io
+
+    from nbmodelpack.pytorch.exporting import export_archive
+    from nbmodelpack.pytorch.graph import trainable
+    from nbmodelpack.pytorch.pt2archive import check_archive
+    from nbmodelpack.pytorch.restore import put_weights
+
+    class Tagger(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = torch.nn.Embedding(50, 16)
+            self.rnn = kind(16, 8, num_layers=2, batch_first=True, bidirectional=True, dropout=0.3)
+            self.head = torch.nn.Linear(16, 3)
+
+        def forward(self, ids):
+            out, _ = self.rnn(self.embed(ids))
+            return self.head(out[:, -1])
+
+    torch.manual_seed(0)
+    model = Tagger().eval()
+    blob = export_archive(model, torch.randint(0, 50, (2, 12)))
+    check_archive(blob)
+    graph = trainable(put_weights(torch.export.load(_io.BytesIO(blob)).module(), dict(model.state_dict())))
+    longer = torch.randint(0, 50, (5, 30))
+    with torch.no_grad():
+        assert torch.allclose(graph(longer), model(longer), atol=1e-6)
+    graph.train()
+    assert not torch.equal(graph(longer), graph(longer)), "dropout between layers is off in train mode"
+    graph(torch.randint(0, 50, (3, 7))).sum().backward()
+    assert graph.rnn.weight_ih_l0.grad is not None and graph.rnn.weight_ih_l0.grad.abs().sum() > 0

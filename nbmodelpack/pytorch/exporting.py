@@ -11,10 +11,15 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import torch
+from torch.export._patches import (
+    register_gru_while_loop_decomposition,
+    register_lstm_while_loop_decomposition,
+)
 
 from .pt2archive import strip_pickles
 
@@ -51,6 +56,42 @@ class _PlainOutputs(torch.nn.Module):
 
 
 @contextlib.contextmanager
+def _dynamic_recurrence() -> Iterator[None]:
+    """Trace ``nn.LSTM``/``nn.GRU`` without pinning the sequence length.
+
+    The graph keeps them as one ``aten.lstm``/``aten.gru`` op (trainable, any length),
+    but the shape tracing of their default decomposition unrolls over the example's
+    time steps and so specializes that dimension. torch's while-loop decompositions
+    trace the same op symbolically; they only change tracing, not the saved graph.
+    (``nn.RNN`` has no such decomposition in torch: its sequence length stays fixed.)
+    """
+    with register_lstm_while_loop_decomposition(), register_gru_while_loop_decomposition(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch's own while loop uses its deprecated _check_is_size
+        warnings.filterwarnings("ignore", message=r"The tensor attributes .*_flat_weights")  # torch's own nn.RNNBase
+        yield
+
+
+def _drop_unused_symbols(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """Forget range constraints of symbols the graph never mentions (the while loop's counter).
+
+    torch warns at load about every such symbol.
+    """
+    used: set[Any] = set()
+    for node in ep.graph.nodes:
+        val = node.meta.get("val")
+        for v in val if isinstance(val, tuple | list) else (val,):
+            if isinstance(v, torch.Tensor):
+                for d in v.shape:
+                    if isinstance(d, torch.SymInt):
+                        used |= d.node.expr.free_symbols
+            elif isinstance(v, torch.SymInt):
+                used |= v.node.expr.free_symbols
+    for sym in [s for s in ep.range_constraints if s not in used]:
+        del ep.range_constraints[sym]
+    return ep
+
+
+@contextlib.contextmanager
 def _quiet_specialization() -> Iterator[None]:
     """Silence torch's warning that a size-1 dimension stayed static (expected with ``Dim.AUTO``)."""
     log = logging.getLogger("torch._export.non_strict_utils")
@@ -72,6 +113,10 @@ def export_program(model: torch.nn.Module, example: Any) -> torch.export.Exporte
     args = tuple(torch.cat([a, a]) if isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == 1 else a for a in example_args(example))
     every = tuple({i: torch.export.Dim.AUTO for i in range(a.dim())} if isinstance(a, torch.Tensor) and a.dim() > 0 else None for a in args)
     plain = _PlainOutputs(model)
+    if any(isinstance(m, torch.nn.LSTM | torch.nn.GRU) for m in model.modules()):
+        # torch.export raises many types; if this tracing fails, the usual one follows
+        with contextlib.suppress(Exception), _quiet_specialization(), _dynamic_recurrence():
+            return _drop_unused_symbols(torch.export.export(plain, args, dynamic_shapes={"args": every}))
     try:
         with _quiet_specialization():
             return torch.export.export(plain, args, dynamic_shapes={"args": every})

@@ -10,10 +10,9 @@ is gone), hence this small pass.
 
 Known limit: a model whose ``forward`` branches on ``self.training`` in Python (not in
 an op) keeps the branch it was traced with; batch norm's ``num_batches_tracked``
-counter does not advance (only ``momentum=None`` uses it); torch.export unrolls LSTM/GRU
-layers over time, so their sequence length is fixed in the graph (torch's
-``register_lstm_while_loop_decomposition`` keeps it dynamic but has no autograd, and a
-graph that cannot be trained is worse than one of fixed length).
+counter does not advance (only ``momentum=None`` uses it); ``nn.RNN`` layers are
+unrolled over the example's time steps, so their sequence length is fixed in the graph
+(``nn.LSTM``/``nn.GRU`` stay one op of any length, see ``exporting``).
 """
 
 from __future__ import annotations
