@@ -25,6 +25,7 @@ from .bundle.refs import validate_name
 from .errors import BundleFormatError, ModelPackError, StoreError, UsageError
 from .signing import export_files
 from .store import Store, get_store
+from .store.blobs import read_regular
 
 ExportFormat = Literal["tar", "dir", "files"]
 
@@ -215,12 +216,14 @@ def import_(path: str | Path, *, name: str | None = None, store: Store | str | N
     staging = target.root / "staging" / f"import-{uuid.uuid4().hex}"
     try:
         try:
-            with tarfile.open(src) as tar:
+            # Plain tar only (export writes one): a compressed tar can declare a multi-GB long-name
+            # or pax header that tarfile inflates into memory before any member check sees it.
+            with tarfile.open(src, "r:") as tar:
                 staging.mkdir(parents=True)
                 members = layout_members(tar, free_bytes=shutil.disk_usage(staging).free)
                 tar.extractall(staging, members=members, filter="data")
         except (tarfile.TarError, EOFError) as exc:
-            reason = "not a tar file" if isinstance(exc, tarfile.ReadError) else str(exc).splitlines()[0].rstrip(":")
+            reason = "not a plain tar file (a compressed one must be decompressed first)" if isinstance(exc, tarfile.ReadError) else str(exc).splitlines()[0].rstrip(":")
             raise UsageError(f"{src.name} is not an OCI layout tar: {reason}", hint="export one with `modelpack export REF -o FILE.tar`") from exc
         except OSError as exc:
             raise StoreError(f"cannot import {src.name}: {exc.strerror or exc}") from exc
@@ -233,9 +236,7 @@ def _index_entries(root: Path) -> list[dict[str, Any]]:
     """The manifest entries of the OCI layout at ``root`` (its ``index.json``, capped at 4 MiB)."""
     index = root / "index.json"
     try:
-        if index.stat().st_size > _MAX_SMALL_FILE:
-            raise UsageError(f"not an OCI layout: index.json is over {_MAX_SMALL_FILE:,} bytes")
-        doc = json.loads(index.read_bytes())
+        doc = json.loads(read_regular(index, _MAX_SMALL_FILE))  # no links, FIFOs or devices; capped while read
     except (OSError, ValueError, RecursionError) as exc:
         raise UsageError(f"not an OCI layout: {root.name}/index.json cannot be read ({type(exc).__name__})") from exc
     entries = doc.get("manifests") if isinstance(doc, dict) else None
@@ -258,7 +259,7 @@ def _import_layout(root: Path, target: Store, name: str | None) -> list[BundleIn
     existing = {(n, t): d for (n, d), ts in target.refs().items() for t in ts}
     for digest, ref_names in by_digest.items():
         _check_blob(layout, digest, "manifest", most=_MAX_SMALL_FILE)
-        raw = layout.read_blob(digest, what="manifest")
+        raw = layout.read_blob(digest, what="manifest", limit=_MAX_SMALL_FILE)
         manifest = parse_manifest(raw, digest)
         if manifest.config.media_type != mt.CONFIG:
             raise BundleFormatError(f"{digest[:19]}… is not a ModelPack bundle (config type {manifest.config.media_type})", hint="import it with a tool made for that artifact type")

@@ -182,9 +182,9 @@ def test_import_of_a_hostile_tar_is_one_line_and_writes_nothing(cli, home: Path,
 def test_import_of_a_non_tar_is_one_line_at_every_door(cli, shell, capsys, home: Path, tmp_path: Path) -> None:
     junk = tmp_path / "junk.tar"
     junk.write_bytes(b"this is not a tar file\n" * 100)
-    assert _cli_error(cli("import", str(junk))).startswith("error: junk.tar is not an OCI layout tar: not a tar file")
+    assert _cli_error(cli("import", str(junk))).startswith("error: junk.tar is not an OCI layout tar: not a plain tar file")
     ok, lines = _magic(shell, capsys, f"%modelpack import {junk}")
-    assert not ok and len(lines) == 1 and lines[0].startswith("error: junk.tar is not an OCI layout tar: not a tar file")
+    assert not ok and len(lines) == 1 and lines[0].startswith("error: junk.tar is not an OCI layout tar: not a plain tar file")
     assert nbmodelpack.ls() == [] and not any((home / "store" / "staging").glob("*"))
 
 
@@ -307,3 +307,14 @@ def test_import_never_replaces_a_local_version_with_another_bundle(packed, tmp_p
     assert [(i.ref, i.digest) for i in nbmodelpack.ls(store=mine)] == [("tiny:1", local.digest)]
     renamed = nbmodelpack.import_(tar, name="theirs", store=mine)
     assert [(i.ref, i.digest) for i in renamed] == [("theirs:1", packed.digest)]
+
+
+def test_import_of_a_compressed_tar_is_refused_before_any_header_is_inflated(cli, tmp_path) -> None:
+    # A few KB of gzip can declare a multi-GB long-name header that tarfile would inflate first.
+    import gzip
+
+    bomb = tmp_path / "bomb.tar.gz"
+    bomb.write_bytes(gzip.compress(b"\0" * 4096))
+    proc = cli("import", str(bomb))
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode != 0 and len(lines) == 1 and "not a plain tar file" in lines[0], proc.stderr

@@ -193,3 +193,11 @@ def test_a_pooling_cnn_with_dynamic_image_size_passes_and_only_torch_sym_calls_a
         edit = lambda e, g=hostile: _edit_json(e, "archive/models/model.json", lambda d: d.update(guards_code=[g]))  # noqa: E731
         with pytest.raises(UnsafeFileError, match="shape expression"):
             check_archive(rewrite_zip(good, edit))
+
+
+@pytest.mark.parametrize("expr", ["9**9**9", "s0**s1", "1 << 1000000000", str(10**30), " + ".join(["s0"] * 600)])
+def test_a_shape_expression_that_would_compute_for_hours_is_refused(expr):
+    from nbmodelpack.pytorch.pt2archive import _check_python
+
+    with pytest.raises(UnsafeFileError):
+        _check_python(expr, "model.pt2", guard=False)

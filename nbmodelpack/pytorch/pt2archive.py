@@ -82,6 +82,18 @@ def _check_python(text: object, what: str, *, guard: bool) -> None:
         raise _refuse(what, "holds a shape expression that does not parse") from exc
     allowed_nodes = _GUARD_NODES if guard else _EXPR_NODES
     names = _GUARD_NAMES if guard else _SYMPY_NAMES
+    # sympy and Python evaluate these exactly: `9**9**9` or `1 << 10**9` would run for hours.
+    if sum(1 for _ in ast.walk(tree)) > 512:
+        raise _refuse(what, "holds a shape expression that is too long")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, int) and abs(node.value) >= 2**63:
+            raise _refuse(what, "holds a number too large for a shape in a shape expression")
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.LShift | ast.RShift):
+            raise _refuse(what, "shifts bits in a shape expression")
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow) and not (
+            isinstance(node.right, ast.Constant) and isinstance(node.right.value, int) and 0 <= node.right.value <= 64
+        ):
+            raise _refuse(what, "raises to a power that is not a small constant in a shape expression")
     sym_calls: set[int] = set()  # the nodes of ``torch.sym_*`` when called, in a guard
     for node in ast.walk(tree) if guard else ():
         func = node.func if isinstance(node, ast.Call) else None

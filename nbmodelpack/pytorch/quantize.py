@@ -169,6 +169,10 @@ def read_meta(data: bytes) -> dict[str, Any] | None:
         raise BundleFormatError("model.safetensors has an unreadable quantization record") from exc
 
 
+# The float dtypes a compressed tensor may come back as (what compress records).
+_FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
 def dequantize_state(
     state: dict[str, torch.Tensor], meta: dict[str, Any], *, packed: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
 ) -> dict[str, torch.Tensor]:
@@ -177,7 +181,9 @@ def dequantize_state(
     out = dict(state)
     try:
         for name, info in dict(meta.get("tensors", {})).items():
-            dtype = getattr(torch, str(info.get("dtype", "float32")))
+            dtype = _FLOAT_DTYPES.get(str(info.get("dtype", "float32")))  # never getattr(torch, <bundle text>)
+            if dtype is None:
+                raise BundleFormatError(f"{name}: unknown original dtype {str(info.get('dtype'))[:40]!r}", hint="re-pack the model")
             if scheme in _CASTS:
                 out[name] = state[name].to(dtype)
                 continue

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..bundle.manifest import Descriptor, sha256_digest
 from ..errors import BundleNotFound, IntegrityError, ModelPackError, RemoteError, StoreError
 from ..store import Store
+from ..store.blobs import open_blob
 from .transport import MANIFEST_CAP, OnBytes, read_capped, read_exactly
 
 INDEX_CAP = 64 << 20  # index.json of a share: about 150,000 tags
@@ -73,10 +74,12 @@ class LayoutTransport:
         except BundleNotFound as exc:
             raise BundleNotFound(f"{self.name}/{repo}:{reference}", hint=f"`modelpack ls --remote {self.name}` lists what is there") from exc
         try:
-            with open(layout.blob_path(digest), "rb") as f:
+            with open_blob(layout.blob_path(digest)) as f:  # no links, FIFOs or devices
                 raw = read_capped(f.read, MANIFEST_CAP, what="a manifest", where=str(self.root))
         except FileNotFoundError as exc:
             raise IntegrityError(f"the manifest of {repo}:{reference} is missing from {self.root}", hint="the share is damaged; publish the version again") from exc
+        except OSError as exc:
+            raise IntegrityError(f"the manifest of {repo}:{reference} in {self.root} is not a regular file", hint="the share is damaged or hostile; nothing was read") from exc
         if sha256_digest(raw) != digest:
             raise IntegrityError(f"manifest of {repo}:{reference} in {self.root} does not match {digest[:19]}…", hint="the share's copy is damaged; nothing was written")
         return raw, digest
@@ -93,7 +96,7 @@ class LayoutTransport:
     def get_blob(self, repo: str, desc: Descriptor, on_bytes: OnBytes) -> Iterator[bytes]:
         what = desc.filepath or "config"
         try:
-            f = open(self._layout().blob_path(desc.digest), "rb")  # noqa: SIM115 - closed by the generator
+            f = open_blob(self._layout().blob_path(desc.digest))  # no links, FIFOs or devices; closed by the generator
         except FileNotFoundError as exc:
             raise IntegrityError(f"{what} is missing from {self.root}", hint="the share is damaged; publish the version again") from exc
         except OSError as exc:

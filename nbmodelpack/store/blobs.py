@@ -66,6 +66,20 @@ def open_blob(path: Path) -> IO[bytes]:
     return os.fdopen(fd, "rb")
 
 
+def read_regular(path: Path, limit: int) -> bytes:
+    """A small file's bytes, refusing links, FIFOs and devices, and more than ``limit`` bytes.
+
+    For files a shared layout or an import holds (``index.json``, manifests): ``stat``
+    follows links and reports 0 bytes for ``/dev/zero``, so the cap is applied while reading.
+    Raises ``ValueError`` past the cap, ``OSError`` for the rest.
+    """
+    with open_blob(path) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path.name} is larger than {limit:,} bytes")
+    return data
+
+
 def hash_file(path: Path) -> str:
     """sha256 of a blob file through a read-only map (no copy; hashlib drops the GIL)."""
     h = hashlib.sha256()

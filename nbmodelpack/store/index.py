@@ -16,7 +16,7 @@ from .._files import atomic_write, create_once, load_json_limited
 from ..bundle import mediatypes as mt
 from ..bundle.refs import Reference, parse
 from ..errors import BundleFormatError, BundleNotFound, InvalidReference, StoreError
-from .blobs import store_error
+from .blobs import read_regular, store_error
 
 NAME_KEY = "dev.nbmodelpack.name"
 # Index annotation: the highest version number each name ever had (numbers are never reused).
@@ -92,11 +92,13 @@ class Index:
 
     def read(self) -> IndexDoc:
         try:
-            raw = self.path.read_bytes()
+            raw = read_regular(self.path, MAX_INDEX_BYTES)  # a shared layout's index may be a link or a device
         except FileNotFoundError as exc:
             raise StoreError(f"{self.root} is not a bundle store (no index.json)") from exc
+        except ValueError as exc:
+            raise StoreError(f"{self.path} is larger than {MAX_INDEX_BYTES >> 20} MiB", hint="the layout is damaged or hostile; nothing was read") from exc
         except OSError as exc:
-            raise StoreError(f"cannot read {self.path}: {exc.strerror}") from exc
+            raise StoreError(f"cannot read {self.path}: {exc.strerror or exc}", hint="index.json must be a regular file") from exc
         try:
             doc = load_json_limited(raw, what=str(self.path), max_bytes=MAX_INDEX_BYTES)
         except BundleFormatError as exc:

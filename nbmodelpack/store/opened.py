@@ -74,16 +74,19 @@ def plain_size(desc: Descriptor) -> int | None:
 
 
 def inflate_limit(desc: Descriptor, stored: int) -> int:
-    """The most bytes a zstd layer may inflate to: its recorded size, else a bound from its stored size.
+    """The most bytes a zstd layer may inflate to: its recorded size (never over 64× its stored size), else that bound.
 
     Example:
         >>> inflate_limit(Descriptor("x", "sha256:" + "0" * 64, 1000), 1000)
         64000
     """
     recorded = plain_size(desc)
+    by_ratio = UNRECORDED_RATIO * max(stored, 1)
     if recorded is not None:
-        return recorded
-    return min(UNRECORDED_RATIO * max(stored, 1), UNRECORDED_CEILING)
+        # The annotation is the packer's word: a hostile one could record a terabyte. No real
+        # weights compress 64-fold, so the ratio bounds it too.
+        return min(recorded, by_ratio)
+    return min(by_ratio, UNRECORDED_CEILING)
 
 
 def inflate_zstd(bundle: StoredBundle, desc: Descriptor, data: bytes, identity: Any) -> bytes:
