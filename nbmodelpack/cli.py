@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(render_error(missing), file=sys.stderr)
         return missing.exit_code
     except KeyboardInterrupt:
-        print("interrupted; nothing half-written was kept", file=sys.stderr)
+        print("error: interrupted; nothing half-written was kept", file=sys.stderr)
         return 130
     text = render(result, as_json="--json" in args)
     if text:

@@ -188,7 +188,7 @@ def fit(
                 with torch.no_grad():
                     means.add(value.detach(), out.detach(), y)
                 done += 1
-                tracker._advance(done, total, f"epoch {epoch}/{epochs} · loss {means.means()['loss']:.4f}")
+                tracker.advance(done, total, f"epoch {epoch}/{epochs} · loss {means.means()['loss']:.4f}")
             row: dict[str, Any] = {"epoch": epoch, **means.means()}
             if val_loader is not None:
                 val = _evaluate(model, val_loader, loss_fn, metric_fns, dev)

@@ -206,10 +206,10 @@ class Tracker:
         self.history.seconds = time.monotonic() - self.started
         done = len(self.history.rows)
         if self._log_advances:
-            self._advance(done, self.total, "  ".join(f"{k} {fmt_metric(v)}" for k, v in row.items() if k != self.history.x), force=True)
+            self.advance(done, self.total, "  ".join(f"{k} {fmt_metric(v)}" for k, v in row.items() if k != self.history.x), force=True)
         self._view.point(self.history, force=self.total is not None and done >= self.total)
 
-    def _advance(self, done: int, total: int | None, status: str, *, force: bool = False) -> None:
+    def advance(self, done: int, total: int | None, status: str, *, force: bool = False) -> None:
         """Move the progress bar (fit calls this per batch); redraws are throttled."""
         now = time.monotonic()
         if not force and now - self._last_progress < _PROGRESS_EVERY and (total is None or done < total):

@@ -33,7 +33,7 @@ from ..commands.secrets import IDENTITY_ARGS
 )
 def serve_verb(args: argparse.Namespace, ctx: Context) -> Any:
     from ..commands.secrets import identity_of
-    from .app import IDENTITY_ENV, TOKEN_ENV, ServeOptions
+    from .options import IDENTITY_ENV, TOKEN_ENV, ServeOptions
     from .runner import serve, start
 
     port = args.port if args.port is not None else (0 if ctx.interactive else 8000)

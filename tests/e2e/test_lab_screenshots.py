@@ -153,6 +153,6 @@ def test_lab_shows_the_training_dashboard_and_the_bundle_card(lab) -> None:
             browser.close()
     for png in (dashboard_png, card_png, table_png, live_png):
         with Image.open(png) as im:
-            assert im.width >= 600 and im.height >= 100, (png, im.size)
+            assert im.width >= 600 and im.height >= 80, (png, im.size)  # a one-row table is about 90 px high
             colors = im.convert("RGB").getcolors(maxcolors=1 << 20) or []
             assert len(colors) > 50, f"{png.name} looks blank"

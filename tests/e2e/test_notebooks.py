@@ -126,7 +126,7 @@ loader = SlowLoader(model)
 KERNEL_CHECK = """
 kept = history.kept
 same = all(torch.equal(v, loader.ends[kept][k]) for k, v in model.state_dict().items())
-print(history.interrupted, len(history), kept is not None, same, model._nbmodelpack_metrics.get("epochs") == kept + 1)
+print(history.interrupted, len(history), kept is not None, same, model._nbmodelpack_metrics["train"].get("epochs") == kept + 1)
 """
 
 

@@ -393,10 +393,10 @@ def test_notebook_serve_verb_starts_lists_and_stops_a_background_server(mlp_mode
         listed = commands.run("servers")
         assert server.url in str(listed) and server.pid in [e["pid"] for e in listed.to_json()]
         upload_only = server.widget()
-        assert len(upload_only.children[0].children) == 1  # no demo data unless given
+        assert len(upload_only.children[2].children) == 1  # status, curl, then the controls: no demo data unless given
         images, labels = mnist()
         widget = server.widget(samples=(images[:10], labels[:10]))
-        assert len(widget.children[0].children) == 2  # upload + sample picker
+        assert len(widget.children[2].children) == 2  # upload + sample picker
     finally:
         text = str(commands.run(f"stop {mlp_model[1]}"))
     assert "stopped mnist-mlp:1" in text
