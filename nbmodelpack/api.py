@@ -185,6 +185,7 @@ def finetune(
     lr: float = 1e-3,
     device: str = "cpu",
     trust_code: bool = False,
+    identity: Any = None,
     store: Store | str | None = None,
     **fit_kwargs: Any,
 ) -> torch.nn.Module:
@@ -205,7 +206,7 @@ def finetune(
     """
     from .pytorch.finetune import finetune as run
 
-    module = load(model, trust_code=trust_code, device=device, store=store) if isinstance(model, str) else model
+    module = load(model, trust_code=trust_code, identity=identity, device=device, store=store) if isinstance(model, str) else model
     return run(module, train_data, val_data=val_data, freeze=freeze, head=head, epochs=epochs, lr=lr, device=device, **fit_kwargs)
 
 

@@ -69,11 +69,13 @@ def export(ref: str, out: str | Path, *, format: ExportFormat = "tar", store: St
     tags = list(bundle.info.tags)
 
     def fill(root: Path) -> Path:
+        had_lock = (root / ".lock").exists()  # a live layout's lock belongs to its other writers
         layout = Store(root)
         for digest in digests:
             layout.put_chunks(source.iter_blob(digest), expected=digest)
         layout.add_manifest(bundle.name, bundle.manifest.raw, tags)
-        (layout.root / ".lock").unlink(missing_ok=True)  # an exported layout carries no lock file
+        if not had_lock:
+            (layout.root / ".lock").unlink(missing_ok=True)  # an exported layout carries no lock file we made
         return root
 
     if format == "dir":

@@ -476,7 +476,12 @@ def test_ls_and_compare_tables_size_by_content_so_refs_never_wrap() -> None:
     from nbmodelpack.pytorch.tracking import History
 
     assert axis_label(["accuracy", "val_accuracy"], History(rows=[{"epoch": 1, "accuracy": 91.5}])) == "accuracy (%)"
-    assert callable(_html)
+    from nbmodelpack.compression.report import Row
+
+    rows = [Row("parent", "mnist-mlp-with-a-long-name:1", 400_000, 390_000, 101_770, 101_770, 97.1, 0.2), Row("int8", "mnist-mlp-with-a-long-name:2", 110_000, 100_000, 101_770, 101_770, 97.0, 0.1)]
+    compare = _html("compare", rows, "accuracy", 400_000)
+    assert 'overflow-x:auto' in compare and "mnist-mlp-with-a-long-name:2" in compare
+    assert compare.count("white-space:nowrap") >= compare.count("<td")  # every cell keeps to one line
 
 
 def test_the_serve_widget_follows_its_server_and_predict_answers_in_one_line() -> None:

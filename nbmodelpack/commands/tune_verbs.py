@@ -17,6 +17,7 @@ from ..bundle.info import BundleInfo
 from ..bundle.refs import validate_name
 from ..errors import UsageError
 from .framework import Context, arg, verb
+from .secrets import IDENTITY_ARGS, identity_of
 
 
 @dataclass
@@ -55,6 +56,7 @@ class FineTuned:
     arg("--pack", metavar="NAME", help="also pack the result as the next version of NAME"),
     arg("--example", metavar="VAR", help="with --pack: variable holding an example input"),
     arg("--trust-code", action="store_true", help="allow running class source stored in the bundle"),
+    *IDENTITY_ARGS,
     arg("--device", default="cpu"),
     notebook_only=True,
 )
@@ -67,7 +69,8 @@ def finetune_verb(args: argparse.Namespace, ctx: Context) -> FineTuned:
     val = ctx.lookup(args.val) if args.val else None
     example = ctx.lookup(args.example) if args.example else None
     model = api.finetune(
-        args.ref, data, val_data=val, freeze=args.freeze, head=args.head, epochs=args.epochs, lr=args.lr, device=args.device, trust_code=args.trust_code
+        args.ref, data, val_data=val, freeze=args.freeze, head=args.head, epochs=args.epochs, lr=args.lr, device=args.device, trust_code=args.trust_code,
+        identity=identity_of(args, ctx),
     )
     ctx.bind(args.var, model)
     parent: BundleInfo = model.bundle_info  # type: ignore[assignment]  # set by load
