@@ -13,18 +13,16 @@ until it answers, on a free port instead of 8000 (other tests share this machine
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from e2e.processes import free_port, running
 
 pytestmark = pytest.mark.e2e
 
@@ -38,34 +36,6 @@ def readme_commands(text: str) -> list[str]:
     for block in re.findall(r"```sh\n(.*?)```", text, flags=re.S):
         out += [ln.strip() for ln in block.splitlines() if ln.strip() and not ln.strip().startswith("#")]
     return out
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _answers(url: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - our own loopback server
-                if r.status == 200:
-                    return True
-        except OSError:
-            time.sleep(0.3)
-    return False
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture
@@ -95,14 +65,11 @@ def _make_lab(env: dict[str, str]) -> None:
     assert dry.returncode == 0, dry.stderr
     line = next(ln for ln in dry.stdout.replace("\\\n", " ").splitlines() if "jupyter lab" in ln)
     assert ("--allow-root" in line) == (os.getuid() == 0), line
-    port = _free_port()
+    port = free_port()
     argv = shlex.split(line.replace(".venv/bin/", f"{VENV_BIN}/"))
     argv += [f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1", "--no-browser", "--ServerApp.token=readme-test"]
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        assert _answers(f"http://127.0.0.1:{port}/api/status?token=readme-test", timeout=120), "make lab's server did not answer"
-    finally:
-        _stop(proc)
+    with running(argv, ready=f"http://127.0.0.1:{port}/api/status?token=readme-test", env=env, cwd=ROOT, timeout=120) as proc:
+        assert proc.poll() is None  # make lab's server answered
 
 
 def test_every_readme_command_runs_as_written(fresh_user: dict[str, str], tmp_path: Path) -> None:
@@ -110,9 +77,8 @@ def test_every_readme_command_runs_as_written(fresh_user: dict[str, str], tmp_pa
     assert any(c.startswith("modelpack publish") for c in commands) and any(c.startswith("make lab") for c in commands)
     work = tmp_path / "work"
     work.mkdir()
-    port = str(_free_port())
-    server: subprocess.Popen[bytes] | None = None
-    try:
+    port = str(free_port())
+    with contextlib.ExitStack() as servers:
         for command in commands:
             if command.startswith(("make demo", "make test")):
                 target = command.split()[1]
@@ -124,17 +90,11 @@ def test_every_readme_command_runs_as_written(fresh_user: dict[str, str], tmp_pa
                 continue
             line = command.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
             if command.startswith("modelpack serve"):
-                server = subprocess.Popen(
-                    ["bash", "-c", re.sub(r"\s+#\s.*$", "", line) + f" --port {port}"], cwd=work, env=fresh_user,
-                    stdout=subprocess.DEVNULL, stderr=(tmp_path / "serve.log").open("wb"), start_new_session=True,
-                )
-                ready = _answers(f"http://127.0.0.1:{port}/v2/health/ready", timeout=180)
-                assert ready, f"{command}: no answer\n{(tmp_path / 'serve.log').read_text()[-1500:]}"
+                cmd = ["bash", "-c", re.sub(r"\s+#\s.*$", "", line) + f" --port {port}"]
+                servers.enter_context(running(cmd, ready=f"http://127.0.0.1:{port}/v2/health/ready", env=fresh_user, cwd=work, log=tmp_path / "serve.log", timeout=180))
                 continue
             done = subprocess.run(["bash", "-c", line], cwd=work, env=fresh_user, capture_output=True, text=True, timeout=600)
             assert done.returncode == 0, f"{command}\n{done.stdout[-1500:]}\n{done.stderr[-1500:]}"
             if command.startswith("curl"):
                 assert '"prediction"' in done.stdout, done.stdout
-    finally:
-        if server is not None:
-            _stop(server)
+

@@ -9,9 +9,7 @@ genuine control. The cheap doors see every case (``test_doors.py``).
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -30,6 +28,7 @@ from .deliver import plant, push_to_registry
 from .doors import PARSE_REFUSED, SLOW_CASES, Outcome, call_api, judge
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+from processes import stop  # noqa: E402
 from registry_server import Registry, free_port, running_registry  # noqa: E402
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
@@ -59,16 +58,6 @@ def test_cli_subprocess_runs_no_payload(victim, cases, name):
     assert not bad, f"{name} ({case.what}):\n" + "\n".join(bad)
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)  # its own session: the server and the workers it started
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-
 @pytest.mark.parametrize("name", SLOW_CASES)
 def test_serve_refuses_in_one_line_and_starts_no_worker_that_runs_the_payload(victim, cases, name):
     case = cases[name]
@@ -90,7 +79,7 @@ def test_serve_refuses_in_one_line_and_starts_no_worker_that_runs_the_payload(vi
                 break
             time.sleep(0.5)
     finally:
-        _stop(proc)
+        stop(proc)  # its own session: the server and the workers it started
     _, err = proc.communicate(timeout=10)
     outcome = Outcome("serve", ready, "" if ready else err)
     bad = judge(outcome, must_fail=case.expect == REFUSE, must_load=case.expect == LOADS)
