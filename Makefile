@@ -32,9 +32,11 @@ venv: $(VENV)/.stamp-install
 demo: venv
 	$(BIN)/python scripts/demo.py
 
-# The doctests of the pure core (no torch, no network, no store), in a process of their own.
+# The doctests of the core and the doors that need no torch and no network, in a process of
+# their own with a throw-away NBMODELPACK_HOME (some examples open a store).
 DOCTESTS := nbmodelpack/errors.py nbmodelpack/paths.py nbmodelpack/_files.py nbmodelpack/version.py \
-	nbmodelpack/config.py nbmodelpack/extras.py nbmodelpack/progress.py nbmodelpack/bundle
+	nbmodelpack/config.py nbmodelpack/extras.py nbmodelpack/progress.py nbmodelpack/bundle \
+	nbmodelpack/store nbmodelpack/remote nbmodelpack/commands nbmodelpack/exchange.py nbmodelpack/labapi
 
 # pytest exits 5 when it collected nothing: a failure, and said in words.
 define pytest
@@ -44,12 +46,12 @@ endef
 
 # Everything: doctests, unit tests, notebooks, registry, serving and browser end-to-end tests.
 test: system-deps venv labext
-	$(call pytest,-q --doctest-modules $(DOCTESTS) tests/e2e/processes.py)
+	NBMODELPACK_HOME=$$(mktemp -d) $(call pytest,-q --doctest-modules $(DOCTESTS) tests/e2e/processes.py)
 	$(call pytest,-q $(PYTEST_ARGS))
 
 # Unit tests only (no e2e, notebooks, browser, registry, nor tests marked slow): under a minute.
 test-fast: venv
-	$(call pytest,-q --doctest-modules $(DOCTESTS))
+	NBMODELPACK_HOME=$$(mktemp -d) $(call pytest,-q --doctest-modules $(DOCTESTS))
 	$(call pytest,-q -m "not e2e and not slow" $(PYTEST_ARGS))
 
 # The JupyterLab sidebar: TypeScript in labextension/, built with jlpm (from the venv's

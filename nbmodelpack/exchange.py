@@ -22,7 +22,7 @@ from .bundle import mediatypes as mt
 from .bundle.info import BundleInfo
 from .bundle.manifest import Manifest, parse_manifest
 from .bundle.refs import validate_name
-from .errors import BundleFormatError, StoreError, UsageError
+from .errors import BundleFormatError, ModelPackError, StoreError, UsageError
 from .signing import export_files
 from .store import Store, get_store
 from .store.blobs import read_regular
@@ -104,7 +104,7 @@ def export(ref: str, out: str | Path, *, format: ExportFormat = "tar", store: St
 def _refuse_occupied(target: Path) -> None:
     """An export directory must be new or empty: never mix a bundle into other files."""
     if target.exists() and not target.is_dir():
-        raise UsageError(f"{target} is a file, not a directory", hint="export into a new or empty directory")
+        raise ModelPackError(f"{target} is a file, not a directory", hint="export into a new or empty directory")
     if target.is_dir() and any(target.iterdir()):
         raise UsageError(f"{target} is not empty", hint="export into a new or empty directory")
 

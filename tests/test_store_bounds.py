@@ -29,9 +29,17 @@ def _bundle(store: Store, filepath: str, media_type: str, data: bytes, *, plain_
 
 
 def test_zstd_weights_with_a_recorded_size_inflate(tmp_path):
-    raw = bytes(range(256)) * 4096
+    raw = os.urandom(1 << 16) * 4  # compresses ~4x, as weights do
     bundle = _bundle(Store(tmp_path / "s"), "model.safetensors", mt.WEIGHT + mt.ZSTD_SUFFIX, zstandard.compress(raw), plain_size=len(raw))
     assert bundle.plaintext("model.safetensors") == raw
+
+
+def test_a_recorded_size_is_no_licence_to_inflate_beyond_the_ratio(tmp_path):
+    # The annotation is the packer's word: recording a terabyte must not let a bomb through.
+    zeros = bytes(UNRECORDED_RATIO * 100_000)
+    bundle = _bundle(Store(tmp_path / "s"), "model.safetensors", mt.WEIGHT + mt.ZSTD_SUFFIX, zstandard.compress(zeros), plain_size=1 << 40)
+    with pytest.raises(BundleFormatError, match="inflates to more than"):
+        bundle.plaintext("model.safetensors")
 
 
 def test_zstd_weights_without_a_recorded_size_inflate_only_within_the_ratio(tmp_path):

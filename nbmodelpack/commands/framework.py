@@ -222,7 +222,7 @@ def _run(parser: argparse.ArgumentParser, args_list: list[str], ctx: Context) ->
         # A path the user named that cannot be read or written (a file where a folder
         # should be, no permission, a full disk): one line, as for every other error.
         where = f": {exc.filename}" if exc.filename else ""
-        raise UsageError(f"{exc.strerror or exc}{where}", hint="check the path and try again") from exc
+        raise ModelPackError(f"{exc.strerror or exc}{where}", hint="check the path and try again") from exc
 
 
 def json_arg(text: str | None, what: str) -> Any:
