@@ -47,6 +47,16 @@ SLOW = {
     "test_store_safety.py::test_disk_full_during_pack_leaves_nothing_and_says_so",
     "test_store_safety.py::test_eight_concurrent_packs_give_eight_versions",
     "test_store_safety.py::test_kill_9_during_pack_leaves_no_half_version",
+    "test_magics.py::test_load_opens_an_encrypted_bundle_with_identity_from_a_file_or_a_passphrase",
+    "test_pt2_allowlist.py::test_each_crafted_pt2_runs_code_in_torch_but_is_refused_by_load",
+    "test_payloads_are_live.py::test_every_payload_runs_when_a_naive_loader_meets_it",
+    "test_signing.py::test_serve_refuses_an_unsigned_bundle_under_the_trust_policy",
+    "test_labapi.py::test_serving_a_bundle_that_cannot_be_loaded_fails_its_job_in_one_line",
+    "test_labapi.py::test_serving_an_encrypted_bundle_with_the_key_file_the_sidebar_names",
+    "test_finetune.py::test_finetune_replaces_the_head_freezes_by_pattern_and_the_child_loads_as_its_class",
+    "test_architecture_trust.py::test_cli_compress_of_a_hostile_target_is_one_line_naming_trust_code_and_config",
+    "test_trainable_loads.py::test_recurrent_graph_takes_other_sequence_lengths_and_trains",
+    "test_magics.py::test_the_serve_widget_follows_its_server_and_predict_answers_in_one_line",
 }
 
 
