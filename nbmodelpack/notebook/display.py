@@ -141,8 +141,10 @@ def bundle_card_html(info: BundleInfo, *, heading: str | None = None) -> str:
     ]
     if arch:
         # What load will do (from architecture.json and the trust allow-list), not what the packer claimed.
-        target, _, how = info.architecture_line.partition(" (")
-        rows.append(("architecture", f"<code>{_e(target)}</code>" + (f" <span class=\"nbmp-muted\">({_e(how)}</span>" if how else "")))
+        line = info.architecture_line
+        target = str(arch.get("class") or "")
+        how = line[len(target):].strip() if target and line.startswith(target) else line
+        rows.append(("architecture", (f"<code>{_e(target)}</code> " if target else "") + f'<span class="nbmp-muted">{_e(how)}</span>'))
     lineage = _lineage(info.recipe)
     if lineage:
         rows.append(("lineage", lineage))
