@@ -34,18 +34,6 @@ class NotFound(UsageError):
     http_status = 404
 
 
-def published_places(store: Store) -> dict[str, list[str]]:
-    """Manifest digest -> ``["REMOTE/NAME:TAG", ...]`` where that version was published.
-
-    Example:
-        >>> published_places(api.get_store())  # doctest: +SKIP
-        {'sha256:…': ['team/mnist-mlp:1']}
-    """
-    from ..remote import published
-
-    return published.places(store)
-
-
 def serving_urls(store: Store) -> dict[str, str]:
     """Manifest digest -> URL of every model server running on this machine (any process).
 
@@ -143,10 +131,6 @@ def group(infos: list[BundleInfo], serving: dict[str, str]) -> list[dict[str, An
     ]
 
 
-def _with_places(infos: list[BundleInfo], places: dict[str, list[str]]) -> list[BundleInfo]:
-    return [dataclasses.replace(i, published=places.get(i.digest, [])) for i in infos]
-
-
 _listing: dict[str, tuple[str, dict[str, Any]]] = {}  # store root -> (etag, payload) of the last listing
 _listing_lock = threading.Lock()
 
@@ -183,7 +167,7 @@ def local_listing(since: str | None = None) -> tuple[str, dict[str, Any] | None]
         cached = _listing.get(key)
     if cached and cached[0] == etag:
         return etag, cached[1]
-    infos = _with_places(api.ls(store=store), published_places(store))
+    infos = api.ls(store=store)  # with where each version was published
     payload = {"etag": etag, "store": key, "remotes": remotes(), "bundles": group(infos, serving)}
     with _listing_lock:
         _listing[key] = (etag, payload)
@@ -199,8 +183,7 @@ def bundle_detail(name: str, ref: str | None) -> dict[str, Any]:
     """
     validate_name(name)
     store = api.get_store()
-    places = published_places(store)
-    infos = _with_places(api.ls(name, store=store), places)
+    infos = api.ls(name, store=store)  # with where each version was published
     if not infos:
         raise BundleNotFound(name, hint="run `modelpack ls` to see what exists")
     serving = serving_urls(store)
@@ -208,7 +191,8 @@ def bundle_detail(name: str, ref: str | None) -> dict[str, Any]:
     if target.name != name:
         raise UsageError(f"{target} is not a version of {name}")
     opened = store.open(target)  # one read of the manifest for the info and the card
-    info = dataclasses.replace(opened.info, published=places.get(opened.digest, []))
+    listed = {i.digest: i.published for i in infos}
+    info = dataclasses.replace(opened.info, published=listed.get(opened.digest, []))
     recipe = info.recipe if isinstance(info.recipe, dict) else {}
     earlier = recipe.get("lineage")  # a bundle's own annotation: shown only if it has the expected shape
     steps = [*(earlier if isinstance(earlier, list) else []), {k: v for k, v in recipe.items() if k != "lineage"}]
@@ -287,7 +271,6 @@ __all__ = [
     "group",
     "local_listing",
     "local_ref",
-    "published_places",
     "remote_listing",
     "remotes",
     "serving_urls",
