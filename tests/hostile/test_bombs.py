@@ -67,21 +67,16 @@ def test_a_200_mib_manifest_in_a_share_is_refused_in_one_line_within_100_mb(vict
     assert victim.problems() == []
 
 
-def test_a_registry_streaming_1_gib_for_a_1_kb_descriptor_is_cut_off_within_100_mb(victim, bases):
+@pytest.mark.parametrize(
+    ("tag", "where", "what"),
+    [("1", "/blobs/", "a 1 KB blob"), ("huge", "/manifests/", "a manifest (cap: 4 MiB)")],
+    ids=["1-gib-for-a-1-kb-descriptor", "200-mib-manifest"],
+)
+def test_a_registry_streaming_without_end_is_cut_off_within_100_mb(victim, bases, tag, where, what):
     manifest, config = lying_manifest(bases.linear)
     with HostileRegistry(manifest, config) as reg:
-        result = peak_of(f"nbmodelpack.pull('{reg.host}/evil/bomb:1')")
-        sent = max((n for p, n in reg.sent.items() if "/blobs/" in p), default=0)
+        result = peak_of(f"nbmodelpack.pull('{reg.host}/evil/bomb:{tag}')")
+        sent = max((n for p, n in reg.sent.items() if where in p), default=0)
     _one_line_refusal(result, "pull")
-    assert sent < 16 * MIB, f"the client read on to {sent / MIB:.0f} MiB of a 1 KB blob"
-    assert victim.problems() == []
-
-
-def test_a_registry_streaming_a_200_mib_manifest_is_cut_off_within_100_mb(victim, bases):
-    manifest, config = lying_manifest(bases.linear)
-    with HostileRegistry(manifest, config) as reg:
-        result = peak_of(f"nbmodelpack.pull('{reg.host}/evil/bomb:huge')")
-        sent = max((n for p, n in reg.sent.items() if "/manifests/" in p), default=0)
-    _one_line_refusal(result, "pull")
-    assert sent < 16 * MIB, f"the client read {sent / MIB:.0f} MiB of a manifest (cap: 4 MiB)"
+    assert sent < 16 * MIB, f"the client read on to {sent / MIB:.0f} MiB of {what}"
     assert victim.problems() == []
