@@ -184,3 +184,36 @@ def test_registry_failures_are_one_line_with_a_hint(hostile: tuple[str, int], tm
 def test_a_tag_list_whose_next_page_repeats_ends(hostile: tuple[str, int]) -> None:
     host, _ = hostile
     assert RegistryTransport(RegistryClient(host, insecure=True)).tags("ns/loop") == ["1", "1"]
+
+
+def test_a_registry_error_text_reaches_the_terminal_without_its_escape_codes() -> None:
+    import io
+
+    import requests
+
+    from nbmodelpack.remote.registry import RegistryClient
+
+    class Raw(io.BytesIO):  # urllib3's read(n, decode_content=...) over fixed bytes
+        def read(self, n: int | None = -1, decode_content: bool = False) -> bytes:
+            return super().read(n)
+
+    resp = requests.Response()
+    resp.status_code = 500
+    resp.raw = Raw(b'{"errors": [{"code": "X", "message": "\\u001b[2J\\u001b]0;pwned\\u0007boom"}]}')
+    text = str(RegistryClient("127.0.0.1:1", insecure=True)._error(resp, "GET", "http://127.0.0.1:1/v2/"))
+    assert "boom" in text and not any(ch in text for ch in "\x1b\x07")
+
+
+def test_a_password_is_never_sent_to_a_plain_http_token_service_of_a_tls_registry() -> None:
+    import requests
+
+    from nbmodelpack.errors import AuthError
+    from nbmodelpack.remote.credentials import Credentials
+    from nbmodelpack.remote.registry import RegistryClient
+
+    client = RegistryClient("registry.example:443", credentials=Credentials("alice", "secret"))
+    challenge = requests.Response()
+    challenge.status_code = 401
+    challenge.headers["WWW-Authenticate"] = 'Bearer realm="http://registry.example/token",service="r"'
+    with pytest.raises(AuthError, match="plain-HTTP token service"):
+        client._answer_challenge(challenge, "repository:x:pull")

@@ -28,6 +28,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from ..bundle.format import plain
 from ..errors import AuthError, RemoteError, RemoteUnavailable
 from ..version import __version__
 from .credentials import Credentials
@@ -137,6 +138,9 @@ class RegistryClient:
         if wanted:
             query["scope"] = wanted
         auth = (self.credentials.username, self.credentials.password) if self.credentials and self.credentials.username else None
+        if auth is not None and self.base.startswith("https:") and not str(params["realm"]).startswith("https://"):
+            # A registry we reach over TLS may not send our password to a plain-HTTP token service.
+            raise AuthError(f"{self.host} asks for credentials at a plain-HTTP token service", hint="refused: the password would cross the network unencrypted")
         try:
             got = self.session.get(params["realm"], params=query, auth=auth, timeout=_TIMEOUT, stream=True, allow_redirects=False)
         except requests.RequestException as exc:
@@ -229,7 +233,7 @@ class RegistryClient:
                 detail = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}" for e in errors[:3] if isinstance(e, dict))
         except RemoteError:
             detail = body[:120].decode("utf-8", "replace")
-        detail = " ".join(detail.split())[:200]  # one line, however the registry wrote it
+        detail = plain(" ".join(detail.split()), 200)  # one line without terminal escapes, however the registry wrote it
         if status >= 500:
             hint = "the registry is failing; try again later"
         elif status == 404:
