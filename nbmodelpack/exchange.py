@@ -26,6 +26,7 @@ from .errors import BundleFormatError, ModelPackError, StoreError, UsageError
 from .signing import export_files
 from .store import Store, get_store
 from .store.blobs import read_regular
+from .store.index import arrival_tags
 
 ExportFormat = Literal["tar", "dir", "files"]
 
@@ -276,24 +277,14 @@ def _import_layout(root: Path, target: Store, name: str | None) -> list[BundleIn
 
 
 def _import_tags(name: str, manifest: Manifest, ref_names: list[str], existing: dict[tuple[str, str], str]) -> list[str]:
-    """The local tags an imported version gets, as a pull gives them.
-
-    A version number the store already uses for another bundle is refused (an
-    import never replaces a version); a named tag the store already uses
-    elsewhere stays where it is; ``latest`` is added where there is none.
-    """
+    """The local tags an imported version gets: the pull rule, except that named tags never move."""
     version = manifest.summary.get("version")
     wanted = {str(version)} if version is not None else set()
     wanted |= {r.rsplit(":", 1)[-1] for r in ref_names if ":" in r and not r.rsplit(":", 1)[-1].isdigit()}
     if len(wanted) > _MAX_TAGS:
         raise UsageError(f"not an OCI layout we import: {len(wanted):,} tags on one manifest (at most {_MAX_TAGS})")
-    for tag in sorted(t for t in wanted if t.isdigit()):
-        if existing.get((name, tag), manifest.digest) != manifest.digest:
-            raise UsageError(f"local {name}:{tag} is a different bundle than the one imported", hint="import it under another name with --name NAME")
-    tags = sorted(t for t in wanted if existing.get((name, t), manifest.digest) == manifest.digest)
-    if (name, "latest") not in existing and "latest" not in tags:
-        tags.append("latest")
-    return tags
+    mine = {t: d for (n, t), d in existing.items() if n == name}
+    return arrival_tags(name, manifest.digest, sorted(wanted), mine, origin="the one imported", hint="import it under another name with --name NAME", move_named=False)
 
 
 def _check_blob(layout: Store, digest: str, what: str, *, most: int | None = None, exactly: int | None = None) -> None:

@@ -40,13 +40,13 @@ from ..errors import (
     BundleNotFound,
     IntegrityError,
     ModelPackError,
-    RemoteError,
     SignatureError,
     UsageError,
 )
 from ..progress import progress
 from ..store import Store, StoredBundle, get_store
 from ..store.blobs import Blobs
+from ..store.index import arrival_tags
 from . import published
 from .config import Remote, get_remote, list_remotes, split_remote_ref
 from .connect import open_transport
@@ -313,17 +313,13 @@ def _fetch(transport: Transport, repo: str, staged: Store, todo: Iterable[Descri
 
 
 def _local_tags(local: Store, name: str, manifest: Manifest, tag: str | None, origin: str) -> list[str]:
-    """The local tags a pulled version gets; refuse to move a version number to another bundle."""
+    """The local tags a pulled version gets: its version number and the tag asked for, which moves here."""
     version = BundleInfo.from_manifest(manifest, name=name).version
-    tags: list[str] = [str(version)] if version is not None else []
-    if tag and not tag.isdigit() and tag not in tags:
-        tags.append(tag)
+    wanted = [str(version)] if version is not None else []
+    if tag and not tag.isdigit():
+        wanted.append(tag)
     existing = {t: d for (n, d), ts in local.refs().items() if n == name for t in ts}
-    for t in tags:
-        if t.isdigit() and existing.get(t, manifest.digest) != manifest.digest:
-            raise RemoteError(f"local {name}:{t} is a different bundle than {origin}", hint="pull it under another name with --as NAME")
-    if "latest" not in existing and "latest" not in tags:
-        tags.append("latest")
+    tags = arrival_tags(name, manifest.digest, wanted, existing, origin=origin, hint="pull it under another name with --as NAME", move_named=True)
     return tags or ["latest"]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from .._files import atomic_write, create_once, load_json_limited
 from ..bundle import mediatypes as mt
 from ..bundle.refs import Reference, parse
-from ..errors import BundleFormatError, BundleNotFound, InvalidReference, StoreError
+from ..errors import BundleFormatError, BundleNotFound, InvalidReference, StoreError, UsageError
 from .blobs import read_regular, store_error
 
 NAME_KEY = "dev.nbmodelpack.name"
@@ -170,3 +171,26 @@ def _encode(doc: IndexDoc) -> bytes:
     if doc.annotations:
         out["annotations"] = doc.annotations
     return json.dumps(out, indent=1).encode()
+
+
+def arrival_tags(name: str, digest: str, wanted: Iterable[str], existing: Mapping[str, str], *, origin: str, hint: str, move_named: bool) -> list[str]:
+    """The local tags of a version arriving from elsewhere (pull, import): one rule for both.
+
+    A version number the store already gives another bundle is refused (nothing
+    replaces a version); a named tag moves to the arrival only with ``move_named`` (an
+    explicit ``pull REMOTE/NAME:TAG``), else it stays where it is; ``latest`` is added
+    where the name has none. ``existing`` maps this name's tags to their digests.
+
+    Example:
+        >>> arrival_tags("m", "sha256:b", ["2", "prod"], {"1": "sha256:a", "prod": "sha256:a", "latest": "sha256:a"}, origin="x", hint="", move_named=False)
+        ['2']
+    """
+    tags = list(dict.fromkeys(wanted))
+    for tag in tags:
+        if tag.isdigit() and existing.get(tag, digest) != digest:
+            raise UsageError(f"local {name}:{tag} is a different bundle than {origin}", hint=hint)
+    if not move_named:
+        tags = [t for t in tags if existing.get(t, digest) == digest]
+    if "latest" not in existing and "latest" not in tags:
+        tags.append("latest")
+    return tags
