@@ -18,7 +18,6 @@ from typing import Any
 import safetensors.torch
 import torch
 
-from ..bundle import mediatypes as mt
 from ..bundle.architecture import check_target, parse_target, plain_kwargs
 from ..config import trusted_modules
 from ..errors import ArchitectureError, BundleFormatError, ModelPackError
@@ -42,22 +41,13 @@ def load_state(
     Quantized or cast weights come back as float tensors; int8 Linear weights
     are also put in ``packed`` (name → (int8, scale)) for the fast int8 path.
     """
-    desc = bundle.descriptor("model.safetensors")
     try:
-        if desc.media_type == mt.base_media_type(desc.media_type):
-            # Plain layer: safetensors maps the blob file while a second thread hashes it.
-            path = bundle.store.blob_path(desc.digest)
-            check = bundle.store.verify_in_background(desc.digest, what="model.safetensors")
-            try:
-                state = safetensors.torch.load_file(path)
-                with open(path, "rb") as f:
-                    head = f.read(8)
-                    head += f.read(int.from_bytes(head, "little")) if len(head) == 8 else b""
-            finally:
-                check()  # a damaged blob is an integrity error before anything else
-        else:
-            head = bundle.plaintext("model.safetensors", identity=identity)
-            state = safetensors.torch.load(head)
+        # safetensors maps the file (a verified blob, or an in-memory plaintext); no copy here.
+        with bundle.plain_file("model.safetensors", identity=identity) as path:
+            state = safetensors.torch.load_file(path)
+            with open(path, "rb") as f:
+                head = f.read(8)
+                head += f.read(int.from_bytes(head, "little")) if len(head) == 8 else b""
     except ModelPackError:
         raise
     except Exception as exc:  # safetensors raises its own SafetensorError and others

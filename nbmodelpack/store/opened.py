@@ -8,9 +8,11 @@ layers only and never inflates past the size the manifest records.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._files import load_json_limited
@@ -19,6 +21,7 @@ from ..bundle.architecture import describe
 from ..bundle.card import Card
 from ..bundle.info import BundleInfo
 from ..bundle.manifest import MAX_CONFIG_BYTES, Descriptor, Manifest
+from ..bundle.shards import weight_filepaths
 from ..config import trusted_modules
 from ..errors import BundleFormatError, BundleNotFound, IntegrityError, ModelPackError, StoreError
 
@@ -190,6 +193,38 @@ class StoredBundle:
         if inflate and media_type.endswith(mt.ZSTD_SUFFIX):
             data = codec(mt.ZSTD_SUFFIX)(self, desc, data, identity)
         return data
+
+    def weight_files(self) -> list[str]:
+        """The layers that hold the weights, in load order: ``model.safetensors`` or its shards."""
+        return weight_filepaths(d.filepath for d in self.manifest.layers)
+
+    @contextlib.contextmanager
+    def plain_file(self, filepath: str, *, identity: Any = None, verify: bool = False) -> Iterator[str]:
+        """A path to a layer's plaintext for the duration of the block (for safetensors to map).
+
+        A plain layer is its blob file, checked against its digest before the block ends.
+        A wrapped layer (age, zstd) is unwrapped into an anonymous in-memory file
+        (``memfd``): plaintext never touches the disk. ``verify`` asks for a full re-hash
+        even where the store already knows the blob is intact.
+        """
+        desc = self.descriptor(filepath)
+        if desc.media_type == mt.base_media_type(desc.media_type):
+            check = self.store.verify_in_background(desc.digest, what=filepath)
+            try:
+                yield str(self.store.blob_path(desc.digest))
+            finally:
+                check()  # a damaged blob is an integrity error before anything is handed out
+            return
+        data = self.plaintext(filepath, identity=identity)
+        fd = os.memfd_create(f"nbmodelpack-{filepath}", os.MFD_CLOEXEC)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            del data
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
 
     def read_json(self, filepath: str, *, identity: Any = None) -> Any:
         """A JSON layer, parsed with size and depth caps."""
