@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -274,7 +273,7 @@ def pull_from(
         for check in checks:  # they see the whole bundle: what was fetched, and what the store had
             check(StoredBundle(_StagedView(staged, local), name, manifest))
         for d in todo:
-            os.replace(staged.blob_path(d.digest), local.blob_path(d.digest))
+            local.adopt_blob(staged, d.digest)  # a rename; the verification record comes along
         return local.add_manifest(name, raw, tags)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
