@@ -19,7 +19,7 @@ import nbmodelpack
 from nbmodelpack.config import edit_config
 from nbmodelpack.errors import IntegrityError, SignatureError
 from nbmodelpack.store import Store, blobs, maintenance
-from nbmodelpack.store.records import KEY_FILE, RECORD_DIR
+from nbmodelpack.store.records import RECORD_DIR, key_path
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_a_missing_or_unbelievable_record_costs_one_rehash(home: Path, hashed: C
 def test_records_made_under_another_key_are_not_believed(home: Path, hashed: Counter[str]) -> None:
     info = nbmodelpack.pack(MLP(hidden=4), "key")
     weights = _weights(info.ref)
-    (home / KEY_FILE).write_text("f" * 64)  # as if the store had been written by someone else
+    key_path().write_text("f" * 64)  # as if the store had been written by someone else
     from nbmodelpack.store import records
 
     records._KEYS.clear()

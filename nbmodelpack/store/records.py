@@ -8,10 +8,10 @@ that moment: size, device, inode, mtime and ctime (nanoseconds). A read whose
 re-hashes it.
 
 Records are an optimisation only: a missing, garbled or foreign record just costs a
-re-hash. Each record carries an HMAC under a per-user key (``$NBMODELPACK_HOME/
-verified.key``, mode 0600), so a record found in a layout someone else wrote (a team
-share, an imported directory, a tampered store) is never believed: only this user's
-own hashing can vouch for a file. Records are written atomically (temp + rename), one
+re-hash. Each record carries an HMAC under a per-user key (``.verified.key`` in the
+user's own store, ``$NBMODELPACK_HOME/store``, mode 0600), so a record found in a layout
+someone else wrote (a team share, an imported directory, a tampered copy) is never
+believed: only this user's own hashing can vouch for a file. Records are written atomically (temp + rename), one
 file per blob, so readers take no lock and concurrent writers cannot garble one.
 """
 
@@ -33,7 +33,7 @@ from .. import paths
 from .._files import create_once
 
 RECORD_DIR = ".verified"
-KEY_FILE = "verified.key"
+KEY_FILE = ".verified.key"
 _MAX_RECORD_BYTES = 1024
 _MAX_NOTE_BYTES = 1 << 20
 _FIELDS = ("size", "dev", "ino", "mtime_ns", "ctime_ns")
@@ -62,9 +62,19 @@ def file_identity(path: Path) -> Identity | None:
     return identity(info) if stat.S_ISREG(info.st_mode) else None
 
 
+def key_path() -> Path:
+    """Where this user's record key lives: in their own store, never in a layout being read.
+
+    Example:
+        >>> key_path().name
+        '.verified.key'
+    """
+    return paths.store_dir() / KEY_FILE
+
+
 def _key() -> bytes:
     """This user's record key, created on first use (0600, written once)."""
-    path = paths.home() / KEY_FILE
+    path = key_path()
     name = str(path)
     with _KEY_LOCK:
         key = _KEYS.get(name)
