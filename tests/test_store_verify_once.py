@@ -135,6 +135,16 @@ def test_gc_and_fsck_drop_the_records_of_blobs_that_are_gone(home: Path) -> None
     assert not orphan.exists()
 
 
+def test_exports_and_shares_get_no_records(home: Path, tmp_path: Path) -> None:
+    nbmodelpack.pack(MLP(hidden=4), "out")
+    nbmodelpack.export("out:1", tmp_path / "layout", format="dir")
+    with edit_config() as cfg:
+        cfg.setdefault("remotes", {})["share"] = {"url": f"file://{tmp_path / 'share'}"}
+    nbmodelpack.publish("out:1", "share")
+    assert (tmp_path / "layout" / "index.json").is_file() and (tmp_path / "share" / "index.json").is_file()
+    assert not (tmp_path / "layout" / RECORD_DIR).exists() and not (tmp_path / "share" / RECORD_DIR).exists()
+
+
 def test_a_layout_opened_to_read_others_content_neither_writes_nor_trusts_records(home: Path, tmp_path: Path) -> None:
     own = Store(tmp_path / "own")
     digest, _ = own.put_bytes(os.urandom(2 << 20))
@@ -160,7 +170,7 @@ def test_a_blob_pulled_from_a_remote_keeps_its_record(home: Path, tmp_path: Path
 
 
 def test_the_signature_check_is_remembered_until_the_policy_or_a_file_changes(
-    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hashed: Counter[str]
 ) -> None:
     from nbmodelpack import signing
 
@@ -176,9 +186,11 @@ def test_the_signature_check_is_remembered_until_the_policy_or_a_file_changes(
         return real(bundle, keys)
 
     monkeypatch.setattr(signing, "verify_bundle", counting)
+    hashed.clear()
     nbmodelpack.load(ref)
     nbmodelpack.load(ref)
     assert len(calls) == 1
+    assert hashed[_weights(ref).name] == 0  # the check hard-links the blobs: their records survive it
     nbmodelpack.load(ref, verify=True)
     assert len(calls) == 2
     _, other_public = nbmodelpack.keygen_signing(tmp_path / "colleague.pem")

@@ -294,11 +294,22 @@ class _FallbackBlobs(Blobs):
 
     def __init__(self, staged: Blobs, local: Blobs) -> None:
         super().__init__(staged.dir)
+        self._staged = staged
         self._local = local
 
     def path(self, digest: str) -> Path:
         path = super().path(digest)
         return path if path.is_file() else self._local.path(digest)
+
+    def _owner(self, digest: str) -> Blobs:
+        return self._staged if super().path(digest).is_file() else self._local
+
+    def is_recorded(self, digest: str, ident: tuple[int, int, int, int, int] | None = None) -> bool:
+        return self._owner(digest).is_recorded(digest, ident)
+
+    def record(self, digest: str, ident: tuple[int, int, int, int, int] | None = None) -> None:
+        # Only renewals after hard-linking (signature checks): each store keeps its own records.
+        self._owner(digest).record(digest, ident)
 
 
 def _fetch(transport: Transport, repo: str, staged: Store, todo: Iterable[Descriptor], *, label: str) -> None:
