@@ -204,3 +204,27 @@ def test_the_signature_check_is_remembered_until_the_policy_or_a_file_changes(
     with pytest.raises(SignatureError):
         nbmodelpack.load(ref)  # a changed file verifies again, and fails
     assert len(calls) == 4
+
+
+def test_modelpack_load_verify_rehashes_and_serve_passes_verify_to_its_workers(
+    home: Path, hashed: Counter[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from nbmodelpack.serving.options import ServeOptions
+    from nbmodelpack.serving.runner import _cli_args
+
+    info = nbmodelpack.pack(MLP(hidden=4), "magic")
+    weights = _weights(info.ref)
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "nbmodelpack")
+    hashed.clear()
+    assert shell.run_cell("%modelpack load magic as plain").success
+    assert hashed[weights.name] == 0
+    assert shell.run_cell("%modelpack load magic as checked --verify").success
+    assert hashed[weights.name] == 1
+    assert "--verify" in _cli_args(ServeOptions(ref="magic:1", verify=True))
+    assert "--verify" not in _cli_args(ServeOptions(ref="magic:1"))
+    for name, value in ServeOptions(ref="magic:1", verify=True).to_env().items():
+        monkeypatch.setenv(name, value)
+    assert ServeOptions.from_env().verify
