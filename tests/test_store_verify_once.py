@@ -131,8 +131,11 @@ def test_gc_and_fsck_drop_the_records_of_blobs_that_are_gone(home: Path) -> None
     assert not record.exists()
     orphan = store.root / RECORD_DIR / ("ab" * 32)
     orphan.write_text("{}")
+    note = store.root / RECORD_DIR / "signatures" / ("cd" * 32)
+    note.parent.mkdir()
+    note.write_text("{}")
     nbmodelpack.fsck()
-    assert not orphan.exists()
+    assert not orphan.exists() and not note.exists()
 
 
 def test_exports_and_shares_get_no_records(home: Path, tmp_path: Path) -> None:

@@ -112,7 +112,7 @@ def gc(store: Store, *, grace_seconds: float = 3600.0) -> tuple[int, int]:
             store.blobs.forget_record("sha256:" + path.name)
             count += 1
             freed += stat.st_size
-        _prune_records(store)
+        _prune_records(store, cutoff)
         for path in stale_staging(store, cutoff):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
@@ -147,16 +147,12 @@ def fsck(store: Store) -> list[FsckProblem]:
                     store.blobs.record(desc.digest, before)
     for problem in problems:
         store.blobs.forget_record(problem.digest)
-    _prune_records(store)
+    _prune_records(store, time.time() - 3600.0)
     unique = {(p.digest, p.filepath): p for p in problems}
     return list(unique.values())
 
 
-def _prune_records(store: Store) -> None:
-    """Drop records whose blob file is gone (removed by hand, or by a gc that was killed)."""
-    records = store.blobs.records
-    if records is None:
-        return
-    for digest in records.digests():
-        if not store.blob_path(digest).is_file():
-            records.forget(digest)
+def _prune_records(store: Store, cutoff: float) -> None:
+    """Drop records and signature notes whose blob is gone (removed by hand, or by a gc that was killed)."""
+    if store.blobs.records is not None:
+        store.blobs.records.prune(lambda digest: store.blob_path(digest).is_file(), cutoff=cutoff)

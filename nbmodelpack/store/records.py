@@ -22,10 +22,12 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import stat
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ RECORD_DIR = ".verified"
 KEY_FILE = ".verified.key"
 _MAX_RECORD_BYTES = 1024
 _MAX_NOTE_BYTES = 1 << 20
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 _FIELDS = ("size", "dev", "ino", "mtime_ns", "ctime_ns")
 _KEYS: dict[str, bytes] = {}
 _KEY_LOCK = threading.Lock()
@@ -199,10 +202,31 @@ class Records:
         with contextlib.suppress(OSError):
             (self.dir / kind / key).unlink(missing_ok=True)
 
+    def prune(self, present: Callable[[str], bool], *, cutoff: float) -> None:
+        """Drop records and notes whose blob is no longer ``present``, and temp files older than ``cutoff``."""
+        for folder in (self.dir, *self._folders()):
+            try:
+                entries = list(folder.iterdir())
+            except OSError:
+                continue
+            for path in entries:
+                with contextlib.suppress(OSError):
+                    if path.name.startswith(".tmp-"):
+                        if path.lstat().st_mtime < cutoff:
+                            path.unlink()
+                    elif _HEX64.fullmatch(path.name) and not present("sha256:" + path.name):
+                        path.unlink()
+
+    def _folders(self) -> list[Path]:
+        try:
+            return [p for p in self.dir.iterdir() if p.is_dir() and not p.is_symlink()]
+        except OSError:
+            return []
+
     def digests(self) -> list[str]:
         """Every digest that has a record file (valid or not)."""
         try:
             names = [p.name for p in self.dir.iterdir()]
         except OSError:
             return []
-        return ["sha256:" + n for n in names if len(n) == 64 and all(c in "0123456789abcdef" for c in n)]
+        return ["sha256:" + n for n in names if _HEX64.fullmatch(n)]
