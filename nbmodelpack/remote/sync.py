@@ -46,6 +46,7 @@ from ..progress import progress
 from ..store import Store, StoredBundle, get_store
 from ..store.blobs import Blobs
 from ..store.index import arrival_tags
+from ..store.records import Identity
 from . import published
 from .config import Remote, get_remote, list_remotes, split_remote_ref
 from .connect import open_transport
@@ -304,10 +305,10 @@ class _FallbackBlobs(Blobs):
     def _owner(self, digest: str) -> Blobs:
         return self._staged if super().path(digest).is_file() else self._local
 
-    def is_recorded(self, digest: str, ident: tuple[int, int, int, int, int] | None = None) -> bool:
+    def is_recorded(self, digest: str, ident: Identity | None = None) -> bool:
         return self._owner(digest).is_recorded(digest, ident)
 
-    def record(self, digest: str, ident: tuple[int, int, int, int, int] | None = None) -> None:
+    def record(self, digest: str, ident: Identity | None = None) -> None:
         # Only renewals after hard-linking (signature checks): each store keeps its own records.
         self._owner(digest).record(digest, ident)
 

@@ -28,7 +28,7 @@ from typing import IO
 
 from ..bundle.refs import DIGEST_RE
 from ..errors import IntegrityError, InvalidReference, StoreError
-from .records import Records, file_identity, identity
+from .records import Identity, Records, file_identity, identity
 
 CHUNK = 8 << 20
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -228,12 +228,12 @@ class Blobs:
         os.replace(tmp, final)
         self.record(digest)
 
-    def record(self, digest: str, ident: tuple[int, int, int, int, int] | None = None) -> None:
+    def record(self, digest: str, ident: Identity | None = None) -> None:
         """Record that the blob (as it is now, or as `ident` says) was just hashed by us and matched."""
         if self.records is not None:
             self.records.record(digest, ident if ident is not None else file_identity(self.path(digest)))
 
-    def is_recorded(self, digest: str, ident: tuple[int, int, int, int, int] | None = None) -> bool:
+    def is_recorded(self, digest: str, ident: Identity | None = None) -> bool:
         """Whether the blob file (as it is now, or as ``ident`` says) is unchanged since this user last hashed it."""
         ident = ident if ident is not None else file_identity(self.path(digest))
         return self.records is not None and self.records.matches(digest, ident)
