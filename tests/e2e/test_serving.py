@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import jsonschema
 import numpy as np
 import pytest
 import requests
@@ -532,6 +533,10 @@ def test_containerize_writes_a_context_whose_entrypoint_serves_the_bundle(mlp_mo
     assert [d["kind"] for d in docs] == ["ServingRuntime", "InferenceService"]
     assert docs[0]["spec"]["protocolVersions"] == ["v2"] and docs[1]["spec"]["predictor"]["model"]["protocolVersion"] == "v2"
     assert docs[0]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    for doc in docs:  # KServe's own schemas (tests/data/kserve, generated from its SDK)
+        jsonschema.validate(doc, json.loads((ROOT / "tests" / "data" / "kserve" / f"{doc['kind']}.schema.json").read_text()))
+    served_as = docs[0]["spec"]["containers"][0]["args"]
+    assert served_as[served_as.index("--model-name") + 1] == docs[1]["metadata"]["name"]
 
     env_vars, copies, runs, command, health = _dockerfile(ctx / "Dockerfile")
 
