@@ -183,6 +183,8 @@ def _cli_args(options: ServeOptions) -> list[str]:
         args.append("--trust-code")
     if options.verify:
         args.append("--verify")
+    if options.model_name:
+        args += ["--model-name", options.model_name]
     return args
 
 
