@@ -87,6 +87,7 @@ def pack_verb(args: argparse.Namespace, ctx: Context) -> BundleInfo:
     arg("--trust-code", action="store_true", help="allow running class source stored in the bundle"),
     *IDENTITY_ARGS,
     arg("--device", default="cpu"),
+    arg("--verify", action="store_true", help="re-hash every weight file, even those the store recorded as intact"),
     notebook_only=True,
 )
 def load_verb(args: argparse.Namespace, ctx: Context) -> Loaded:
@@ -95,7 +96,7 @@ def load_verb(args: argparse.Namespace, ctx: Context) -> Loaded:
     var = args.var or default_var_name(args.ref)
     if not var.isidentifier() or keyword.iskeyword(var):
         raise UsageError(f"{var!r} is not a valid variable name")
-    model = api.load(args.ref, trust_code=args.trust_code, identity=identity_of(args, ctx), device=args.device)
+    model = api.load(args.ref, trust_code=args.trust_code, identity=identity_of(args, ctx), device=args.device, verify=args.verify)
     ctx.bind(var, model)
     from ..pytorch.restore import form_note
 

@@ -34,16 +34,17 @@ _EXTRA_BUFFER_BYTES = 256 * 2**20
 
 
 def load_state(
-    bundle: StoredBundle, *, identity: Any = None, packed: dict[str, Any] | None = None
+    bundle: StoredBundle, *, identity: Any = None, packed: dict[str, Any] | None = None, verify: bool = False
 ) -> dict[str, torch.Tensor]:
     """The tensors of ``model.safetensors``, decrypted/decompressed in memory, verified.
 
     Quantized or cast weights come back as float tensors; int8 Linear weights
     are also put in ``packed`` (name → (int8, scale)) for the fast int8 path.
+    ``verify=True`` re-hashes the weights even when the store recorded them as intact.
     """
     try:
         # safetensors maps the file (a verified blob, or an in-memory plaintext); no copy here.
-        with bundle.plain_file("model.safetensors", identity=identity) as path:
+        with bundle.plain_file("model.safetensors", identity=identity, verify=verify) as path:
             state = safetensors.torch.load_file(path)
             with open(path, "rb") as f:
                 head = f.read(8)
@@ -286,16 +287,23 @@ def form_note(module: torch.nn.Module) -> str | None:
 
 
 def restore(
-    bundle: StoredBundle, *, trust_code: bool = False, identity: Any = None, device: str = "cpu", dequantize: bool = False
+    bundle: StoredBundle,
+    *,
+    trust_code: bool = False,
+    identity: Any = None,
+    device: str = "cpu",
+    dequantize: bool = False,
+    verify: bool = False,
 ) -> torch.nn.Module:
     """Rebuild the module in eval mode; ``module.bundle_info`` is its :class:`BundleInfo`, ``module.bundle_form`` its form.
 
     int8 Linear weights run on the int8 CPU kernel where torch has one, unless
-    ``dequantize=True`` (plain float weights: the portable path).
+    ``dequantize=True`` (plain float weights: the portable path). ``verify=True``
+    re-hashes the weights even when the store recorded them as intact.
     """
     try:
         packed: dict[str, Any] = {}
-        state = load_state(bundle, identity=identity, packed=packed)
+        state = load_state(bundle, identity=identity, packed=packed, verify=verify)
         module, form = rebuild(bundle, state, trust_code=trust_code, identity=identity)
         if packed and not dequantize and device == "cpu":
             use_int8_kernels(module, packed)

@@ -43,6 +43,7 @@ class ServeOptions:
     threads: int = 0  # torch threads per worker; 0 = cores / workers
     trust_code: bool = False  # run class source stored in the bundle (as load's trust_code)
     passphrase: str | None = None  # for a passphrase-encrypted bundle (instead of identity)
+    verify: bool = False  # re-hash the weights (and re-check the signature) even if recorded as intact
     model_name: str | None = None  # the name in /v2/models/NAME (default: the bundle's name)
 
     def key(self) -> str | Passphrase | None:
