@@ -131,7 +131,14 @@ def manifests(*, name: str, uri: str, image: str, port: int = 8080, encrypted: b
                 "name": "storage-initializer",  # the name KServe looks for
                 "image": image,
                 "command": ["modelpack", "storage-init"],  # KServe appends [storageUri, /mnt/models]
-                "env": [{"name": "NBMODELPACK_HOME", "value": "/tmp/modelpack"}, {"name": "NBMODELPACK_NO_PROGRESS", "value": "1"}, registry_auth],
+                # The store on the shared volume holds the record key too, so the server believes
+                # the records this pull wrote and maps the weights without hashing them again.
+                "env": [
+                    {"name": "NBMODELPACK_STORE", "value": f"{MOUNT}/{STORE_SUBDIR}"},
+                    {"name": "NBMODELPACK_HOME", "value": "/tmp/modelpack"},
+                    {"name": "NBMODELPACK_NO_PROGRESS", "value": "1"},
+                    registry_auth,
+                ],
                 "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
                 "securityContext": non_root,
             },
