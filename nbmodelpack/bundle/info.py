@@ -107,11 +107,11 @@ class BundleInfo:
             description=str(summary.get("description", "")),
             recipe=recipe,
             layers=[
-                {"filepath": d.filepath, "mediaType": d.media_type, "digest": d.digest, "size": d.size}
+                {"filepath": d.filepath, "mediaType": d.media_type, "encoding": ",".join(d.encodings), "digest": d.digest, "size": d.size}
                 for d in manifest.layers
             ],
             compressed="compress" in steps,
-            encrypted=any(d.media_type.endswith(mt.AGE_SUFFIX) for d in manifest.layers),
+            encrypted=any(mt.AGE in d.encodings for d in manifest.layers),
             signed=any(d.media_type == mt.SIGNATURE for d in manifest.layers),
             remote=remote,
         )

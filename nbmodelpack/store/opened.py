@@ -1,7 +1,7 @@
 """An opened bundle version (:class:`StoredBundle`) and the codecs that unwrap its layers.
 
-Layer codecs: a media-type suffix (``+age``, ``+zstd``) -> a function that unwraps
-one layer's bytes. Transforms register theirs (crypto registers ``+age``), so the
+Layer codecs: an encoding (``+age``, ``+zstd``: the layer's ``mt.ENCODING`` names, or the
+legacy media-type suffixes) -> a function that unwraps one layer's bytes. Transforms register theirs (crypto registers ``+age``), so the
 store never imports them. Decoding is bounded: ``+zstd`` is accepted on weight
 layers only and never inflates past the size the manifest records.
 """
@@ -57,6 +57,8 @@ def codec(suffix: str) -> Codec:
     try:
         return _CODECS[suffix]
     except KeyError:
+        if suffix not in (mt.AGE_SUFFIX, mt.ZSTD_SUFFIX):
+            raise BundleFormatError(f"a layer is wrapped as {suffix[1:]!r:.40}, which nbmodelpack does not know", hint="it was not written by nbmodelpack") from None
         # ``nbmodelpack.api`` imports crypto, which registers ``+age``: reached only below the API.
         raise StoreError(f"no codec for {suffix} layers", hint="import nbmodelpack.crypto first") from None
 
@@ -186,12 +188,14 @@ class StoredBundle:
         """
         desc = self.descriptor(filepath)
         data = self.read(filepath, limit=limit)  # ciphertext and compressed bytes are verified before decoding
-        media_type = desc.media_type
-        if media_type.endswith(mt.AGE_SUFFIX):
-            data = codec(mt.AGE_SUFFIX)(self, desc, data, identity)
-            media_type = media_type[: -len(mt.AGE_SUFFIX)]
-        if inflate and media_type.endswith(mt.ZSTD_SUFFIX):
-            data = codec(mt.ZSTD_SUFFIX)(self, desc, data, identity)
+        wrapping = desc.encodings
+        if len(set(wrapping)) != len(wrapping) or wrapping[-1:] == (mt.ZSTD,) and mt.AGE in wrapping:
+            # We compress before we encrypt (ciphertext does not compress); any other order is not ours.
+            raise BundleFormatError(f"{filepath} is wrapped as {','.join(wrapping)[:60]!r}, an order nbmodelpack never writes")
+        for encoding in reversed(wrapping):  # outermost wrapper first
+            if encoding == mt.ZSTD and not inflate:
+                break
+            data = codec("+" + encoding)(self, desc, data, identity)
         return data
 
     def weight_files(self) -> list[str]:
@@ -208,7 +212,7 @@ class StoredBundle:
         even where the store already knows the blob is intact.
         """
         desc = self.descriptor(filepath)
-        if desc.media_type == mt.base_media_type(desc.media_type):
+        if not desc.encodings:
             check = self.store.verify_in_background(desc.digest, what=filepath)
             try:
                 yield str(self.store.blob_path(desc.digest))
