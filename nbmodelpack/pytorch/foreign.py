@@ -103,11 +103,25 @@ def rebuild_foreign(
     if arch is not None:
         cls = _user_class(arch, trust_code)
         if hasattr(cls, "config_class") and cls.__module__.startswith("transformers."):
-            config = _hf_config(bundle, identity)
-            return put_weights(construct(cls, {"config": config}, state), state), "transformers"
-        return put_weights(construct(cls, {}, state), state), "class"
-    config = _hf_config(bundle, identity)
-    return put_weights(construct(_own_class(config), {"config": config}, state), state), "transformers"
+            module, form = construct(cls, {"config": _hf_config(bundle, identity)}, state), "transformers"
+        else:
+            module, form = construct(cls, {}, state), "class"
+    else:
+        config = _hf_config(bundle, identity)
+        module, form = construct(_own_class(config), {"config": config}, state), "transformers"
+    _check_all_used(module, state)
+    return put_weights(module, state), form
+
+
+def _check_all_used(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Refuse weights the class has no place for: a class chosen without ``architecture.json`` may be the wrong one."""
+    places = set(module.state_dict()) | {name for name, _ in module.named_buffers()}
+    unused = sorted(state.keys() - places)
+    if unused:
+        raise BundleFormatError(
+            f"model.safetensors holds {len(unused)} tensors {type(module).__name__} has no place for (e.g. {unused[0][:80]})",
+            hint="these are not the weights of that class; give the class they belong to",
+        )
 
 
 def restore_foreign(

@@ -255,9 +255,7 @@ class Store:
                 info = _INFOS.get(key)
             if info is None:
                 try:
-                    opened = StoredBundle(self, bundle_name, self.manifest(digest))
-                    info = BundleInfo.from_manifest(opened.manifest, name=bundle_name)
-                    info = dataclasses.replace(info, architecture=opened.architecture(trusted))
+                    info = StoredBundle(self, bundle_name, self.manifest(digest)).listed(trusted, [])
                 except ModelPackError:
                     continue  # fsck reports it; a listing shows what can be read
                 with _CACHE_LOCK:

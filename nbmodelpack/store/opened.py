@@ -150,10 +150,14 @@ class StoredBundle:
     @functools.cached_property
     def info(self) -> BundleInfo:
         """Name, tags and summary; read once per opened bundle (tags come from index.json)."""
+        return self.listed(trusted_modules(), self.store.tags_of(self.name, self.digest))
+
+    def listed(self, trusted: Sequence[str], tags: list[str]) -> BundleInfo:
+        """The info a listing shows, with what ``load`` will do under ``trusted`` modules."""
         # Our summary says it all; another tool's artifact says what it is in its config.
         config = None if self.manifest.summary else self._config_or_none()
-        info = BundleInfo.from_manifest(self.manifest, name=self.name, tags=self.store.tags_of(self.name, self.digest), config=config)
-        arch = self.architecture(trusted_modules())
+        info = BundleInfo.from_manifest(self.manifest, name=self.name, tags=tags, config=config)
+        arch = self.architecture(trusted)
         if "class" in info.architecture and "class" not in arch:
             arch = {"class": info.architecture["class"], **arch}
         return dataclasses.replace(info, architecture=arch)
