@@ -97,6 +97,8 @@ def encodings(media_type: str, annotations: dict[str, str] | None = None) -> tup
 
 
 def _legacy_encodings(media_type: str) -> tuple[str, ...]:
+    if media_type in SPEC_LAYER_TYPES:  # ``….tar+zstd`` is the spec's own archive type, not our wrapping
+        return ()
     found: list[str] = []
     rest = media_type
     for name, suffix in ((AGE, AGE_SUFFIX), (ZSTD, ZSTD_SUFFIX)):
@@ -112,7 +114,11 @@ def base_media_type(media_type: str) -> str:
     Example:
         >>> base_media_type("application/vnd.cncf.model.weight.v1.raw+zstd+age")
         'application/vnd.cncf.model.weight.v1.raw'
+        >>> base_media_type("application/vnd.cncf.model.weight.v1.tar+zstd")
+        'application/vnd.cncf.model.weight.v1.tar+zstd'
     """
+    if media_type in SPEC_LAYER_TYPES:
+        return media_type
     for suffix in (AGE_SUFFIX, ZSTD_SUFFIX):
         if media_type.endswith(suffix):
             media_type = media_type[: -len(suffix)]
