@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
-from modctl_layout import DOCS, MODEL, TOKENIZER, Artifact, add_to_store, bert_artifact, tar_bytes
+from modctl_layout import (
+    CONFIG_TYPE,
+    DOCS,
+    MODEL,
+    TOKENIZER,
+    Artifact,
+    add_to_store,
+    bert_artifact,
+    tar_bytes,
+)
 
 import nbmodelpack
 from nbmodelpack.errors import ArchitectureError, BundleFormatError, UsageError
@@ -97,3 +106,20 @@ def test_weights_only_in_a_tar_layer_load_says_so_in_one_line() -> None:
     add_to_store(get_store(), "tarred", artifact)
     with pytest.raises(ArchitectureError, match=r"no safetensors weights as a plain \(raw\) layer.*model.safetensors \(weights, tar\)"):
         nbmodelpack.load("tarred:v1")
+
+
+def test_an_artifact_pushed_by_plain_oras_is_named_by_its_titles(tmp_path: Path) -> None:
+    from nbmodelpack.bundle.manifest import Descriptor, build_manifest
+
+    store = get_store()
+    artifact, model = bert_artifact()
+    descs = []
+    for filepath, media_type, data in artifact.layers:
+        digest, size = store.put_bytes(data)
+        descs.append(Descriptor(media_type, digest, size, {"org.opencontainers.image.title": filepath}))
+    digest, size = store.put_bytes(artifact.config)
+    store.add_manifest("titled", build_manifest(Descriptor(CONFIG_TYPE, digest, size), descs, {}), ["v1"])
+    x = torch.randint(0, 64, (1, 5))
+    assert torch.equal(nbmodelpack.load("titled:v1")(x).last_hidden_state, model(x).last_hidden_state)
+    out = nbmodelpack.export("titled:v1", tmp_path / "out", format="files")
+    assert (out / "docs" / "NOTES.md").read_bytes() == DOCS["docs/NOTES.md"]

@@ -49,7 +49,8 @@ class Descriptor:
 
     @property
     def filepath(self) -> str:
-        return self.annotations.get(mt.FILEPATH, "")
+        """The file's path in the bundle: ``org.cncf.model.filepath``, else the title plain ``oras push`` gives (same checks)."""
+        return self.annotations.get(mt.FILEPATH) or self.annotations.get(mt.TITLE, "")
 
     @property
     def encodings(self) -> tuple[str, ...]:
