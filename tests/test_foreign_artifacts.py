@@ -123,3 +123,18 @@ def test_an_artifact_pushed_by_plain_oras_is_named_by_its_titles(tmp_path: Path)
     assert torch.equal(nbmodelpack.load("titled:v1")(x).last_hidden_state, model(x).last_hidden_state)
     out = nbmodelpack.export("titled:v1", tmp_path / "out", format="files")
     assert (out / "docs" / "NOTES.md").read_bytes() == DOCS["docs/NOTES.md"]
+
+
+def test_magic_load_takes_arch_and_a_foreign_artifact_without_a_plan_is_one_line(bert, capsys: pytest.CaptureFixture[str]) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "nbmodelpack")
+    assert shell.run_cell("%modelpack load bert-tiny:v1 as bert --arch transformers.BertModel").success
+    assert type(shell.user_ns.pop("bert")).__name__ == "BertModel"
+    add_to_store(get_store(), "bare", bert_artifact(with_hf_config=False)[0])
+    capsys.readouterr()
+    assert not shell.run_cell("%modelpack load bare:v1").success
+    out = capsys.readouterr()
+    lines = [ln for ln in (out.out + out.err).splitlines() if ln.strip()]
+    assert len(lines) == 1 and "cannot load bare: safetensors weights but neither architecture.json" in lines[0], lines
