@@ -144,6 +144,7 @@ def load(
     dequantize: bool = False,
     store: Store | str | None = None,
     verify: bool = False,
+    arch: str | None = None,
 ) -> torch.nn.Module:
     """Load a bundle version as a trainable module in eval mode.
 
@@ -165,6 +166,13 @@ def load(
     also be a bundle already opened with ``Store.open``, or a remote's
     ``REMOTE/NAME:TAG``, which is pulled first (with a progress bar).
 
+    A ModelPack artifact made by another tool (no ``architecture.json``) loads when
+    it has ``model.safetensors`` and a Hugging Face ``config.json``: transformers
+    builds that model type's own class (``bundle_form == "transformers"``; no remote
+    code, no download). ``arch="module.Class"`` names the class yourself: one the
+    allow-list permits (torch, torchvision, ``[trust] modules``; built with no
+    arguments) or a transformers model class (built from ``config.json``).
+
     Example:
         >>> model = nbmodelpack.load("mnist-mlp:1")  # doctest: +SKIP
     """
@@ -175,6 +183,10 @@ def load(
         ref = pull(ref, store=store).ref  # what `ls --remote` lists loads as it reads
     bundle = ref if isinstance(ref, StoredBundle) else get_store(store).open(ref_text(ref, "load"))
     enforce_trust_policy(bundle, verify=verify)  # a no-op unless config.toml sets [trust] require_signature
+    if arch is not None or not bundle.has("architecture.json"):
+        from .pytorch.foreign import restore_foreign
+
+        return restore_foreign(bundle, arch=arch, trust_code=trust_code, identity=identity, device=device, verify=verify)
     return restore(bundle, trust_code=trust_code, identity=identity, device=device, dequantize=dequantize, verify=verify)
 
 

@@ -311,6 +311,16 @@ def restore(
         raise
     except Exception as exc:
         raise ArchitectureError(f"cannot rebuild {bundle.name}: {str(exc).splitlines()[0][:200]}") from exc
+    return finish(module, form, bundle, device)
+
+
+def finish(module: torch.nn.Module, form: str, bundle: StoredBundle, device: str) -> torch.nn.Module:
+    """The loaded module on ``device``, in eval mode, carrying ``bundle_info`` and ``bundle_form``.
+
+    Example:
+        >>> finish(torch.nn.Linear(1, 1), "class", bundle, "cpu").bundle_form  # doctest: +SKIP
+        'class'
+    """
     module = module.to(device)
     module.eval()
     module.bundle_info = bundle.info  # type: ignore[assignment]  # plain attribute, not a submodule
