@@ -136,3 +136,15 @@ def test_a_sequential_packs_and_loads_trainable_in_fresh_processes_without_torch
     assert packed == ["seed-seq:1", "False", "False"]
     got = json.loads(run_py(f"import sys; sys.argv = ['load', {str(io_file)!r}]\n" + LOAD).stdout.strip().splitlines()[-1])
     assert got == {"form": "modules", "export_imported": False, "identical": True, "dropout_on": True, "grads": True}
+
+
+def test_an_image_of_a_tree_carries_the_code_of_its_non_torch_leaves(tmp_path):
+    from nbmodelpack.serving.containerize import _model_code
+
+    tmp_path = tmp_path / "src"
+    tmp_path.mkdir()
+    torch_only = {"strategy": "modules", "tree": {"class": SEQ, "children": {"0": LINEAR}}}
+    assert _model_code(torch_only, tmp_path) == [] and not list(tmp_path.iterdir())
+    local = {"strategy": "modules", "tree": {"class": SEQ, "children": {"0": LINEAR, "1": {"class": "models:Scale", "kwargs": {}}}}}
+    assert _model_code(local, tmp_path) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["models.py"]  # tests/models.py, a local module
