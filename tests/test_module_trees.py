@@ -148,3 +148,14 @@ def test_an_image_of_a_tree_carries_the_code_of_its_non_torch_leaves(tmp_path):
     local = {"strategy": "modules", "tree": {"class": SEQ, "children": {"0": LINEAR, "1": {"class": "models:Scale", "kwargs": {}}}}}
     assert _model_code(local, tmp_path) == []
     assert [p.name for p in tmp_path.iterdir()] == ["models.py"]  # tests/models.py, a local module
+
+
+def test_structured_pruning_of_a_sequential_stays_a_module_tree(home):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10)).eval()
+    x = torch.randn(8, 1, 28, 28)
+    parent = nbmodelpack.pack(model, "mlp", example=x)
+    child = nbmodelpack.compress(parent.ref, prune=0.5, structured=True, example=x).child
+    loaded = nbmodelpack.load(child.ref)
+    assert loaded.bundle_form == "modules" and loaded[1].out_features == 32
+    assert not nbmodelpack.get_store().open(child.ref).has("model.pt2")
