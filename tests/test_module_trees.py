@@ -159,3 +159,15 @@ def test_structured_pruning_of_a_sequential_stays_a_module_tree(home):
     loaded = nbmodelpack.load(child.ref)
     assert loaded.bundle_form == "modules" and loaded[1].out_features == 32
     assert not nbmodelpack.get_store().open(child.ref).has("model.pt2")
+
+
+def test_a_torchvision_model_inside_a_sequential_is_a_leaf_built_by_its_builder(home):
+    import torchvision
+
+    model = nn.Sequential(torchvision.models.squeezenet1_1(), nn.Linear(1000, 5)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    info = nbmodelpack.pack(model, "transfer", example=x)
+    assert _arch(info.ref)["tree"]["children"]["0"] == {"class": "torchvision.models.squeezenet:squeezenet1_1", "kwargs": {}}
+    loaded = nbmodelpack.load(info.ref)
+    with torch.no_grad():
+        assert loaded.bundle_form == "modules" and torch.equal(loaded(x), model(x))

@@ -153,7 +153,7 @@ def capture_architecture(
     built = _torchvision_builder(model) if path else None
     if built is not None:
         return {"strategy": "class", "class": built[0], "kwargs": built[1]}, []
-    tree = describe_tree(model, construct)
+    tree = describe_tree(model, construct, _torchvision_builder)
     if tree is not None:
         return {"strategy": "modules", "class": tree["class"], "tree": tree}, []
     # A graph loaded from a bundle keeps the class it was packed from (not torch.fx's GraphModuleImpl).

@@ -34,6 +34,8 @@ _CONTAINER_TARGETS = {getattr(torch.nn, name): target for target, name in CONTAI
 
 # restore.construct: build a leaf on the meta device (passed in: restore imports this module).
 Construct = Callable[[Factory, dict[str, Any], Mapping[str, torch.Tensor] | None], torch.nn.Module]
+# A leaf whose class takes non-JSON arguments, as ``(builder target, kwargs)`` (e.g. torchvision's ``resnet18``).
+LeafBuilder = Callable[[torch.nn.Module], tuple[str, dict[str, Any]] | None]
 
 
 def class_path(cls: type) -> str | None:
@@ -104,23 +106,44 @@ def guess_init_kwargs(model: torch.nn.Module) -> dict[str, Any] | None:
     return kwargs
 
 
-def _node(module: torch.nn.Module, depth: int, count: list[int]) -> dict[str, Any] | None:
-    """The JSON node of ``module`` (a container or an importable leaf), or None if it is neither."""
+def _leaf(module: torch.nn.Module, construct: Construct, trusted: list[str], builder: LeafBuilder | None) -> dict[str, Any] | None:
+    """A leaf node that rebuilds exactly ``module``: its class with guessed kwargs, else its builder."""
+    path = class_path(type(module))
+    if path is None:
+        return None
+    kwargs = guess_init_kwargs(module)
+    if kwargs is not None and _rebuilds({"class": path, "kwargs": kwargs}, module, construct, trusted):
+        return {"class": path, "kwargs": kwargs}
+    built = builder(module) if builder is not None else None  # e.g. SqueezeNet's `version` is no attribute
+    if built is not None and _rebuilds({"class": built[0], "kwargs": built[1]}, module, construct, trusted):
+        return {"class": built[0], "kwargs": built[1]}
+    return None
+
+
+def _rebuilds(node: dict[str, Any], module: torch.nn.Module, construct: Construct, trusted: list[str]) -> bool:
+    """Does the leaf ``node``, resolved like a class target and built on meta, match ``module`` exactly?"""
+    try:
+        factory, kwargs = resolve_architecture(node["class"], node["kwargs"], trusted=trusted)
+        return _same(module, construct(factory, kwargs, None))
+    except ArchitectureError:  # outside the allow-list, or does not build on meta
+        return False
+
+
+def _node(module: torch.nn.Module, depth: int, count: list[int], leaf: Callable[[torch.nn.Module], dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The JSON node of ``module`` (a container or a leaf that rebuilds exactly), or None if it is neither."""
     count[0] += 1
     if depth > MAX_TREE_DEPTH or count[0] > MAX_TREE_NODES:
         return None
     target = _CONTAINER_TARGETS.get(type(module))
-    if target is not None:
-        children: dict[str, Any] = {}
-        for name, child in module._modules.items():
-            node = _node(child, depth + 1, count) if child is not None else None
-            if node is None:
-                return None
-            children[name] = node
-        return {"class": target, "children": children}
-    path = class_path(type(module))
-    kwargs = guess_init_kwargs(module) if path else None
-    return {"class": path, "kwargs": kwargs} if kwargs is not None else None
+    if target is None:
+        return leaf(module)
+    children: dict[str, Any] = {}
+    for name, child in module._modules.items():
+        node = _node(child, depth + 1, count, leaf) if child is not None else None
+        if node is None:
+            return None
+        children[name] = node
+    return {"class": target, "children": children}
 
 
 def _plain(model: torch.nn.Module) -> bool:
@@ -152,8 +175,10 @@ def _same(model: torch.nn.Module, rebuilt: torch.nn.Module) -> bool:
     return all(type(a) is type(b) and a.extra_repr() == b.extra_repr() for (_, a), (_, b) in zip(mine, theirs, strict=True))
 
 
-def describe_tree(model: torch.nn.Module, construct: Construct) -> dict[str, Any] | None:
+def describe_tree(model: torch.nn.Module, construct: Construct, builder: LeafBuilder | None = None) -> dict[str, Any] | None:
     """The ``"tree"`` of a container of allow-listed layers, if load rebuilds exactly ``model`` from it.
+
+    ``builder`` names a leaf whose init arguments are not plain data (a torchvision model).
 
     Example:
         >>> from nbmodelpack.pytorch.restore import construct
@@ -162,7 +187,8 @@ def describe_tree(model: torch.nn.Module, construct: Construct) -> dict[str, Any
     """
     if type(model) not in _CONTAINER_TARGETS or not _plain(model):
         return None
-    tree = _node(model, 0, [0])
+    trusted = trusted_modules()
+    tree = _node(model, 0, [0], lambda m: _leaf(m, construct, trusted, builder))
     if tree is None:
         return None
     try:
