@@ -13,6 +13,7 @@ import io
 import sys
 import types
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 import safetensors.torch
@@ -27,6 +28,7 @@ from .pt2archive import check_archive
 from .quantize import dequantize_state, read_meta, use_int8_kernels
 from .resolve import Factory, resolve_architecture
 from .tensors import join_aliases, owner_and_attr
+from .tree import build_tree
 
 # A module's __init__ may make buffers the state dict lacks (non-persistent caches); building it
 # for real may allocate at most this much beyond the stored weights.
@@ -57,7 +59,7 @@ def load_state(
     return dequantize_state(state, meta, packed=packed) if meta else state
 
 
-def construct(factory: Factory, kwargs: dict[str, Any], state: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
+def construct(factory: Factory, kwargs: dict[str, Any], state: Mapping[str, torch.Tensor] | None = None) -> torch.nn.Module:
     """Build ``factory(**kwargs)`` on the meta device (no random init of big weights).
 
     Built for real only when ``__init__`` fails on meta, or makes buffers that
@@ -225,7 +227,8 @@ def rebuild(
 ) -> tuple[torch.nn.Module, str]:
     """Rebuild the module ``architecture.json`` describes, load ``state``; return it and its form.
 
-    Forms, best first: ``class`` (an allowed importable class), ``live class`` (the
+    Forms, best first: ``class`` (an allowed importable class), ``modules`` (a container
+    tree of allowed layers, built from data), ``live class`` (the
     same class defined in this process's ``__main__``), ``source`` (stored source,
     only with ``trust_code``), ``graph`` (the export graph, made trainable).
     ``live=False`` skips the class of this process (what a fresh process gets).
@@ -245,6 +248,8 @@ def rebuild(
                 raise
             return _graph(bundle, arch, state, identity), "graph"
         return put_weights(construct(factory, kwargs, state), state, versions), "class"
+    if strategy == "modules":
+        return put_weights(build_tree(arch.get("tree"), state, construct, trust_code=trust_code), state, versions), "modules"
     if strategy == "export":
         same = live_class(arch, state) if live else None
         if same is not None:
@@ -324,5 +329,5 @@ def finish(module: torch.nn.Module, form: str, bundle: StoredBundle, device: str
     module = module.to(device)
     module.eval()
     module.bundle_info = bundle.info  # type: ignore[assignment]  # plain attribute, not a submodule
-    module.bundle_form = form  # type: ignore[assignment]  # "class", "live class", "source" or "graph"
+    module.bundle_form = form  # type: ignore[assignment]  # "class", "modules", "live class", "source" or "graph"
     return module
