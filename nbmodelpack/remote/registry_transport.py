@@ -217,14 +217,22 @@ class RegistryTransport:
 
     def finish(self, repo: str, location: str, digest: str, data: bytes) -> None:
         sep = "&" if "?" in location else "?"
-        self.client.request(
+        resp = self.client.request(
             "PUT",
             f"{location}{sep}{urlencode({'digest': digest})}",
             scope=f"repository:{repo}:pull,push",
             headers={"Content-Type": "application/octet-stream", "Content-Length": str(len(data))},
             data=data,
             ok=(201, 204),
-        ).close()
+            allow=(400,),
+        )
+        if resp.status_code != 400:
+            resp.close()
+            return
+        error = self.client._error(resp, "PUT", location)
+        if "DIGEST_INVALID" in error.message:  # the registry hashed what it received: it is not the blob we named
+            raise IntegrityError(f"{self.client.host} received other bytes than blob {digest[:19]}…", hint="the local copy changed since it was stored")
+        raise error
 
 
 def _range_end(header: str) -> int:
