@@ -1,13 +1,17 @@
-"""Publish and pull a 1 GiB bundle to a loopback docker-registry, side by side with ``skopeo copy``.
+"""Publish and pull a bundle of several weight layers to a loopback docker-registry, side by side with ``skopeo copy``.
 
-    python bench/publish.py [--gib 1.0]
+    python bench/publish.py [--gib 1.0] [--layers 2] [--rounds 2] [--profile]
+
+``PYTHONPATH=/other/checkout python bench/publish.py`` measures that checkout's
+code (the registry helpers still come from this one), so two versions can be
+compared against the same baseline.
 
 Baseline: skopeo pushes our exported OCI layout (``oci:DIR``) and pulls it back
 into an OCI layout. Ours: ``nbmodelpack.remote.publish`` / ``pull`` (pull
 re-hashes every byte and fsyncs into the store). The two sides push different
 random weights of the same size, so neither can reuse (mount) the other's
-blobs. Goal: ours ≥ 0.9× skopeo both ways; re-publish of the unchanged bundle
-< 1 s.
+blobs. Goal: ours ≥ 1.5× skopeo's speed both ways (our time ≤ 0.67× skopeo's);
+re-publish of the unchanged bundle < 1 s.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if not os.environ.get("PYTHONPATH"):
+    sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 
@@ -34,14 +39,18 @@ def _random_chunks(total: int, step: int = 64 << 20) -> Iterator[bytes]:
         left -= n
 
 
-def _bundle(store, name: str, size: int) -> str:  # type: ignore[no-untyped-def]
+def _bundle(store, name: str, size: int, layers: int) -> str:  # type: ignore[no-untyped-def]
+    """A bundle whose ``size`` bytes of random weights are split over ``layers`` shard layers."""
     from nbmodelpack.bundle import mediatypes as mt
     from nbmodelpack.bundle.draft import Draft
     from nbmodelpack.bundle.manifest import layer
 
-    digest, n = store.put_chunks(_random_chunks(size), what="weights")
-    weights = layer("model.safetensors", mt.WEIGHT, digest, n)
-    return store.commit(Draft(name=name, layers=[weights], recipe={"op": "pack"})).ref
+    shards = []
+    for i in range(layers):
+        part = size // layers + (1 if i < size % layers else 0)
+        digest, n = store.put_chunks(_random_chunks(part), what="weights")
+        shards.append(layer(f"model-{i + 1:05d}-of-{layers:05d}.safetensors", mt.WEIGHT, digest, n))
+    return store.commit(Draft(name=name, layers=shards, recipe={"op": "pack"})).ref
 
 
 def _timed(fn) -> float:  # type: ignore[no-untyped-def]
@@ -53,6 +62,7 @@ def _timed(fn) -> float:  # type: ignore[no-untyped-def]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", type=float, default=1.0)
+    parser.add_argument("--layers", type=int, default=2, help="weight layers (shards) the bytes are split over")
     parser.add_argument("--rounds", type=int, default=2, help="alternate who goes first; best time of each side counts")
     args = parser.parse_args()
     size = int(args.gib * (1 << 30))
@@ -74,8 +84,8 @@ def main() -> None:
             creds = f"{reg.user}:{reg.password}"
             for r in range(args.rounds):
                 # fresh random weights each round and side: nothing can be mounted or skipped
-                ours = _bundle(store, f"ours{r}", size)
-                theirs = _bundle(store, f"theirs{r}", size)
+                ours = _bundle(store, f"ours{r}", size, args.layers)
+                theirs = _bundle(store, f"theirs{r}", size, args.layers)
                 layout = tmp / f"layout{r}"
                 api.export(theirs, layout, format="dir")
                 dest = f"docker://{reg.host}/bench/theirs{r}:1"
@@ -105,11 +115,14 @@ def main() -> None:
         print(f"{what:<6} skopeo {mb / sk:7.0f} MB/s ({sk:6.2f} s)   nbmodelpack {mb / mine:7.0f} MB/s ({mine:6.2f} s)   ratio {sk / mine:4.2f}x")
         return sk / mine
 
-    print(f"bundle: {size / (1 << 30):.2f} GiB of weights, loopback docker-registry, best of {args.rounds} alternating rounds")
+    import nbmodelpack
+
+    print(f"code: {Path(nbmodelpack.__file__).parents[1]}")
+    print(f"bundle: {size / (1 << 30):.2f} GiB of weights in {args.layers} layers, loopback docker-registry, best of {args.rounds} alternating rounds")
     push, pull = row("push"), row("pull")
     print(f"re-publish of the unchanged bundle: {best['republish']:.3f} s (goal < 1 s)")
-    ok = push >= 0.9 and pull >= 0.9 and best["republish"] < 1.0
-    print("goal met" if ok else "goal NOT met (ratio = skopeo time / our time; >= 0.9 wanted)")
+    ok = push >= 1.5 and pull >= 1.5 and best["republish"] < 1.0
+    print("goal met" if ok else "goal NOT met (ratio = skopeo time / our time; >= 1.5 wanted)")
 
 
 if __name__ == "__main__":
