@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -253,7 +254,8 @@ def pull_from(
     except (KeyboardInterrupt, RemoteUnavailable):
         raise  # interrupted, or the connection was lost: the verified blobs stay for the next pull
     except BaseException:
-        drop_arrived(local, arrived)  # refused: nothing of it stays
+        with contextlib.suppress(ModelPackError, OSError):  # the refusal is the error to show; gc removes what stays
+            drop_arrived(local, arrived)  # refused: nothing of it stays
         raise
 
 
