@@ -496,3 +496,31 @@ def test_publishing_a_blob_that_changed_in_the_local_store_is_one_integrity_line
         publish_to(MemoryTransport(chunk=CHUNK), store, bundle.manifest, "shards", ["1"])
     assert str(info.value).startswith("integrity check failed: model-00001-of-00001.safetensors in the local store does not match")
     assert "fsck" in (info.value.hint or "")
+
+
+def test_publishing_a_blob_that_shrank_in_the_local_store_is_refused_before_sending(store: Store) -> None:
+    bundle = sharded_bundle(store, [6 * CHUNK])
+    path = store.blob_path(bundle.descriptor("model-00001-of-00001.safetensors").digest)
+    path.chmod(0o644)
+    path.write_bytes(path.read_bytes()[:-10])
+    t = MemoryTransport(chunk=CHUNK)
+    with pytest.raises(IntegrityError, match="in the local store does not match"):
+        publish_to(t, store, bundle.manifest, "shards", ["1"])
+    assert not [x for op, x in t.log if op == "append"]
+
+
+def test_a_saved_session_resumes_even_when_the_blob_now_fits_in_one_chunk(store: Store) -> None:
+    bundle = sharded_bundle(store, [6 * CHUNK])
+    shard = bundle.descriptor("model-00001-of-00001.safetensors")
+    t = MemoryTransport(chunk=CHUNK)
+    calls: list[int] = []
+
+    def interrupt_after_two(n: int) -> None:
+        calls.append(n)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        t.put_blob("shards", shard, store.blob_path(shard.digest), interrupt_after_two)
+    t.chunk = 64 * CHUNK  # the next run sends larger chunks
+    assert t.put_blob("shards", shard, store.blob_path(shard.digest), lambda n: None) == 4 * CHUNK
+    assert t.blobs[shard.digest] == store.blob_path(shard.digest).read_bytes()

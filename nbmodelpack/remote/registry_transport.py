@@ -39,7 +39,7 @@ from .transport import (
     read_exactly,
     str_list,
 )
-from .uploads import DEFAULT_CHUNK, put_resumable
+from .uploads import DEFAULT_CHUNK, FileRange, put_resumable
 
 
 def chunk_size() -> int:
@@ -199,7 +199,7 @@ class RegistryTransport:
             return None
         return self._location(resp, location), _range_end(resp.headers.get("Range", "")) + 1
 
-    def append(self, repo: str, location: str, offset: int, data: bytes) -> str:
+    def append(self, repo: str, location: str, offset: int, data: FileRange) -> str:
         resp = self.client.request(
             "PATCH",
             location,
@@ -215,7 +215,7 @@ class RegistryTransport:
         resp.close()
         return self._location(resp, location)
 
-    def finish(self, repo: str, location: str, digest: str, data: bytes) -> None:
+    def finish(self, repo: str, location: str, digest: str, data: FileRange | bytes) -> None:
         sep = "&" if "?" in location else "?"
         resp = self.client.request(
             "PUT",
