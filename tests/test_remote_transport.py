@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,8 @@ from nbmodelpack.errors import (
     SignatureError,
     StoreError,
 )
-from nbmodelpack.remote import published, sync
+from nbmodelpack.progress import observe
+from nbmodelpack.remote import published, sync, transfers
 from nbmodelpack.remote.layout import LayoutTransport
 from nbmodelpack.remote.listing import list_versions
 from nbmodelpack.remote.memory import MemoryTransport
@@ -57,7 +60,7 @@ def weights_of(bundle: StoredBundle) -> tuple[str, int]:
 def one_upload_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     # The in-memory remote's break_after counts bytes across every upload: one at a time keeps
     # "the connection broke after N bytes" about the biggest blob, as the resume tests mean it.
-    monkeypatch.setattr(sync, "_WORKERS", 1)
+    monkeypatch.setattr(transfers, "DEFAULT_WORKERS", 1)
 
 
 @pytest.fixture
@@ -356,3 +359,168 @@ def test_a_fifo_planted_as_a_share_manifest_is_refused_without_blocking(store: S
     os.mkfifo(path)
     with pytest.raises(IntegrityError, match="not a regular file"):
         pull_from(LayoutTransport("share", tmp_path / "share"), fresh, "blobby", "1", name="blobby")
+
+
+# ---- several blobs at once, interrupted pulls, progress ----------------------------------------
+def sharded_bundle(store: Store, sizes: list[int], name: str = "shards") -> StoredBundle:
+    """A bundle whose weights are split over shard layers of ``sizes`` random bytes."""
+    n = len(sizes)
+    layers = [store.put_layer(f"model-{i + 1:05d}-of-{n:05d}.safetensors", mt.WEIGHT, os.urandom(s)) for i, s in enumerate(sizes)]
+    return store.open(store.commit(Draft(name=name, layers=layers, recipe={"op": "pack"})).ref)
+
+
+def breaking(t: MemoryTransport, digest: str, after: int) -> None:
+    """Make ``t`` lose the connection after ``after`` bytes of blob ``digest`` were sent to a puller."""
+    original = t.get_blob
+
+    def get_blob(repo: str, desc: object, on_bytes: transfers.OnBytes) -> object:
+        chunks = original(repo, desc, on_bytes)  # type: ignore[arg-type]
+        if desc.digest != digest:  # type: ignore[attr-defined]
+            return chunks
+
+        def cut() -> object:
+            sent = 0
+            for piece in chunks:
+                if sent + len(piece) > after:
+                    raise RemoteUnavailable("lost the connection to memory")
+                sent += len(piece)
+                yield piece
+
+        return cut()
+
+    t.get_blob = get_blob  # type: ignore[method-assign]
+
+
+def test_an_interrupted_pull_keeps_the_verified_shards_and_the_next_one_fetches_only_the_rest(store: Store, fresh: Store) -> None:
+    bundle = sharded_bundle(store, [24 * CHUNK, 12 * CHUNK])
+    first, second = (bundle.descriptor(f"model-0000{i}-of-00002.safetensors") for i in (1, 2))
+    t = MemoryTransport(chunk=CHUNK)
+    publish_to(t, store, bundle.manifest, "shards", ["1"])
+    breaking(t, second.digest, after=5 * CHUNK)  # one at a time, biggest first: the first shard is in
+    with pytest.raises(RemoteUnavailable):
+        pull_from(t, fresh, "shards", "1", name="shards")
+    assert fresh.list() == [] and fresh.has_blob(first.digest) and not fresh.has_blob(second.digest)
+    assert not list(fresh.blob_dir.glob(".tmp-*"))
+    t2 = MemoryTransport(chunk=CHUNK)
+    t2.blobs, t2.repo_blobs, t2.manifests = t.blobs, t.repo_blobs, t.manifests
+    missing = [d.digest for d in (bundle.manifest.config, *bundle.manifest.layers) if not fresh.has_blob(d.digest)]
+    info = pull_from(t2, fresh, "shards", "1", name="shards")
+    assert info.digest == bundle.digest and fresh.fsck() == []
+    fetched = [x for op, x in t2.log if op == "get_blob"]
+    assert fetched[0] == second.digest and sorted(fetched) == sorted(missing)
+
+
+def test_a_pull_refused_after_one_shard_verified_removes_that_shard_too(store: Store, fresh: Store) -> None:
+    bundle = sharded_bundle(store, [24 * CHUNK, 12 * CHUNK])
+    t = MemoryTransport(chunk=CHUNK)
+    publish_to(t, store, bundle.manifest, "shards", ["1"])
+    second = bundle.descriptor("model-00002-of-00002.safetensors")
+    t.blobs[second.digest] = os.urandom(second.size)  # damaged on the remote
+    before = files(fresh)
+    with pytest.raises(IntegrityError, match="model-00002-of-00002.safetensors"):
+        pull_from(t, fresh, "shards", "1", name="shards")
+    assert files(fresh) == before
+
+
+def test_a_failing_transfer_stops_the_others_at_their_next_block_and_is_what_is_raised(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transfers, "DEFAULT_WORKERS", 2)
+    bundle = sharded_bundle(store, [4 * CHUNK, CHUNK])
+    big, small = (bundle.descriptor(f"model-0000{i}-of-00002.safetensors") for i in (1, 2))
+    blocks: list[int] = []
+
+    def work(d: object, on_bytes: transfers.OnBytes) -> None:
+        if d is small:
+            time.sleep(0.05)
+            raise IntegrityError("model-00002-of-00002.safetensors is damaged")
+        for _ in range(10_000):  # a long upload: only the stop ends it early
+            time.sleep(0.001)
+            blocks.append(1)
+            on_bytes(1)
+
+    started = time.perf_counter()
+    with pytest.raises(IntegrityError, match="00002"):
+        transfers.in_parallel(work, [big, small], lambda n: None)
+    assert time.perf_counter() - started < 5 and len(blocks) < 10_000
+
+
+def test_pulling_moves_several_blobs_at_once(store: Store, fresh: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transfers, "DEFAULT_WORKERS", 3)
+    bundle = sharded_bundle(store, [8 * CHUNK, 8 * CHUNK, 8 * CHUNK])
+    t = MemoryTransport(chunk=CHUNK)
+    publish_to(t, store, bundle.manifest, "shards", ["1"])
+    original, active, most = t.get_blob, [0], [0]
+    lock = threading.Lock()
+
+    def slow(repo: str, desc: object, on_bytes: transfers.OnBytes) -> object:
+        def chunks() -> object:
+            with lock:
+                active[0] += 1
+                most[0] = max(most[0], active[0])
+            try:
+                for piece in original(repo, desc, on_bytes):  # type: ignore[arg-type]
+                    time.sleep(0.01)
+                    yield piece
+            finally:
+                with lock:
+                    active[0] -= 1
+
+        return chunks()
+
+    t.get_blob = slow  # type: ignore[method-assign]
+    assert pull_from(t, fresh, "shards", "1", name="shards").digest == bundle.digest
+    assert most[0] == 3
+
+
+def test_publish_and_pull_count_progress_in_bytes_of_the_whole_transfer(store: Store, fresh: Store) -> None:
+    bundle = sharded_bundle(store, [6 * CHUNK, 3 * CHUNK])
+    total = sum(d.size for d in (bundle.manifest.config, *bundle.manifest.layers))
+    t = MemoryTransport(chunk=CHUNK)
+    seen: list[tuple[str, float, float | None]] = []
+    with observe(lambda desc, n, of: seen.append((desc, n, of))):
+        publish_to(t, store, bundle.manifest, "shards", ["1"], label="shards")
+        pull_from(t, fresh, "shards", "1", name="shards")
+    for what in ("publish shards", "pull shards"):
+        mine = [(n, of) for desc, n, of in seen if desc == what]
+        assert mine[-1] == (total, total), what
+
+
+def test_publishing_a_blob_that_changed_in_the_local_store_is_one_integrity_line(store: Store) -> None:
+    bundle = sharded_bundle(store, [6 * CHUNK])
+    shard = bundle.descriptor("model-00001-of-00001.safetensors")
+    path = store.blob_path(shard.digest)
+    data = bytearray(path.read_bytes())
+    data[100] ^= 1
+    path.chmod(0o644)
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError) as info:
+        publish_to(MemoryTransport(chunk=CHUNK), store, bundle.manifest, "shards", ["1"])
+    assert str(info.value).startswith("integrity check failed: model-00001-of-00001.safetensors in the local store does not match")
+    assert "fsck" in (info.value.hint or "")
+
+
+def test_publishing_a_blob_that_shrank_in_the_local_store_is_refused_before_sending(store: Store) -> None:
+    bundle = sharded_bundle(store, [6 * CHUNK])
+    path = store.blob_path(bundle.descriptor("model-00001-of-00001.safetensors").digest)
+    path.chmod(0o644)
+    path.write_bytes(path.read_bytes()[:-10])
+    t = MemoryTransport(chunk=CHUNK)
+    with pytest.raises(IntegrityError, match="in the local store does not match"):
+        publish_to(t, store, bundle.manifest, "shards", ["1"])
+    assert not [x for op, x in t.log if op == "append"]
+
+
+def test_a_saved_session_resumes_even_when_the_blob_now_fits_in_one_chunk(store: Store) -> None:
+    bundle = sharded_bundle(store, [6 * CHUNK])
+    shard = bundle.descriptor("model-00001-of-00001.safetensors")
+    t = MemoryTransport(chunk=CHUNK)
+    calls: list[int] = []
+
+    def interrupt_after_two(n: int) -> None:
+        calls.append(n)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        t.put_blob("shards", shard, store.blob_path(shard.digest), interrupt_after_two)
+    t.chunk = 64 * CHUNK  # the next run sends larger chunks
+    assert t.put_blob("shards", shard, store.blob_path(shard.digest), lambda n: None) == 4 * CHUNK
+    assert t.blobs[shard.digest] == store.blob_path(shard.digest).read_bytes()

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from ..bundle.manifest import Descriptor
 from ..errors import BundleNotFound, IntegrityError, RemoteError, RemoteUnavailable
 from .transport import MANIFEST_CAP, OnBytes, Transport, read_capped, read_exactly
-from .uploads import UploadSessions, put_resumable
+from .uploads import FileRange, UploadSessions, put_resumable
 
 
 def _sha(data: bytes) -> str:
@@ -114,7 +114,8 @@ class MemoryTransport:
         session = self.sessions.get(location)
         return (location, len(session[1])) if session and session[0] == repo else None
 
-    def append(self, repo: str, location: str, offset: int, data: bytes) -> str:
+    def append(self, repo: str, location: str, offset: int, body: FileRange) -> str:
+        data = bytes(body)
         self.log.append(("append", f"{location}@{offset}+{len(data)}"))
         session = self.sessions.get(location)
         if session is None or session[0] != repo:
@@ -132,7 +133,8 @@ class MemoryTransport:
         session[1].extend(data)
         return location
 
-    def finish(self, repo: str, location: str, digest: str, data: bytes) -> None:
+    def finish(self, repo: str, location: str, digest: str, body: FileRange | bytes) -> None:
+        data = bytes(body)
         self.log.append(("finish", digest))
         session = self.sessions.pop(location, None)
         if session is None or session[0] != repo:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -170,7 +171,7 @@ class RegistryClient:
         scope: str = "",
         ok: tuple[int, ...] = (200,),
         headers: dict[str, str] | None = None,
-        data: bytes | None = None,
+        data: bytes | Iterable[bytes] | None = None,
         allow: tuple[int, ...] = (),
     ) -> requests.Response:
         """Send one request (body unread), answering an auth challenge once and following redirects.
@@ -197,7 +198,7 @@ class RegistryClient:
             raise self._error(resp, method, url)
         raise AssertionError("unreachable")
 
-    def _send(self, method: str, url: str, scope: str, headers: dict[str, str] | None, data: bytes | None) -> requests.Response:
+    def _send(self, method: str, url: str, scope: str, headers: dict[str, str] | None, data: bytes | Iterable[bytes] | None) -> requests.Response:
         """One exchange, following at most five redirects; credentials go only to the registry's own origin."""
         origin = urlsplit(self.base)[:2]
         for _ in range(_MAX_REDIRECTS + 1):

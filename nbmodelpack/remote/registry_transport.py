@@ -39,7 +39,7 @@ from .transport import (
     read_exactly,
     str_list,
 )
-from .uploads import DEFAULT_CHUNK, put_resumable
+from .uploads import DEFAULT_CHUNK, FileRange, put_resumable
 
 
 def chunk_size() -> int:
@@ -199,7 +199,7 @@ class RegistryTransport:
             return None
         return self._location(resp, location), _range_end(resp.headers.get("Range", "")) + 1
 
-    def append(self, repo: str, location: str, offset: int, data: bytes) -> str:
+    def append(self, repo: str, location: str, offset: int, data: FileRange) -> str:
         resp = self.client.request(
             "PATCH",
             location,
@@ -215,16 +215,24 @@ class RegistryTransport:
         resp.close()
         return self._location(resp, location)
 
-    def finish(self, repo: str, location: str, digest: str, data: bytes) -> None:
+    def finish(self, repo: str, location: str, digest: str, data: FileRange | bytes) -> None:
         sep = "&" if "?" in location else "?"
-        self.client.request(
+        resp = self.client.request(
             "PUT",
             f"{location}{sep}{urlencode({'digest': digest})}",
             scope=f"repository:{repo}:pull,push",
             headers={"Content-Type": "application/octet-stream", "Content-Length": str(len(data))},
             data=data,
             ok=(201, 204),
-        ).close()
+            allow=(400,),
+        )
+        if resp.status_code != 400:
+            resp.close()
+            return
+        error = self.client._error(resp, "PUT", location)
+        if "DIGEST_INVALID" in error.message:  # the registry hashed what it received: it is not the blob we named
+            raise IntegrityError(f"{self.client.host} received other bytes than blob {digest[:19]}…", hint="the local copy changed since it was stored")
+        raise error
 
 
 def _range_end(header: str) -> int:

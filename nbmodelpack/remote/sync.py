@@ -3,12 +3,16 @@
 Publishing sends the exact local manifest bytes (same digest) under the version
 number, ``latest`` and any extra tag, after the blobs the remote lacks (mounted
 from another repository of the same registry where we published them before).
-Pulling reads the manifest under its cap and parses it before anything else, then
-fetches the blobs the local store lacks into ``<store root>/staging/pull-<uuid>/``,
-each stopped at its descriptor's size and re-hashed; only when every one verified
-(and the pull checks registered by higher layers, such as the signature trust
-policy, accepted the staged bundle) do they move into the store. The staging
-directory is removed on every way out.
+Blobs move several at once (:mod:`.transfers`), biggest first. Pulling reads the
+manifest under its cap and parses it before anything else, then fetches the blobs
+the local store lacks straight into the store's blob directory, each stopped at
+its descriptor's size and hashed as it arrives; a blob file appears there only
+once it is whole and verified. The version is indexed only when every blob is
+there and the pull checks registered by higher layers (such as the signature
+trust policy) accepted it. A refused pull (a damaged blob, a refused signature, a
+full disk) removes the blobs it brought; an interrupted one (Ctrl-C, a lost
+connection, a killed process) keeps them, so pulling again fetches only the rest
+(``gc`` removes them if no pull comes back for them).
 
 Example:
     >>> from nbmodelpack.remote.memory import MemoryTransport
@@ -20,13 +24,10 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import shutil
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from ..bundle import mediatypes as mt
 from ..bundle.format import human_bytes
@@ -39,21 +40,19 @@ from ..errors import (
     BundleNotFound,
     IntegrityError,
     ModelPackError,
+    RemoteUnavailable,
     SignatureError,
     UsageError,
 )
 from ..progress import progress
 from ..store import Store, StoredBundle, get_store
-from ..store.blobs import Blobs
 from ..store.index import arrival_tags
-from ..store.records import Identity
 from . import published
 from .config import Remote, get_remote, list_remotes, split_remote_ref
 from .connect import open_transport
+from .transfers import drop_arrived, in_parallel, receive, workers
 from .transport import Transport, check_manifest_bytes
 
-_WORKERS = 4
-T = TypeVar("T")
 PullCheck = Callable[[StoredBundle], Any]
 _pull_checks: list[PullCheck] = []
 
@@ -148,7 +147,7 @@ def publish_to(
     """
     result = PublishResult(ref=label, digest=manifest.digest, remote=transport.name, location=transport.where(repo), tags=tags)
     blobs = list({d.digest: d for d in (manifest.config, *manifest.layers)}.values())  # two files may share one blob
-    with ThreadPoolExecutor(_WORKERS) as pool:
+    with ThreadPoolExecutor(workers()) as pool:
         present = list(pool.map(lambda d: transport.has_blob(repo, d.digest), blobs))
     todo = [d for d, there in zip(blobs, present, strict=True) if not there]
     result.blobs_skipped = len(blobs) - len(todo)
@@ -158,43 +157,22 @@ def publish_to(
     todo = [d for d in todo if d.digest not in mounted]
     with progress(total=sum(d.size for d in todo), desc=f"publish {label or repo}") as bar:
         order = sorted(todo, key=lambda d: -d.size)  # biggest first, so small blobs fill in beside it
-        sent = _in_parallel(lambda d, on_bytes: transport.put_blob(repo, d, local.blob_path(d.digest), on_bytes), order, bar.update)
+        sent = in_parallel(lambda d, on_bytes: _put_blob(transport, repo, local, d, on_bytes), order, bar.update)
     result.blobs_sent = len(todo)
     result.bytes_sent = sum(sent)
     transport.put_manifest(repo, manifest.raw, manifest.digest, tags)
     return result
 
 
-class _Stopped(Exception):
-    """Raised in a transfer worker at a block boundary once the whole transfer is being abandoned."""
-
-
-def _in_parallel(work: Callable[[Descriptor, Callable[[int], None]], T], items: list[Descriptor], update: Callable[[int], Any]) -> list[T]:
-    """``work(item, on_bytes)`` for every item on a few threads; on any failure or Ctrl-C, every worker stops at its next block.
-
-    ``on_bytes`` runs after an upload chunk was accepted (and its session saved), so
-    raising there leaves each upload session where the remote can resume it (a
-    connection cut inside a chunk makes docker-registry 2.8 cancel the session).
-    Without this, an interrupted transfer would first run every queued one to its end.
-    """
-    stop = threading.Event()
-
-    def on_bytes(n: int) -> None:
-        update(n)
-        if stop.is_set():
-            raise _Stopped
-
-    pool = ThreadPoolExecutor(_WORKERS)
-    futures = [pool.submit(work, item, on_bytes) for item in items]
+def _put_blob(transport: Transport, repo: str, local: Store, d: Descriptor, on_bytes: Callable[[int], None]) -> int:
+    """Send one local blob without re-hashing it: the remote checks its digest, and a mismatch means the local copy changed."""
     try:
-        return [f.result() for f in futures]
-    except BaseException:
-        stop.set()
-        for f in futures:
-            f.cancel()
-        raise
-    finally:
-        pool.shutdown(wait=True)  # the workers stop at their next block
+        return transport.put_blob(repo, d, local.blob_path(d.digest), on_bytes)
+    except IntegrityError as exc:
+        raise IntegrityError(
+            f"{d.filepath or 'config'} in the local store does not match its digest {d.digest[:19]}… ({transport.name} refused it)",
+            hint="the local copy changed since it was stored: run `modelpack fsck`, then re-pack or re-pull that version",
+        ) from exc
 
 
 def _mount_sources(local: Store, target: Remote, repo: str) -> dict[str, str]:
@@ -266,61 +244,31 @@ def pull_from(
             hint="pull through nbmodelpack.pull or the modelpack CLI",
         )
     unique = {d.digest: d for d in (manifest.config, *manifest.layers)}  # two files may share one blob
-    todo = [d for d in unique.values() if not local.has_blob(d.digest)]
-    staging = local.new_staging("pull")  # same filesystem as the store: blobs move by rename
+    todo = [d for d in unique.values() if not local.has_blob(d.digest)]  # kept by an earlier, interrupted pull too
+    arrived: list[str] = []
     try:
-        staged = Store(staging)
-        _fetch(transport, repo, staged, todo, label=name)
+        _fetch(transport, repo, local, todo, label=name, arrived=arrived)
         for check in checks:  # they see the whole bundle: what was fetched, and what the store had
-            check(StoredBundle(_StagedView(staged, local), name, manifest))
-        for d in todo:
-            local.adopt_blob(staged, d.digest)  # a rename; the verification record comes along
+            check(StoredBundle(local, name, manifest))
         return local.add_manifest(name, raw, tags)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            staging.parent.rmdir()  # only when no other pull or import is staging there
+    except (KeyboardInterrupt, RemoteUnavailable):
+        raise  # interrupted, or the connection was lost: the verified blobs stay for the next pull
+    except BaseException:
+        with contextlib.suppress(ModelPackError, OSError):  # the refusal is the error to show; gc removes what stays
+            drop_arrived(local, arrived)  # refused: nothing of it stays
+        raise
 
 
-class _StagedView(Store):
-    """A staged pull seen whole: its fetched blobs, else the local store's (nothing is linked or copied)."""
-
-    def __init__(self, staged: Store, local: Store) -> None:
-        super().__init__(staged.root, create=False)
-        self.blobs = _FallbackBlobs(staged.blobs, local.blobs)
-
-
-class _FallbackBlobs(Blobs):
-    """Reads a staged blob where there is one, else the local store's (read-only use)."""
-
-    def __init__(self, staged: Blobs, local: Blobs) -> None:
-        super().__init__(staged.dir)
-        self._staged = staged
-        self._local = local
-
-    def path(self, digest: str) -> Path:
-        path = super().path(digest)
-        return path if path.is_file() else self._local.path(digest)
-
-    def _owner(self, digest: str) -> Blobs:
-        return self._staged if super().path(digest).is_file() else self._local
-
-    def is_recorded(self, digest: str, ident: Identity | None = None) -> bool:
-        return self._owner(digest).is_recorded(digest, ident)
-
-    def record(self, digest: str, ident: Identity | None = None) -> None:
-        # Only renewals after hard-linking (signature checks): each store keeps its own records.
-        self._owner(digest).record(digest, ident)
-
-
-def _fetch(transport: Transport, repo: str, staged: Store, todo: Iterable[Descriptor], *, label: str) -> None:
+def _fetch(transport: Transport, repo: str, local: Store, todo: Iterable[Descriptor], *, label: str, arrived: list[str]) -> None:
+    """Fetch ``todo`` into ``local``, biggest first, several at once; ``arrived`` collects each verified digest."""
     order = sorted(todo, key=lambda d: -d.size)
     with progress(total=sum(d.size for d in order), desc=f"pull {label}") as bar:
 
         def one(d: Descriptor, on_bytes: Callable[[int], None]) -> None:
-            staged.put_chunks(transport.get_blob(repo, d, on_bytes), expected=d.digest, what=d.filepath or "config")
+            receive(local, transport.get_blob(repo, d, on_bytes), expected=d.digest, what=d.filepath or "config")
+            arrived.append(d.digest)
 
-        _in_parallel(one, order, bar.update)
+        in_parallel(one, order, bar.update)
 
 
 def _local_tags(local: Store, name: str, manifest: Manifest, tag: str | None, origin: str) -> list[str]:

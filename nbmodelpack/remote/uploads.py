@@ -4,7 +4,9 @@ A transport with upload sessions (a registry; the in-memory transport) implement
 :class:`UploadSessions`; :func:`put_resumable` is the one algorithm over it:
 
 - a blob up to one chunk goes up in one request (open a session, finish it with the data);
-- a larger one goes up in chunks; after every accepted chunk the session's URL is
+- a larger one goes up in chunks; each chunk is a :class:`FileRange`, read from the
+  file a block at a time while it is sent (so a large chunk costs no memory, and the
+  registry handles fewer requests); after every accepted chunk the session's URL is
   saved under ``$NBMODELPACK_HOME/uploads/``. The next attempt asks the remote where
   that session stands and continues at the remote's offset (never at ours: the
   remote may have accepted a chunk we did not hear back about). A session the remote
@@ -25,15 +27,49 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
 from .. import paths
 from .._files import atomic_write
 from ..bundle.manifest import Descriptor
+from ..errors import IntegrityError
 from .transport import OnBytes
 
-DEFAULT_CHUNK = 32 << 20
+DEFAULT_CHUNK = 128 << 20
+READ_BLOCK = 4 << 20  # what a chunk holds in memory while it is sent
+
+
+class FileRange:
+    """``length`` bytes of an open file from ``start``: a request body read block by block, re-readable (an auth retry sends it again).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryFile() as f:
+        ...     _ = f.write(b"abcdef"); f.flush()
+        ...     bytes(FileRange(f.fileno(), 2, 3))
+        b'cde'
+    """
+
+    def __init__(self, fd: int, start: int, length: int) -> None:
+        self.fd, self.start, self.length = fd, start, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[bytes]:
+        done = 0
+        while done < self.length:
+            block = os.pread(self.fd, min(READ_BLOCK, self.length - done), self.start + done)
+            if not block:  # the file shrank while it was sent: the remote would wait for the rest
+                raise IntegrityError("a local blob became shorter while it was being sent", hint="the local copy changed; run `modelpack fsck`")
+            done += len(block)
+            yield block
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self)
 
 
 class UploadSessions(Protocol):
@@ -49,11 +85,11 @@ class UploadSessions(Protocol):
         """``(location, bytes the remote holds)`` of a session, or None when the remote dropped it."""
         ...
 
-    def append(self, repo: str, location: str, offset: int, data: bytes) -> str:
+    def append(self, repo: str, location: str, offset: int, data: FileRange) -> str:
         """Append ``data`` at ``offset``; return the session's (possibly new) location."""
         ...
 
-    def finish(self, repo: str, location: str, digest: str, data: bytes) -> None:
+    def finish(self, repo: str, location: str, digest: str, data: FileRange | bytes) -> None:
         """Close the session with the last ``data``; the remote checks ``digest``."""
         ...
 
@@ -93,29 +129,29 @@ def put_resumable(
 ) -> int:
     """Upload the blob in ``path``; resume a saved session where the remote stands. Returns bytes sent."""
     size = desc.size
-    if size <= chunk:
-        location = sessions.start_upload(repo)
-        sessions.finish(repo, location, desc.digest, path.read_bytes())
-        if on_bytes:
-            on_bytes(size)
-        return size
-    state = UploadState(sessions.site, repo, desc.digest)
-    location, offset = _resume(sessions, state, repo, size)
-    if offset and on_bytes:
-        on_bytes(offset)
-    sent = 0
     with open(path, "rb") as f:
-        f.seek(offset)
+        fd = f.fileno()
+        if os.fstat(fd).st_size != size:  # sending it would leave the remote waiting for bytes that never come
+            raise IntegrityError(f"{path.name} in the local store is {os.fstat(fd).st_size} bytes, its descriptor says {size}", hint="the local copy changed; run `modelpack fsck`")
+        state = UploadState(sessions.site, repo, desc.digest)
+        if size <= chunk and state.load() is None:  # (a saved session, even of smaller chunks, is resumed below)
+            location = sessions.start_upload(repo)
+            sessions.finish(repo, location, desc.digest, FileRange(fd, 0, size))
+            if on_bytes:
+                on_bytes(size)
+            return size
+        location, offset = _resume(sessions, state, repo, size)
+        if offset and on_bytes:
+            on_bytes(offset)
+        sent = 0
         while offset < size:
-            data = f.read(min(chunk, size - offset))
-            if not data:
-                break  # the local file shrank: the finish below fails on the digest
-            location = sessions.append(repo, location, offset, data)
-            offset += len(data)
-            sent += len(data)
+            n = min(chunk, size - offset)
+            location = sessions.append(repo, location, offset, FileRange(fd, offset, n))
+            offset += n
+            sent += n
             state.save(location, offset)
             if on_bytes:
-                on_bytes(len(data))
+                on_bytes(n)
     sessions.finish(repo, location, desc.digest, b"")
     state.clear()
     return sent

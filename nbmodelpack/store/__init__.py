@@ -217,10 +217,6 @@ class Store:
         """Whether this user hashed the blob before and its file has not changed since (no hashing here)."""
         return self.blobs.is_recorded(digest)
 
-    def adopt_blob(self, staged: Store, digest: str) -> None:
-        """Move a blob from a staging store on the same filesystem into this one, with its record."""
-        self.blobs.adopt(staged.blobs, digest)
-
     def iter_blob(self, digest: str, chunk: int = CHUNK) -> Iterator[bytes]:
         """Yield a blob's raw bytes (unverified: callers that stream verify as they go)."""
         return self.blobs.iter(digest, chunk)

@@ -258,17 +258,6 @@ class Blobs:
                 if now is not None and now[:4] == ident[:4]:
                     self.record(digest, now)
 
-    def adopt(self, source: Blobs, digest: str) -> None:
-        """Move a blob from ``source`` (a staging area on the same filesystem) into this directory.
-
-        Its verification record moves with it when ``source`` holds a valid one (the
-        rename changes the file's ctime, so the record is written anew).
-        """
-        known = source.is_recorded(digest)
-        os.replace(source.path(digest), self.path(digest))
-        if known:
-            self.record(digest)
-
     @contextlib.contextmanager
     def _open(self, digest: str, what: str) -> Iterator[IO[bytes]]:
         """Open a blob for reading; OS errors become one line naming ``what``."""

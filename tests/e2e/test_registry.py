@@ -64,6 +64,13 @@ def random_bundle(name: str = "blobby", size: int = 200_000, *, store: Store | N
     return s.commit(Draft(name=name, layers=[weights, extra], recipe={"op": "pack"}, description=f"{name} test bundle", metrics={"accuracy": 0.5})).ref
 
 
+def sharded_bundle(sizes: list[int], name: str = "shards") -> str:
+    """A bundle whose weights are shard layers of ``sizes`` random bytes; returns its ref."""
+    s, n = api.get_store(), len(sizes)
+    layers = [s.put_layer(f"model-{i + 1:05d}-of-{n:05d}.safetensors", mt.WEIGHT, os.urandom(size)) for i, size in enumerate(sizes)]
+    return s.commit(Draft(name=name, layers=layers, recipe={"op": "pack"})).ref
+
+
 def packed_mlp(name: str = "mlp") -> tuple[str, torch.nn.Module, torch.Tensor]:
     from models import MLP
 
@@ -274,10 +281,12 @@ def test_a_blob_corrupted_on_the_registry_is_refused_and_nothing_is_written(team
     assert proc.returncode == 1 and proc.stderr.startswith("error: integrity check failed: model.safetensors")
 
 
-def test_a_push_killed_mid_upload_resumes_without_resending_finished_blobs(team: remote.Remote, registry: Registry, home: Path, cli) -> None:
+def test_a_push_killed_mid_upload_resends_only_the_unfinished_shard_and_resumes_it(team: remote.Remote, registry: Registry, home: Path, cli) -> None:
     size = 48 << 20
-    ref = random_bundle(size=size)
-    digests = [d.digest for d in api.get_store().open(ref).manifest.layers] + [api.get_store().open(ref).manifest.config.digest]
+    ref = sharded_bundle([size, 6 << 20])
+    bundle = api.get_store().open(ref)
+    big, small = (bundle.descriptor(f"model-0000{i}-of-00002.safetensors") for i in (1, 2))
+    digests = [d.digest for d in bundle.manifest.layers] + [bundle.manifest.config.digest]
     env = dict(os.environ, NBMODELPACK_CHUNK_SIZE=str(1 << 20), PYTHONPATH=os.pathsep.join(sys.path))
     mark = registry.log_mark()
     proc = subprocess.Popen([sys.executable, "-m", "nbmodelpack", "publish", ref, "--to", "team"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -286,17 +295,18 @@ def test_a_push_killed_mid_upload_resumes_without_resending_finished_blobs(team:
     killed_at = 0
     while time.time() < deadline and proc.poll() is None:
         states = [json.loads(p.read_text()) for p in uploads.glob("*.json")] if uploads.exists() else []
-        if states and states[0]["offset"] >= size // 3:
+        offsets = [st["offset"] for st in states if st["digest"] == big.digest]
+        if offsets and offsets[0] >= size // 3:
             proc.send_signal(signal.SIGKILL)
-            killed_at = states[0]["offset"]
+            killed_at = offsets[0]
             break
         time.sleep(0.005)
     proc.wait()
     assert killed_at, "the push finished before it could be killed"
     first = registry.requests_since(mark)
-    # smaller blobs finished before the kill; the weights did not
+    # both shards went up at once: the small one finished before the kill, the big one did not
     finished_first = {d for d in digests if any(m == "PUT" and d.replace(":", "%3A") in u for m, u in first)}
-    assert finished_first and len(finished_first) < len(digests)
+    assert small.digest in finished_first and big.digest not in finished_first
 
     mark2 = registry.log_mark()
     again = cli("publish", ref, "--to", "team", "--json", check=True)
@@ -319,7 +329,49 @@ def test_a_push_killed_mid_upload_resumes_without_resending_finished_blobs(team:
         assert [u for m, u in second if m == "POST"], answers
     assert not list(uploads.glob("*.json"))
     fresh = Store(home / "check")
-    assert remote.pull("team/blobby:1", store=fresh).digest == api.show(ref).digest
+    assert remote.pull("team/shards:1", store=fresh).digest == api.show(ref).digest
+
+
+def test_a_pull_killed_half_way_keeps_the_verified_shard_and_the_next_pull_fetches_only_the_rest(team: remote.Remote, registry: Registry, tmp_path: Path) -> None:
+    ref = sharded_bundle([192 << 20, 4 << 20])
+    bundle = api.get_store().open(ref)
+    big, small = (bundle.descriptor(f"model-0000{i}-of-00002.safetensors") for i in (1, 2))
+    remote.publish(ref, "team")
+    other = tmp_path / "other-home"
+    blobs = other / "store" / "blobs" / "sha256"
+    source = f"{team.host}/{team.repository('shards')}:1"
+    env = dict(os.environ, NBMODELPACK_HOME=str(other), PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, "-m", "nbmodelpack", "pull", source], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if (blobs / small.digest.split(":")[1]).exists():  # both shards come at once; the small one is in
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the pull finished before it could be killed"
+    local = Store(other / "store")
+    assert local.has_blob(small.digest) and not local.has_blob(big.digest) and local.list() == []
+
+    mark = registry.log_mark()
+    assert remote.pull(source, store=local).digest == bundle.digest
+    fetched = [u for m, u in registry.requests_since(mark) if m == "GET" and "/blobs/sha256:" in u]
+    assert any(big.digest in u for u in fetched) and not any(small.digest in u for u in fetched), fetched
+    local.gc(grace_seconds=0)  # what the killed pull was writing goes; the version stays whole
+    assert not list(blobs.glob(".tmp-*")) and local.fsck() == []
+
+
+@pytest.mark.parametrize("size", [200_000, 3 << 20], ids=["one-request", "chunked"])
+def test_publishing_a_shard_changed_in_the_local_store_is_one_integrity_line(team: remote.Remote, registry: Registry, cli, size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    ref = sharded_bundle([size])
+    path = api.get_store().blob_path(api.get_store().open(ref).descriptor("model-00001-of-00001.safetensors").digest)
+    path.chmod(0o644)
+    _flip(path)  # pushing does not re-hash: the registry's digest check catches it
+    monkeypatch.setenv("NBMODELPACK_CHUNK_SIZE", str(1 << 20))
+    proc = cli("publish", ref, "--to", "team")
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("error: integrity check failed: model-00001-of-00001.safetensors in the local store does not match")
+    assert "fsck" in proc.stderr
 
 
 def test_a_push_stopped_with_ctrl_c_resumes_at_the_registry_offset(team: remote.Remote, registry: Registry, home: Path, cli) -> None:
