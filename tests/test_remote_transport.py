@@ -44,7 +44,7 @@ def make_bundle(store: Store, name: str = "blobby", size: int = 10 * CHUNK) -> S
 
 
 def files(store: Store) -> list[str]:
-    return sorted(str(p.relative_to(store.root)) for p in store.root.rglob("*") if p.name != ".lock")
+    return sorted(str(p.relative_to(store.root)) for p in store.root.rglob("*") if p.is_file() and p.name != ".lock")
 
 
 def publish(t: MemoryTransport, store: Store, bundle: StoredBundle, repo: str = REPO, **kw: object) -> sync.PublishResult:

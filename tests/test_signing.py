@@ -211,10 +211,10 @@ def test_pull_under_the_trust_policy_refuses_unsigned_bundles_and_writes_nothing
     remote.publish(signed.ref, "share")
     _trust(keys[1])
     fresh = Store(tmp_path / "fresh")
-    before = sorted(str(p.relative_to(fresh.root)) for p in fresh.root.rglob("*") if p.name != ".lock")
+    before = sorted(str(p.relative_to(fresh.root)) for p in fresh.root.rglob("*") if p.is_file() and p.name != ".lock")
     with pytest.raises(SignatureError, match="shared-mlp:1 is not signed"):
         remote.pull("share/shared-mlp:1", store=fresh)
-    assert sorted(str(p.relative_to(fresh.root)) for p in fresh.root.rglob("*") if p.name != ".lock") == before
+    assert sorted(str(p.relative_to(fresh.root)) for p in fresh.root.rglob("*") if p.is_file() and p.name != ".lock") == before
     # The signed version pulls (its signature checked before it is indexed) and loads under the policy.
     assert remote.pull("share/shared-mlp:2", store=fresh).badges == ["signed"]
     x = torch.randn(2, 1, 28, 28)

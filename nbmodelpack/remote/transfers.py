@@ -158,4 +158,4 @@ def drop_arrived(store: Store, digests: Iterable[str]) -> None:
         live = referenced(store)
         for digest in wanted:
             if digest not in live:
-                store.blob_path(digest).unlink(missing_ok=True)
+                store.blobs.remove(digest)

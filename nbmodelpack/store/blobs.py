@@ -302,6 +302,11 @@ class Blobs:
             self.record(digest, before)
         return data
 
+    def remove(self, digest: str) -> None:
+        """Delete a blob file and its verification record (callers hold the store lock)."""
+        self.path(digest).unlink(missing_ok=True)
+        self.forget_record(digest)
+
     def forget_record(self, digest: str) -> None:
         """Drop the blob's verification record (damaged, or removed)."""
         if self.records is not None:

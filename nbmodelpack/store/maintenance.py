@@ -108,7 +108,7 @@ def gc(store: Store, *, grace_seconds: float = 3600.0) -> tuple[int, int]:
             stat = path.lstat()
             if stat.st_mtime > cutoff or path.is_dir():
                 continue
-            path.unlink()
+            path.unlink()  # also a writer's leftover temp file, which has no record
             store.blobs.forget_record("sha256:" + path.name)
             count += 1
             freed += stat.st_size
