@@ -143,6 +143,7 @@ def load(
     device: str = "cpu",
     dequantize: bool = False,
     store: Store | str | None = None,
+    int8_kernel: str | None = None,
 ) -> torch.nn.Module:
     """Load a bundle version as a trainable module in eval mode.
 
@@ -153,8 +154,11 @@ def load(
     ``"graph"`` (the export graph: ``.train()``/``.eval()`` work, parameters require
     grad; ``pytorch.restore.form_note(module)`` says how to get the class back).
 
-    Compressed bundles load like any other; ``dequantize=True`` runs int8 weights
-    as plain float instead of the int8 kernel.
+    Compressed bundles load like any other. int8 weights are dequantized at load
+    (weight-only: float kernels at the parent's speed, and an item's output does not
+    depend on the rest of its batch); ``int8_kernel="dynamic"`` runs Linear layers on
+    torch's dynamic int8 kernel (int8 activations too) instead. ``None`` follows what
+    ``compress(int8_kernel=...)`` recorded; ``dequantize=True`` means ``"weight-only"``.
     Encrypted layers are decrypted in memory with ``identity`` (an age identity
     file or string, or ``nbmodelpack.Passphrase``; default: the keys directory).
     Under a trust policy the bundle's signature is verified first. ``ref`` may
@@ -171,7 +175,7 @@ def load(
         ref = pull(ref, store=store).ref  # what `ls --remote` lists loads as it reads
     bundle = ref if isinstance(ref, StoredBundle) else get_store(store).open(ref_text(ref, "load"))
     enforce_trust_policy(bundle)  # a no-op unless config.toml sets [trust] require_signature
-    return restore(bundle, trust_code=trust_code, identity=identity, device=device, dequantize=dequantize)
+    return restore(bundle, trust_code=trust_code, identity=identity, device=device, dequantize=dequantize, int8_kernel=int8_kernel)
 
 
 def finetune(

@@ -24,8 +24,9 @@ from ..config import trusted_modules
 from ..errors import ArchitectureError, BundleFormatError, ModelPackError
 from ..store import StoredBundle
 from .graph import LOADED_ARCHITECTURE, trainable
+from .int8dynamic import check_int8_kernel, chosen_int8_kernel, use_int8_kernels
 from .pt2archive import check_archive
-from .quantize import dequantize_state, read_meta, use_int8_kernels
+from .quantize import dequantize_state, read_meta
 from .resolve import Factory, resolve_architecture
 from .tensors import join_aliases, owner_and_attr
 
@@ -40,7 +41,7 @@ def load_state(
     """The tensors of ``model.safetensors``, decrypted/decompressed in memory, verified.
 
     Quantized or cast weights come back as float tensors; int8 Linear weights
-    are also put in ``packed`` (name → (int8, scale)) for the fast int8 path.
+    are also put in ``packed`` (name → (int8, scale)) for the opt-in dynamic kernel.
     """
     desc = bundle.descriptor("model.safetensors")
     try:
@@ -296,18 +297,27 @@ def form_note(module: torch.nn.Module) -> str | None:
 
 
 def restore(
-    bundle: StoredBundle, *, trust_code: bool = False, identity: Any = None, device: str = "cpu", dequantize: bool = False
+    bundle: StoredBundle,
+    *,
+    trust_code: bool = False,
+    identity: Any = None,
+    device: str = "cpu",
+    dequantize: bool = False,
+    int8_kernel: str | None = None,
 ) -> torch.nn.Module:
     """Rebuild the module in eval mode; ``module.bundle_info`` is its :class:`BundleInfo`, ``module.bundle_form`` its form.
 
-    int8 Linear weights run on the int8 CPU kernel where torch has one, unless
-    ``dequantize=True`` (plain float weights: the portable path).
+    int8 weights are dequantized at load (weight-only: float kernels, outputs
+    independent of the batch). ``int8_kernel="dynamic"`` runs int8 Linear layers
+    on torch's dynamic int8 CPU kernel instead; ``None`` follows what compress
+    recorded in the recipe; ``dequantize=True`` is ``int8_kernel="weight-only"``.
     """
+    kernel = chosen_int8_kernel(bundle.manifest.recipe, "weight-only" if dequantize else check_int8_kernel(int8_kernel))
     try:
         packed: dict[str, Any] = {}
         state = load_state(bundle, identity=identity, packed=packed)
         module, form = rebuild(bundle, state, trust_code=trust_code, identity=identity)
-        if packed and not dequantize and device == "cpu":
+        if packed and kernel == "dynamic" and device == "cpu":
             use_int8_kernels(module, packed)
     except ModelPackError:
         raise

@@ -41,6 +41,7 @@ class ServeOptions:
     threads: int = 0  # torch threads per worker; 0 = cores / workers
     trust_code: bool = False  # run class source stored in the bundle (as load's trust_code)
     passphrase: str | None = None  # for a passphrase-encrypted bundle (instead of identity)
+    int8_kernel: str | None = None  # as load's int8_kernel: None (the bundle's recipe, else weight-only), weight-only, dynamic
 
     def key(self) -> str | Passphrase | None:
         """What opens the bundle's encrypted layers: the passphrase, else the identity (``None``: the defaults).
@@ -107,6 +108,8 @@ def validate(options: ServeOptions) -> None:
         raise UsageError("--workers and --max-batch must be ≥ 1, --max-delay-ms ≥ 0, --max-body ≥ 1024")
     if not 0 <= options.port <= 65535:
         raise UsageError(f"--port {options.port} is not a port number")
+    if options.int8_kernel not in (None, "weight-only", "dynamic"):
+        raise UsageError(f"--int8-kernel {str(options.int8_kernel)[:40]!r} is not one of weight-only, dynamic", hint="the default, weight-only, matches compress's weights exactly")
 
 
 __all__ = ["IDENTITY_ENV", "OPTIONS_ENV", "PASSPHRASE_ENV", "SECRETS", "TOKEN_ENV", "ServeOptions", "is_loopback", "validate"]
