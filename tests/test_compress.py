@@ -12,7 +12,7 @@ from torch import nn
 import nbmodelpack
 from nbmodelpack.bundle import mediatypes as mt
 from nbmodelpack.bundle.manifest import sha256_digest
-from nbmodelpack.errors import CompressionError, ModelPackError
+from nbmodelpack.errors import CompressionError, ModelPackError, UsageError
 from nbmodelpack.pytorch.data import mnist_loaders
 from nbmodelpack.pytorch.int8dynamic import Int8Linear
 
@@ -254,6 +254,10 @@ def test_cli_compress_prints_report_and_refuses_bad_scheme(trained, data, cli, t
     bad = cli("compress", parent.ref, "--quantize", "int3")
     assert bad.returncode == CompressionError.exit_code and bad.stderr.strip().startswith("error: compression: unknown scheme")
     assert "Traceback" not in bad.stderr
+    for verb in (["compress", parent.ref, "--quantize", "int8"], ["serve", parent.ref, "--port", "0"]):
+        kernel = cli(*verb, "--int8-kernel", "fast")
+        assert kernel.returncode == UsageError.exit_code and kernel.stderr.strip().count("\n") == 0, kernel.stderr
+        assert "int8 kernel 'fast' is not one of weight-only, dynamic" in kernel.stderr
     assert [i.ref for i in nbmodelpack.ls("mlp")] == ["mlp:3", "mlp:2", "mlp:1"]
 
 

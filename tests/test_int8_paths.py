@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import safetensors.torch
 import torch
@@ -78,7 +80,7 @@ def test_a_bad_int8_kernel_is_one_line_everywhere_and_writes_nothing():
     with pytest.raises(CompressionError, match="needs quantize='int8'"):
         nbmodelpack.compress(parent.ref, quantize="int4", int8_kernel="dynamic")
     assert [i.ref for i in nbmodelpack.ls()] == before
-    with pytest.raises(UsageError, match="--int8-kernel 'fast'"):
+    with pytest.raises(UsageError, match="int8 kernel 'fast' is not one of"):
         validate(ServeOptions(ref=report.info.ref, int8_kernel="fast"))
 
 
@@ -168,3 +170,21 @@ def test_tied_embedding_and_projection_are_quantized_once_and_stay_tied():
     child = nbmodelpack.load(report.info.ref)
     assert child.proj.weight is child.embed.weight
     assert report.child.weight_bytes < 0.4 * report.parent.weight_bytes
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"shape": [3, 2], "dtype": "float32", "axis": "1"}, "bad quantization axis"),
+        ({"shape": [3, 2], "dtype": "float32", "axis": 7}, "bad quantization axis"),
+        ({"shape": [2, 3], "dtype": "float32", "axis": 1}, "stored as [2, 3], recorded as [3, 2]"),
+        ({"shape": ["x", 2], "dtype": "float32"}, "malformed quantization record"),
+    ],
+)
+def test_a_quantization_record_that_does_not_fit_its_tensors_is_refused_in_one_line(record, message):
+    from nbmodelpack.errors import BundleFormatError
+
+    stored, _ = quantize_state({"w": torch.randn(2, 3)}, {"w": 0}, "int8")
+    with pytest.raises(BundleFormatError, match=re.escape(message)) as err:
+        dequantize_state(stored, {"scheme": "int8", "tensors": {"w": record}})
+    assert "\n" not in str(err.value)

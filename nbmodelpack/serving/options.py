@@ -109,7 +109,7 @@ def validate(options: ServeOptions) -> None:
     if not 0 <= options.port <= 65535:
         raise UsageError(f"--port {options.port} is not a port number")
     if options.int8_kernel not in (None, "weight-only", "dynamic"):
-        raise UsageError(f"--int8-kernel {str(options.int8_kernel)[:40]!r} is not one of weight-only, dynamic", hint="the default, weight-only, matches compress's weights exactly")
+        raise UsageError(f"int8 kernel {str(options.int8_kernel)[:40]!r} is not one of weight-only, dynamic", hint="the default, weight-only, matches compress's weights exactly")
 
 
 __all__ = ["IDENTITY_ENV", "OPTIONS_ENV", "PASSPHRASE_ENV", "SECRETS", "TOKEN_ENV", "ServeOptions", "is_loopback", "validate"]
