@@ -314,10 +314,11 @@ def restore(
     """
     kernel = chosen_int8_kernel(bundle.manifest.recipe, "weight-only" if dequantize else check_int8_kernel(int8_kernel))
     try:
-        packed: dict[str, Any] = {}
-        state = load_state(bundle, identity=identity, packed=packed)
+        dynamic = kernel == "dynamic" and device == "cpu"
+        packed: dict[str, Any] = {}  # int8 copies are kept only for the dynamic kernel
+        state = load_state(bundle, identity=identity, packed=packed if dynamic else None)
         module, form = rebuild(bundle, state, trust_code=trust_code, identity=identity)
-        if packed and kernel == "dynamic" and device == "cpu":
+        if packed and dynamic:
             use_int8_kernels(module, packed)
     except ModelPackError:
         raise
