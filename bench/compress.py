@@ -16,8 +16,9 @@ transformers config and an LSTM language model: bundle size ratio; the max abs o
 difference from the parent (drift) of the default load (weight-only), of a weight-only
 reference built here with torch's own ``quantize_per_channel``, and of the opt-in
 dynamic kernel; whether an item's default output is the same alone as inside a batch;
-latency of each against the parent (one thread, fastest of 5 x 20, interleaved, same run;
-a second load of the parent is the control that shows this run's timing noise).
+latency of each against the parent (thread CPU time, one torch thread, fastest of 60,
+interleaved, same run; a second load of the parent is the control that shows this
+run's timing noise).
 Targets: default drift == reference drift; batch-independent; default latency <= 1.15x
 the parent (timing noise on a shared CPU); seed MLP accuracy within 0.5 pt of the parent.
 
@@ -44,7 +45,6 @@ warnings.filterwarnings("ignore")
 from _nets import BenchCNN, BenchLSTM, BenchMLP  # noqa: E402
 
 import nbmodelpack  # noqa: E402
-from nbmodelpack.compression.evaluate import latency_ms as interleaved_latency_ms  # noqa: E402
 from nbmodelpack.compression.evaluate import output_tensors  # noqa: E402
 from nbmodelpack.pytorch.data import accuracy, mnist_loaders  # noqa: E402
 from nbmodelpack.pytorch.quantize import read_meta  # noqa: E402
@@ -207,6 +207,29 @@ def _first_output(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return output_tensors(model(x))[0].float()
 
 
+def cpu_ms(models: list[nn.Module], x: torch.Tensor, runs: int = 60) -> list[float]:
+    """Fastest thread CPU time of one forward pass per model, one torch thread, interleaved.
+
+    CPU time, not wall time: other processes on a shared CPU stretch wall times
+    2-3x at random, while the work a forward pass does stays put.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # torch then computes on this thread, which thread_time measures
+    times: list[list[float]] = [[] for _ in models]
+    try:
+        with torch.inference_mode():
+            for m in models:
+                m(x)
+            for _ in range(runs):
+                for i, m in enumerate(models):
+                    t0 = time.thread_time()
+                    m(x)
+                    times[i].append(time.thread_time() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    return [1000 * min(t) for t in times]
+
+
 def weight_only_reference(parent_ref: str, child_ref: str) -> nn.Module:
     """The parent with every tensor the child stores as int8 replaced by torch's own per-channel int8 round trip."""
     model = nbmodelpack.load(parent_ref)
@@ -241,11 +264,8 @@ def int8_table(train_dl, test_dl) -> list[str]:
         same = float((outs[1] - outs[2]).abs().max())
         alone = float((_first_output(default, probe[:1])[0] - outs[1][0]).abs().max())
         alone_parent = float((_first_output(base, probe[:1])[0] - outs[0][0]).abs().max())
-        # Other processes share this CPU: the fastest of five interleaved rounds of 20, and a second
-        # load of the parent as a control (its ratio is the noise floor of this run).
-        control = nbmodelpack.load(parent.ref)
-        rounds = [interleaved_latency_ms([base, default, dynamic, control], (probe,), runs=20) for _ in range(5)]
-        lat = [min(r[i] for r in rounds) for i in range(4)]
+        # A second load of the parent is the control: its ratio is the noise floor of this run.
+        lat = cpu_ms([base, default, dynamic, nbmodelpack.load(parent.ref)], probe)
         acc = ""
         if label.startswith("seed"):
             accs = [accuracy(m, test_dl) for m in (base, default, dynamic)]
@@ -278,7 +298,8 @@ def int8_table(train_dl, test_dl) -> list[str]:
         "\nbundle/weights: how many times smaller (whole bundle as `ls` counts it / model.safetensors as stored); "
         "float: tensors of 2+ dims left float; drift: max |output - parent's| on the probe batch; "
         "|def-ref|: default load vs the weight-only reference; alone/batch: item 0 alone vs inside the batch (default load); "
-        "latency: one thread, fastest of 5 x 20, interleaved; default/dynamic/control (the parent loaded again) as multiples of the parent's"
+        "latency: thread CPU time of one pass, one torch thread, fastest of 60, interleaved; "
+        "default/dynamic/control (the parent loaded again) as multiples of the parent's"
     )
     return failed
 
