@@ -143,6 +143,7 @@ def load(
     device: str = "cpu",
     dequantize: bool = False,
     store: Store | str | None = None,
+    verify: bool = False,
     int8_kernel: str | None = None,
 ) -> torch.nn.Module:
     """Load a bundle version as a trainable module in eval mode.
@@ -161,7 +162,10 @@ def load(
     ``compress(int8_kernel=...)`` recorded; ``dequantize=True`` means ``"weight-only"``.
     Encrypted layers are decrypted in memory with ``identity`` (an age identity
     file or string, or ``nbmodelpack.Passphrase``; default: the keys directory).
-    Under a trust policy the bundle's signature is verified first. ``ref`` may
+    Under a trust policy the bundle's signature is verified first (once per bundle,
+    trust policy and unchanged blob files; ``verify=True`` checks it again).
+    The weights were hashed when they entered the store and are re-hashed only if
+    their file changed since; ``verify=True`` re-hashes them anyway. ``ref`` may
     also be a bundle already opened with ``Store.open``, or a remote's
     ``REMOTE/NAME:TAG``, which is pulled first (with a progress bar).
 
@@ -174,8 +178,8 @@ def load(
     if isinstance(ref, str) and not parse(ref_text(ref, "load")).is_local:
         ref = pull(ref, store=store).ref  # what `ls --remote` lists loads as it reads
     bundle = ref if isinstance(ref, StoredBundle) else get_store(store).open(ref_text(ref, "load"))
-    enforce_trust_policy(bundle)  # a no-op unless config.toml sets [trust] require_signature
-    return restore(bundle, trust_code=trust_code, identity=identity, device=device, dequantize=dequantize, int8_kernel=int8_kernel)
+    enforce_trust_policy(bundle, verify=verify)  # a no-op unless config.toml sets [trust] require_signature
+    return restore(bundle, trust_code=trust_code, identity=identity, device=device, dequantize=dequantize, verify=verify, int8_kernel=int8_kernel)
 
 
 def finetune(

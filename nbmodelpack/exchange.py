@@ -71,7 +71,7 @@ def export(ref: str, out: str | Path, *, format: ExportFormat = "tar", store: St
 
     def fill(root: Path) -> Path:
         had_lock = (root / ".lock").exists()  # a live layout's lock belongs to its other writers
-        layout = Store(root)
+        layout = Store(root, records=False)  # an export is for others: records are per user
         for digest in digests:
             layout.put_chunks(source.iter_blob(digest), expected=digest)
         layout.add_manifest(bundle.name, bundle.manifest.raw, tags)

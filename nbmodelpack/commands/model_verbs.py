@@ -87,6 +87,7 @@ def pack_verb(args: argparse.Namespace, ctx: Context) -> BundleInfo:
     arg("--trust-code", action="store_true", help="allow running class source stored in the bundle"),
     *IDENTITY_ARGS,
     arg("--device", default="cpu"),
+    arg("--verify", action="store_true", help="re-hash every weight file, even those the store recorded as intact"),
     arg("--int8-kernel", metavar="weight-only|dynamic", help="int8 bundles: weight-only (default; float kernels on the stored int8 weights) or dynamic (int8 activations too)"),
     notebook_only=True,
 )
@@ -96,7 +97,7 @@ def load_verb(args: argparse.Namespace, ctx: Context) -> Loaded:
     var = args.var or default_var_name(args.ref)
     if not var.isidentifier() or keyword.iskeyword(var):
         raise UsageError(f"{var!r} is not a valid variable name")
-    model = api.load(args.ref, trust_code=args.trust_code, identity=identity_of(args, ctx), device=args.device, int8_kernel=args.int8_kernel)
+    model = api.load(args.ref, trust_code=args.trust_code, identity=identity_of(args, ctx), device=args.device, verify=args.verify, int8_kernel=args.int8_kernel)
     ctx.bind(var, model)
     from ..pytorch.restore import form_note
 

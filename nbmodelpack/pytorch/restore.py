@@ -18,7 +18,6 @@ from typing import Any
 import safetensors.torch
 import torch
 
-from ..bundle import mediatypes as mt
 from ..bundle.architecture import check_target, parse_target, plain_kwargs
 from ..config import trusted_modules
 from ..errors import ArchitectureError, BundleFormatError, ModelPackError
@@ -36,29 +35,21 @@ _EXTRA_BUFFER_BYTES = 256 * 2**20
 
 
 def load_state(
-    bundle: StoredBundle, *, identity: Any = None, packed: dict[str, Any] | None = None
+    bundle: StoredBundle, *, identity: Any = None, packed: dict[str, Any] | None = None, verify: bool = False
 ) -> dict[str, torch.Tensor]:
     """The tensors of ``model.safetensors``, decrypted/decompressed in memory, verified.
 
     Quantized or cast weights come back as float tensors; int8 Linear weights
     are also put in ``packed`` (name → (int8, scale)) for the opt-in dynamic kernel.
+    ``verify=True`` re-hashes the weights even when the store recorded them as intact.
     """
-    desc = bundle.descriptor("model.safetensors")
     try:
-        if desc.media_type == mt.base_media_type(desc.media_type):
-            # Plain layer: safetensors maps the blob file while a second thread hashes it.
-            path = bundle.store.blob_path(desc.digest)
-            check = bundle.store.verify_in_background(desc.digest, what="model.safetensors")
-            try:
-                state = safetensors.torch.load_file(path)
-                with open(path, "rb") as f:
-                    head = f.read(8)
-                    head += f.read(int.from_bytes(head, "little")) if len(head) == 8 else b""
-            finally:
-                check()  # a damaged blob is an integrity error before anything else
-        else:
-            head = bundle.plaintext("model.safetensors", identity=identity)
-            state = safetensors.torch.load(head)
+        # safetensors maps the file (a verified blob, or an in-memory plaintext); no copy here.
+        with bundle.plain_file("model.safetensors", identity=identity, verify=verify) as path:
+            state = safetensors.torch.load_file(path)
+            with open(path, "rb") as f:
+                head = f.read(8)
+                head += f.read(int.from_bytes(head, "little")) if len(head) == 8 else b""
     except ModelPackError:
         raise
     except Exception as exc:  # safetensors raises its own SafetensorError and others
@@ -303,6 +294,7 @@ def restore(
     identity: Any = None,
     device: str = "cpu",
     dequantize: bool = False,
+    verify: bool = False,
     int8_kernel: str | None = None,
 ) -> torch.nn.Module:
     """Rebuild the module in eval mode; ``module.bundle_info`` is its :class:`BundleInfo`, ``module.bundle_form`` its form.
@@ -311,12 +303,13 @@ def restore(
     independent of the batch). ``int8_kernel="dynamic"`` runs int8 Linear layers
     on torch's dynamic int8 CPU kernel instead; ``None`` follows what compress
     recorded in the recipe; ``dequantize=True`` is ``int8_kernel="weight-only"``.
+    ``verify=True`` re-hashes the weights even when the store recorded them as intact.
     """
     kernel = chosen_int8_kernel(bundle.manifest.recipe, "weight-only" if dequantize else check_int8_kernel(int8_kernel))
     try:
         dynamic = kernel == "dynamic" and device == "cpu"
         packed: dict[str, Any] = {}  # int8 copies are kept only for the dynamic kernel
-        state = load_state(bundle, identity=identity, packed=packed if dynamic else None)
+        state = load_state(bundle, identity=identity, packed=packed if dynamic else None, verify=verify)
         module, form = rebuild(bundle, state, trust_code=trust_code, identity=identity)
         if packed and dynamic:
             use_int8_kernels(module, packed)

@@ -5,6 +5,7 @@
       index.json                 one entry per tag: ref.name = "NAME:TAG"      (index.py)
       blobs/sha256/<hex>         content-addressed blobs                       (blobs.py)
       staging/<kind>-<uuid>/     work in progress (pull, import); gc removes stale ones
+      .verified/<hex>            "hashed by us, unchanged since" records        (records.py)
 
 Writes are atomic (temp file, fsync, rename) and the index is only changed
 under a file lock, so a killed process leaves no half bundle (at worst an
@@ -51,6 +52,7 @@ from .compose import Signer, now_iso, write_version
 from .index import NAME_KEY, Entry, Index, entry_ref
 from .maintenance import FsckProblem
 from .opened import Codec, StoredBundle, register_codec
+from .records import Records
 
 __all__ = [
     "NAME_KEY",
@@ -79,6 +81,10 @@ _RACY_SECONDS = 2.0
 class Store:
     """An OCI image layout holding bundles.
 
+    ``records`` (default: ``create``) keeps verification records, so that reads skip
+    re-hashing blobs hashed before and unchanged since; a layout opened only to read
+    what someone else wrote (``create=False``) neither writes nor trusts them.
+
     Example:
         >>> import tempfile
         >>> store = Store(tempfile.mkdtemp())
@@ -86,10 +92,11 @@ class Store:
         []
     """
 
-    def __init__(self, root: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
+    def __init__(self, root: str | os.PathLike[str] | None = None, *, create: bool = True, records: bool | None = None) -> None:
         self.root = Path(root) if root is not None else paths.store_dir()
         self.blob_dir = self.root / "blobs" / "sha256"
-        self.blobs = Blobs(self.blob_dir)
+        keep_records = create if records is None else records
+        self.blobs = Blobs(self.blob_dir, Records(self.root) if keep_records else None)
         self.index = Index(self.root)
         if create:
             self._init_layout()
@@ -180,13 +187,36 @@ class Store:
         digest, size = self.put_bytes(data, what=filepath)
         return layer(filepath, media_type, digest, size)
 
-    def read_blob(self, digest: str, *, what: str = "", limit: int | None = None) -> bytes:
-        """Read a blob and check it against its digest (the error names ``what``)."""
-        return self.blobs.read(digest, what=what, limit=limit)
+    def read_blob(self, digest: str, *, what: str = "", limit: int | None = None, verify: bool = False) -> bytes:
+        """Read a blob and check it against its digest (the error names ``what``).
+
+        A large blob whose verification record still matches is not re-hashed, unless ``verify``.
+        """
+        return self.blobs.read(digest, what=what, limit=limit, verify=verify)
 
     def verify_in_background(self, digest: str, *, what: str = "") -> Callable[[], None]:
         """Hash a blob on a second thread; the returned ``check()`` waits and raises on a mismatch."""
         return self.blobs.verify_in_background(digest, what=what)
+
+    def check_blob(self, digest: str, *, what: str = "", verify: bool = False) -> Callable[[], None]:
+        """Verify a blob before use: no hash while its record matches (unless ``verify``), else one on a second thread.
+
+        The returned ``check()`` raises :class:`~nbmodelpack.errors.IntegrityError` on a
+        mismatch; nothing read from the blob may be handed out before it returns.
+
+        Example:
+            >>> check = store.check_blob(digest, what="model.safetensors")  # doctest: +SKIP
+            >>> check()  # doctest: +SKIP
+        """
+        return self.blobs.check_in_background(digest, what=what, verify=verify)
+
+    def blob_verified(self, digest: str) -> bool:
+        """Whether this user hashed the blob before and its file has not changed since (no hashing here)."""
+        return self.blobs.is_recorded(digest)
+
+    def adopt_blob(self, staged: Store, digest: str) -> None:
+        """Move a blob from a staging store on the same filesystem into this one, with its record."""
+        self.blobs.adopt(staged.blobs, digest)
 
     def iter_blob(self, digest: str, chunk: int = CHUNK) -> Iterator[bytes]:
         """Yield a blob's raw bytes (unverified: callers that stream verify as they go)."""

@@ -8,9 +8,11 @@ layers only and never inflates past the size the manifest records.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._files import load_json_limited
@@ -19,6 +21,7 @@ from ..bundle.architecture import describe
 from ..bundle.card import Card
 from ..bundle.info import BundleInfo
 from ..bundle.manifest import MAX_CONFIG_BYTES, Descriptor, Manifest
+from ..bundle.shards import weight_filepaths
 from ..config import trusted_modules
 from ..errors import BundleFormatError, BundleNotFound, IntegrityError, ModelPackError, StoreError
 
@@ -125,7 +128,11 @@ def inflate_zstd(bundle: StoredBundle, desc: Descriptor, data: bytes, identity: 
 
 
 class StoredBundle:
-    """One bundle version in a store, for reading its files (each verified on read)."""
+    """One bundle version in a store, for reading its files (each verified on read).
+
+    "Verified" means hashed now, or hashed by this user before with the blob file
+    unchanged since (its verification record matches); ``verify=True`` always re-hashes.
+    """
 
     def __init__(self, store: Store, name: str, manifest: Manifest) -> None:
         self.store = store
@@ -172,17 +179,19 @@ class StoredBundle:
     def has(self, filepath: str) -> bool:
         return self.manifest.layer(filepath) is not None
 
-    def read(self, filepath: str, *, limit: int | None = None) -> bytes:
+    def read(self, filepath: str, *, limit: int | None = None, verify: bool = False) -> bytes:
         """The stored (possibly compressed or encrypted) bytes of a layer, verified."""
-        return self.store.read_blob(self.descriptor(filepath).digest, what=filepath, limit=limit)
+        return self.store.read_blob(self.descriptor(filepath).digest, what=filepath, limit=limit, verify=verify)
 
-    def plaintext(self, filepath: str, *, identity: Any = None, inflate: bool = True, limit: int | None = None) -> bytes:
+    def plaintext(
+        self, filepath: str, *, identity: Any = None, inflate: bool = True, limit: int | None = None, verify: bool = False
+    ) -> bytes:
         """A layer's content with its wrappers removed: age-decrypted (in memory), then zstd-inflated.
 
         ``inflate=False`` stops after decryption (``decrypt`` keeps compressed layers compressed).
         """
         desc = self.descriptor(filepath)
-        data = self.read(filepath, limit=limit)  # ciphertext and compressed bytes are verified before decoding
+        data = self.read(filepath, limit=limit, verify=verify)  # ciphertext and compressed bytes are verified before decoding
         media_type = desc.media_type
         if media_type.endswith(mt.AGE_SUFFIX):
             data = codec(mt.AGE_SUFFIX)(self, desc, data, identity)
@@ -190,6 +199,39 @@ class StoredBundle:
         if inflate and media_type.endswith(mt.ZSTD_SUFFIX):
             data = codec(mt.ZSTD_SUFFIX)(self, desc, data, identity)
         return data
+
+    def weight_files(self) -> list[str]:
+        """The layers that hold the weights, in load order: ``model.safetensors`` or its shards."""
+        return weight_filepaths(d.filepath for d in self.manifest.layers)
+
+    @contextlib.contextmanager
+    def plain_file(self, filepath: str, *, identity: Any = None, verify: bool = False) -> Iterator[str]:
+        """A path to a layer's plaintext for the duration of the block (for safetensors to map).
+
+        A plain layer is its blob file, checked against its digest before the block ends.
+        A wrapped layer (age, zstd) is unwrapped into an anonymous in-memory file
+        (``memfd``): plaintext never touches the disk. The blob is not re-hashed while its
+        verification record matches the file (it was hashed when it entered the store);
+        ``verify`` asks for a full re-hash anyway.
+        """
+        desc = self.descriptor(filepath)
+        if desc.media_type == mt.base_media_type(desc.media_type):
+            check = self.store.check_blob(desc.digest, what=filepath, verify=verify)
+            try:
+                yield str(self.store.blob_path(desc.digest))
+            finally:
+                check()  # a damaged blob is an integrity error before anything is handed out
+            return
+        data = self.plaintext(filepath, identity=identity, verify=verify)
+        fd = os.memfd_create(f"nbmodelpack-{filepath}", os.MFD_CLOEXEC)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            del data
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
 
     def read_json(self, filepath: str, *, identity: Any = None) -> Any:
         """A JSON layer, parsed with size and depth caps."""
