@@ -3,8 +3,9 @@
 What ``load`` runs for an int8 bundle:
 
 - ``"weight-only"`` (the default): every int8 tensor is dequantized once, at load,
-  to the float dtype it was compressed from. Outputs are those of the stored int8
-  weights exactly, for any batch, at the parent's speed (the same float kernels).
+  to the float dtype it was compressed from, and the parent's float kernels run on
+  it: the parent's speed, and an item's output is the same alone or in any batch
+  (up to float rounding, as for the parent).
   ``torch.ops.aten._weight_int8pack_mm`` (a true weight-only int8 matmul) measured
   4–35× slower than float ``linear`` on this project's CPUs (torch 2.14, AVX-512,
   batch 1 and 64), so it is never chosen.
