@@ -144,12 +144,14 @@ def load(
     dequantize: bool = False,
     store: Store | str | None = None,
     verify: bool = False,
+    arch: str | None = None,
     int8_kernel: str | None = None,
 ) -> torch.nn.Module:
     """Load a bundle version as a trainable module in eval mode.
 
     ``module.bundle_info`` says what it is; ``module.bundle_form`` which form came
-    back: ``"class"`` (an allowed importable class), ``"live class"`` (the class of
+    back: ``"class"`` (an allowed importable class), ``"modules"`` (a ``Sequential``/
+    ``ModuleList``/``ModuleDict`` of allowed layers, rebuilt from data), ``"live class"`` (the class of
     that name defined in this kernel), ``"source"`` (stored source, only with
     ``trust_code=True``; being in this store or signed does not grant it) or
     ``"graph"`` (the export graph: ``.train()``/``.eval()`` work, parameters require
@@ -169,6 +171,13 @@ def load(
     also be a bundle already opened with ``Store.open``, or a remote's
     ``REMOTE/NAME:TAG``, which is pulled first (with a progress bar).
 
+    A ModelPack artifact made by another tool (no ``architecture.json``) loads when
+    it has ``model.safetensors`` and a Hugging Face ``config.json``: transformers
+    builds that model type's own class (``bundle_form == "transformers"``; no remote
+    code, no download). ``arch="module.Class"`` names the class yourself: one the
+    allow-list permits (torch, torchvision, ``[trust] modules``; built with no
+    arguments) or a transformers model class (built from ``config.json``).
+
     Example:
         >>> model = nbmodelpack.load("mnist-mlp:1")  # doctest: +SKIP
     """
@@ -179,6 +188,10 @@ def load(
         ref = pull(ref, store=store).ref  # what `ls --remote` lists loads as it reads
     bundle = ref if isinstance(ref, StoredBundle) else get_store(store).open(ref_text(ref, "load"))
     enforce_trust_policy(bundle, verify=verify)  # a no-op unless config.toml sets [trust] require_signature
+    if arch is not None or not bundle.has("architecture.json"):
+        from .pytorch.foreign import restore_foreign
+
+        return restore_foreign(bundle, arch=arch, trust_code=trust_code, identity=identity, device=device, verify=verify)
     return restore(bundle, trust_code=trust_code, identity=identity, device=device, dequantize=dequantize, verify=verify, int8_kernel=int8_kernel)
 
 

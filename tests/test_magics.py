@@ -556,3 +556,21 @@ def test_finetune_verb_bad_lines_are_one_line_and_bind_nothing(run, shell: Inter
     one_line_error(run("%modelpack finetune base:1 --data train --freeze 'zz*' as child"), "error: freeze zz*: no parameter name matches")
     one_line_error(run("%modelpack finetune base:1 --data train to child"), "error: expected `finetune REF --data VAR as NAME`")
     assert "child" not in shell.user_ns
+
+
+def test_once_a_cell_imports_torch_the_export_machinery_is_imported_in_the_background(run_py) -> None:
+    out = run_py(
+        "import os, sys, threading\n"
+        "os.environ.pop('NBMODELPACK_NO_WARMUP', None)\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "sh = InteractiveShell.instance()\n"
+        "sh.run_line_magic('load_ext', 'nbmodelpack')\n"
+        "sh.run_cell('x = 1')\n"
+        "print('before torch:', [t.name for t in threading.enumerate() if t.name == 'nbmodelpack-warm-up'])\n"
+        "sh.run_cell('import torch')\n"
+        "for t in threading.enumerate():\n"
+        "    if t.name == 'nbmodelpack-warm-up':\n"
+        "        t.join()\n"
+        "print('warm:', 'torch._export.serde.serialize' in sys.modules and 'torch.export._trace' in sys.modules)\n"
+    ).stdout
+    assert "before torch: []" in out and "warm: True" in out

@@ -35,8 +35,9 @@ from ..pytorch import quantize as qz
 from ..pytorch.capture import export_archive
 from ..pytorch.evaluate import accuracy, batches, top1_accuracy
 from ..pytorch.int8dynamic import check_int8_kernel
-from ..pytorch.restore import load_state, restore
+from ..pytorch.restore import construct, load_state, restore
 from ..pytorch.tensors import split_aliases
+from ..pytorch.tree import describe_tree
 from ..store import Store, StoredBundle, get_store
 from .evaluate import (
     LATENCY_BATCH,
@@ -128,7 +129,7 @@ def _weights_layer(target: Store, raw: bytes, compressible: bool) -> tuple[Descr
     """``model.safetensors`` as stored: zstd when that is smaller (integer or sparse weights), else raw."""
     packed = zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(raw) if compressible else None
     if packed is not None and len(packed) < len(raw):
-        layer = target.put_layer("model.safetensors", mt.WEIGHT + mt.ZSTD_SUFFIX, packed)
+        layer = target.put_layer("model.safetensors", mt.WEIGHT, packed, encodings=(mt.ZSTD,))
         # The inflated size caps decompression on load.
         return replace(layer, annotations={**layer.annotations, mt.PLAIN_SIZE: str(len(raw))}), sha256_digest(raw)
     return target.put_layer("model.safetensors", mt.WEIGHT, raw), None
@@ -286,15 +287,20 @@ def compress(
         draft.replace_layer(layer, diff_id=diff_id)
         if structured:
             arch = parent.read_json("architecture.json")
-            new_arch = {"strategy": "export", "class": arch.get("class", type(work).__name__), "file": "model.pt2", "aliases": aliases, "torch": torch.__version__.split("+")[0]}
-            try:
-                pt2 = export_archive(work, small)
-            except Exception as exc:  # torch.export raises many types
-                raise CompressionError(f"cannot export the pruned model: {str(exc).splitlines()[0][:160]}") from exc
-            draft.layers = [d for d in draft.layers if d.filepath != "model_src.py"]
-            draft.replace_layer(target.put_layer("model.pt2", mt.CODE, pt2))
+            tree = describe_tree(work, construct)  # pruning keeps each layer's init attributes true to its weights
+            if tree is not None:
+                new_arch = {"strategy": "modules", "class": tree["class"], "tree": tree, "aliases": aliases, "torch": torch.__version__.split("+")[0]}
+                draft.layers = [d for d in draft.layers if d.filepath not in ("model_src.py", "model.pt2")]
+            else:
+                new_arch = {"strategy": "export", "class": arch.get("class", type(work).__name__), "file": "model.pt2", "aliases": aliases, "torch": torch.__version__.split("+")[0]}
+                try:
+                    pt2 = export_archive(work, small)
+                except Exception as exc:  # torch.export raises many types
+                    raise CompressionError(f"cannot export the pruned model: {str(exc).splitlines()[0][:160]}") from exc
+                draft.layers = [d for d in draft.layers if d.filepath != "model_src.py"]
+                draft.replace_layer(target.put_layer("model.pt2", mt.CODE, pt2))
             draft.replace_layer(target.put_layer("architecture.json", mt.WEIGHT_CONFIG, json.dumps(new_arch, indent=1).encode()))
-            draft.architecture = {"strategy": "export", "class": new_arch["class"]}
+            draft.architecture = {"strategy": new_arch["strategy"], "class": new_arch["class"]}
         draft.parameters = sum(p.numel() for p in work.parameters())
         draft.quantization = quantize if quantize in ("int8", "int4") else None
         if quantize:

@@ -13,6 +13,7 @@ import io
 import sys
 import types
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 import safetensors.torch
@@ -28,6 +29,7 @@ from .pt2archive import check_archive
 from .quantize import dequantize_state, read_meta
 from .resolve import Factory, resolve_architecture
 from .tensors import join_aliases, owner_and_attr
+from .tree import build_tree
 
 # A module's __init__ may make buffers the state dict lacks (non-persistent caches); building it
 # for real may allocate at most this much beyond the stored weights.
@@ -58,7 +60,7 @@ def load_state(
     return dequantize_state(state, meta, packed=packed) if meta else state
 
 
-def construct(factory: Factory, kwargs: dict[str, Any], state: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
+def construct(factory: Factory, kwargs: dict[str, Any], state: Mapping[str, torch.Tensor] | None = None) -> torch.nn.Module:
     """Build ``factory(**kwargs)`` on the meta device (no random init of big weights).
 
     Built for real only when ``__init__`` fails on meta, or makes buffers that
@@ -226,7 +228,8 @@ def rebuild(
 ) -> tuple[torch.nn.Module, str]:
     """Rebuild the module ``architecture.json`` describes, load ``state``; return it and its form.
 
-    Forms, best first: ``class`` (an allowed importable class), ``live class`` (the
+    Forms, best first: ``class`` (an allowed importable class), ``modules`` (a container
+    tree of allowed layers, built from data), ``live class`` (the
     same class defined in this process's ``__main__``), ``source`` (stored source,
     only with ``trust_code``), ``graph`` (the export graph, made trainable).
     ``live=False`` skips the class of this process (what a fresh process gets).
@@ -246,6 +249,8 @@ def rebuild(
                 raise
             return _graph(bundle, arch, state, identity), "graph"
         return put_weights(construct(factory, kwargs, state), state, versions), "class"
+    if strategy == "modules":
+        return put_weights(build_tree(arch.get("tree"), state, construct, trust_code=trust_code), state, versions), "modules"
     if strategy == "export":
         same = live_class(arch, state) if live else None
         if same is not None:
@@ -317,8 +322,18 @@ def restore(
         raise
     except Exception as exc:
         raise ArchitectureError(f"cannot rebuild {bundle.name}: {str(exc).splitlines()[0][:200]}") from exc
+    return finish(module, form, bundle, device)
+
+
+def finish(module: torch.nn.Module, form: str, bundle: StoredBundle, device: str) -> torch.nn.Module:
+    """The loaded module on ``device``, in eval mode, carrying ``bundle_info`` and ``bundle_form``.
+
+    Example:
+        >>> finish(torch.nn.Linear(1, 1), "class", bundle, "cpu").bundle_form  # doctest: +SKIP
+        'class'
+    """
     module = module.to(device)
     module.eval()
     module.bundle_info = bundle.info  # type: ignore[assignment]  # plain attribute, not a submodule
-    module.bundle_form = form  # type: ignore[assignment]  # "class", "live class", "source" or "graph"
+    module.bundle_form = form  # type: ignore[assignment]  # "class", "modules", "live class", "source" or "graph"
     return module

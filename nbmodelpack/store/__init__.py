@@ -177,15 +177,18 @@ class Store:
         """Stream chunks into a blob, hashing as they go; refuse if ``expected`` does not match."""
         return self.blobs.write_chunks(chunks, expected=expected, what=what)
 
-    def put_written(self, filepath: str, media_type: str, write: Callable[[Path], None]) -> Descriptor:
-        """Let ``write(path)`` produce a layer file (e.g. ``safetensors.save_file``); return its descriptor."""
-        digest, size = self.blobs.write_with(write, what=filepath)
-        return layer(filepath, media_type, digest, size)
+    def put_written(self, filepath: str, media_type: str, write: Callable[[Path], None], *, encodings: tuple[str, ...] = ()) -> Descriptor:
+        """Let ``write(path)`` produce a layer file (e.g. ``safetensors.save_file``); return its descriptor.
 
-    def put_layer(self, filepath: str, media_type: str, data: bytes | memoryview) -> Descriptor:
-        """Store bytes as a layer blob and return its descriptor."""
+        ``encodings``: how the written bytes wrap the file (``("zstd",)``, ``("age",)``), innermost first.
+        """
+        digest, size = self.blobs.write_with(write, what=filepath)
+        return layer(filepath, media_type, digest, size, encodings)
+
+    def put_layer(self, filepath: str, media_type: str, data: bytes | memoryview, *, encodings: tuple[str, ...] = ()) -> Descriptor:
+        """Store bytes as a layer blob and return its descriptor (``encodings`` as in :meth:`put_written`)."""
         digest, size = self.put_bytes(data, what=filepath)
-        return layer(filepath, media_type, digest, size)
+        return layer(filepath, media_type, digest, size, encodings)
 
     def read_blob(self, digest: str, *, what: str = "", limit: int | None = None, verify: bool = False) -> bytes:
         """Read a blob and check it against its digest (the error names ``what``).
@@ -282,9 +285,7 @@ class Store:
                 info = _INFOS.get(key)
             if info is None:
                 try:
-                    opened = StoredBundle(self, bundle_name, self.manifest(digest))
-                    info = BundleInfo.from_manifest(opened.manifest, name=bundle_name)
-                    info = dataclasses.replace(info, architecture=opened.architecture(trusted))
+                    info = StoredBundle(self, bundle_name, self.manifest(digest)).listed(trusted, [])
                 except ModelPackError:
                     continue  # fsck reports it; a listing shows what can be read
                 with _CACHE_LOCK:
