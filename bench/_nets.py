@@ -29,3 +29,19 @@ class BenchCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+class BenchLSTM(nn.Module):
+    """A small LSTM language model: embedding, two LSTM layers, output projection."""
+
+    def __init__(self, vocab: int = 1000, dim: int = 128) -> None:
+        super().__init__()
+        self.vocab = vocab
+        self.dim = dim
+        self.embed = nn.Embedding(vocab, dim)
+        self.rnn = nn.LSTM(dim, dim, num_layers=2, batch_first=True)
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h, _ = self.rnn(self.embed(ids))
+        return self.head(h)

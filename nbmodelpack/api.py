@@ -145,6 +145,7 @@ def load(
     store: Store | str | None = None,
     verify: bool = False,
     arch: str | None = None,
+    int8_kernel: str | None = None,
 ) -> torch.nn.Module:
     """Load a bundle version as a trainable module in eval mode.
 
@@ -156,8 +157,11 @@ def load(
     ``"graph"`` (the export graph: ``.train()``/``.eval()`` work, parameters require
     grad; ``pytorch.restore.form_note(module)`` says how to get the class back).
 
-    Compressed bundles load like any other; ``dequantize=True`` runs int8 weights
-    as plain float instead of the int8 kernel.
+    Compressed bundles load like any other. int8 weights are dequantized at load
+    (weight-only: float kernels at the parent's speed, and an item's output does not
+    depend on the rest of its batch); ``int8_kernel="dynamic"`` runs Linear layers on
+    torch's dynamic int8 kernel (int8 activations too) instead. ``None`` follows what
+    ``compress(int8_kernel=...)`` recorded; ``dequantize=True`` means ``"weight-only"``.
     Encrypted layers are decrypted in memory with ``identity`` (an age identity
     file or string, or ``nbmodelpack.Passphrase``; default: the keys directory).
     Under a trust policy the bundle's signature is verified first (once per bundle,
@@ -188,7 +192,7 @@ def load(
         from .pytorch.foreign import restore_foreign
 
         return restore_foreign(bundle, arch=arch, trust_code=trust_code, identity=identity, device=device, verify=verify)
-    return restore(bundle, trust_code=trust_code, identity=identity, device=device, dequantize=dequantize, verify=verify)
+    return restore(bundle, trust_code=trust_code, identity=identity, device=device, dequantize=dequantize, verify=verify, int8_kernel=int8_kernel)
 
 
 def finetune(

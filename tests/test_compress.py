@@ -12,9 +12,9 @@ from torch import nn
 import nbmodelpack
 from nbmodelpack.bundle import mediatypes as mt
 from nbmodelpack.bundle.manifest import sha256_digest
-from nbmodelpack.errors import CompressionError, ModelPackError
+from nbmodelpack.errors import CompressionError, ModelPackError, UsageError
 from nbmodelpack.pytorch.data import mnist_loaders
-from nbmodelpack.pytorch.quantize import Int8Linear
+from nbmodelpack.pytorch.int8dynamic import Int8Linear
 
 
 def _train(model: nn.Module, loader: torch.utils.data.DataLoader, batches: int = 25) -> nn.Module:
@@ -102,8 +102,7 @@ def test_each_variant_loads_in_a_fresh_process_like_the_compressed_model(trained
         "with torch.no_grad():\n"
         "    for r in refs:\n"
         "        m = nbmodelpack.load(r)\n"
-        # Our own top-1 (not the library's accuracy()), over the same 256-image batches compress measures:
-        # int8's dynamic kernel quantizes activations per batch, so the batches must match.
+        # Our own top-1 (not the library's accuracy()), over 256-image batches.
         "        logits = torch.cat([m(xb) for xb in d['x'].split(256)])\n"
         "        top1 = (logits.argmax(-1) == d['y']).float().mean().item() * 100\n"
         "        out[r] = {'logits': m(d['probe']).tolist(), 'accuracy': top1}\n"
@@ -160,13 +159,13 @@ def test_report_without_eval_shows_size_and_output_drift(trained, data, tmp_path
     assert set(nbmodelpack.show(report.info.ref).metrics) == {"compression"}
 
 
-def test_int8_kernel_path_matches_dequantized_path(trained, data):
+def test_int8_dynamic_kernel_is_opt_in_and_close_to_the_weight_only_default(trained, data):
     _, (x, y) = data
     for name, model in [("mlp", trained["mlp"]), ("local", _train(_local_mlp(), data[0], 10))]:
         parent = nbmodelpack.pack(model, name, example=x[:1])
         ref = nbmodelpack.compress(parent.ref, quantize="int8").info.ref
-        fast = nbmodelpack.load(ref)
-        portable = nbmodelpack.load(ref, dequantize=True)
+        fast = nbmodelpack.load(ref, int8_kernel="dynamic")
+        portable = nbmodelpack.load(ref)
         assert any(isinstance(m, Int8Linear) for m in fast.modules()), name
         assert not any(isinstance(m, Int8Linear) for m in portable.modules())
         with torch.no_grad():
@@ -255,6 +254,10 @@ def test_cli_compress_prints_report_and_refuses_bad_scheme(trained, data, cli, t
     bad = cli("compress", parent.ref, "--quantize", "int3")
     assert bad.returncode == CompressionError.exit_code and bad.stderr.strip().startswith("error: compression: unknown scheme")
     assert "Traceback" not in bad.stderr
+    for verb in (["compress", parent.ref, "--quantize", "int8"], ["serve", parent.ref, "--port", "0"]):
+        kernel = cli(*verb, "--int8-kernel", "fast")
+        assert kernel.returncode == UsageError.exit_code and kernel.stderr.strip().count("\n") == 0, kernel.stderr
+        assert "int8 kernel 'fast' is not one of weight-only, dynamic" in kernel.stderr
     assert [i.ref for i in nbmodelpack.ls("mlp")] == ["mlp:3", "mlp:2", "mlp:1"]
 
 

@@ -89,6 +89,7 @@ def pack_verb(args: argparse.Namespace, ctx: Context) -> BundleInfo:
     *IDENTITY_ARGS,
     arg("--device", default="cpu"),
     arg("--verify", action="store_true", help="re-hash every weight file, even those the store recorded as intact"),
+    arg("--int8-kernel", metavar="weight-only|dynamic", help="int8 bundles: weight-only (default; float kernels on the stored int8 weights) or dynamic (int8 activations too)"),
     notebook_only=True,
 )
 def load_verb(args: argparse.Namespace, ctx: Context) -> Loaded:
@@ -97,7 +98,7 @@ def load_verb(args: argparse.Namespace, ctx: Context) -> Loaded:
     var = args.var or default_var_name(args.ref)
     if not var.isidentifier() or keyword.iskeyword(var):
         raise UsageError(f"{var!r} is not a valid variable name")
-    model = api.load(args.ref, trust_code=args.trust_code, identity=identity_of(args, ctx), device=args.device, verify=args.verify, arch=args.arch)
+    model = api.load(args.ref, trust_code=args.trust_code, identity=identity_of(args, ctx), device=args.device, verify=args.verify, arch=args.arch, int8_kernel=args.int8_kernel)
     ctx.bind(var, model)
     from ..pytorch.restore import form_note
 
@@ -142,12 +143,15 @@ def train_verb(args: argparse.Namespace, ctx: Context) -> Text:
     arg("--prune", type=float, default=0.0, metavar="FRACTION", help="fraction in [0, 1) of weights (or with --structured, of neurons/channels) to remove"),
     arg("--structured", action="store_true", help="remove whole neurons/channels (smaller tensors and compute)"),
     arg("--eval", metavar="VAR", help="notebook variable holding a DataLoader or (x, y) to measure accuracy on"),
+    arg("--int8-kernel", metavar="weight-only|dynamic", help="how the int8 child is measured and then loaded: weight-only (default) or dynamic (recorded in the recipe)"),
     arg("--png", metavar="FILE", help="also write the chart to FILE (PNG)"),
     arg("--json", action="store_true"),
 )
 def compress_verb(args: argparse.Namespace, ctx: Context) -> api.CompressionReport:
     data = ctx.lookup(args.eval) if args.eval else None
-    report = api.compress(args.ref, quantize=args.quantize, group_size=args.group_size, prune=args.prune, structured=args.structured, eval=data)
+    report = api.compress(
+        args.ref, quantize=args.quantize, group_size=args.group_size, prune=args.prune, structured=args.structured, eval=data, int8_kernel=args.int8_kernel
+    )
     if args.png:
         report.save_png(args.png)
     return report

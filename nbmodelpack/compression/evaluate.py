@@ -90,5 +90,24 @@ def check_eval_shape(bundle: StoredBundle, x: torch.Tensor) -> None:
         )
 
 
+def output_tensors(out: Any) -> list[torch.Tensor]:
+    """The floating tensors of a model's output (a tensor, or dicts/tuples/lists of them), in order.
+
+    Example:
+        >>> import torch
+        >>> [t.tolist() for t in output_tensors({"logits": torch.ones(1), "n": 3, "h": (torch.zeros(1),)})]
+        [[1.0], [0.0]]
+    """
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [out] if out.is_floating_point() else []
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in output_tensors(v)]
+    if isinstance(out, tuple | list):
+        return [t for v in out for t in output_tensors(v)]
+    return []
+
+
 def nonzeros(state: dict[str, torch.Tensor]) -> int:
     return sum(int(t.count_nonzero()) for t in state.values() if t.is_floating_point())

@@ -43,7 +43,9 @@ class Row:
 class CompressionReport:
     """Parent vs child: size, parameters, non-zeros, metric, latency, drift.
 
-    Renders as a table and a chart in notebooks, text in terminals, JSON for tools.
+    ``left_float`` names the tensors (two or more dims) that int8/int4 left in float,
+    with the reason. Renders as a table and a chart in notebooks, text in terminals,
+    JSON for tools.
 
     Example:
         >>> r = nbmodelpack.compress("mnist-mlp:1", quantize="int8", eval=(x, y))  # doctest: +SKIP
@@ -56,6 +58,7 @@ class CompressionReport:
     metric_name: str = "accuracy"
     info: BundleInfo | None = None
     model: Any = field(default=None, repr=False)
+    left_float: dict[str, str] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -76,6 +79,7 @@ class CompressionReport:
             "ratio": round(self.ratio, 3),
             "metric": self.metric_name,
             "params": self.params,
+            "left_float": dict(self.left_float),
             "ref": self.info.ref if self.info else None,
         }
 
@@ -84,7 +88,8 @@ class CompressionReport:
 
     def __str__(self) -> str:
         head = f"compress {self.parent.ref} -> {self.child.ref}  ({describe_params(self.params)}): {self.ratio:.2f}x smaller"
-        return head + "\n" + _text_table(self.rows(), self.metric_name, self.parent.bundle_bytes)
+        lines = left_float_lines(self.left_float)
+        return head + "\n" + _text_table(self.rows(), self.metric_name, self.parent.bundle_bytes) + "".join("\n" + line for line in lines)
 
     def figure(self) -> Any:
         """A matplotlib Figure: size, metric and latency, parent vs child."""
@@ -96,7 +101,9 @@ class CompressionReport:
 
     def _repr_html_(self) -> str:
         title = f"compress {html.escape(self.parent.ref)} → {html.escape(self.child.ref)} ({html.escape(describe_params(self.params))}): <b>{self.ratio:.2f}× smaller</b>"
-        return _html(title, self.rows(), self.metric_name, self.parent.bundle_bytes)
+        lines = left_float_lines(self.left_float)
+        notes = f'<p style="margin:4px 0">{"<br/>".join(html.escape(line) for line in lines)}</p>' if lines else ""
+        return _html(title, self.rows(), self.metric_name, self.parent.bundle_bytes, notes)
 
 
 @dataclass
@@ -160,7 +167,26 @@ def describe_params(params: dict[str, Any]) -> str:
     if params.get("quantize"):
         q = params["quantize"]
         parts.append(f"{q} g{params['group_size']}" if q == "int4" else q)
+        if params.get("int8_kernel") == "dynamic":
+            parts.append("dynamic int8 kernel")
     return ", ".join(parts) or "no change"
+
+
+def left_float_lines(left: dict[str, str], most: int = 12) -> list[str]:
+    """One line per tensor int8/int4 left in float (at most ``most``, then a count).
+
+    Example:
+        >>> left_float_lines({"pos": "not the weight of a Linear…: kept float"})
+        ['left in float (1 tensor):', '  pos: not the weight of a Linear…: kept float']
+    """
+    if not left:
+        return []
+    names = sorted(left)
+    lines = [f"left in float ({len(names)} tensor{'s' if len(names) > 1 else ''}):"]
+    lines += [f"  {n}: {left[n]}" for n in names[:most]]
+    if len(names) > most:
+        lines.append(f"  … and {len(names) - most} more")
+    return lines
 
 
 
@@ -197,13 +223,13 @@ _TABLE_STYLE = "table-layout:auto;width:auto;max-width:none;border-collapse:coll
 _CELL_STYLE = "white-space:nowrap;text-align:right;padding:2px 10px"
 
 
-def _html(title: str, rows: list[Row], metric: str, base: int) -> str:
+def _html(title: str, rows: list[Row], metric: str, base: int, notes: str = "") -> str:
     head = "".join(f'<th style="{_CELL_STYLE}">{html.escape(h)}</th>' for h in _headers(metric))
     body = "".join("<tr>" + "".join(f'<td style="{_CELL_STYLE}">{html.escape(c)}</td>' for c in _cells(r, base)) + "</tr>" for r in rows)
     png = base64.b64encode(_png_bytes(_figure(rows, metric))).decode()
     return (
         f'<div class="nbmodelpack-compress"><p>{title}</p>'
-        f'<div style="overflow-x:auto"><table style="{_TABLE_STYLE}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+        f'<div style="overflow-x:auto"><table style="{_TABLE_STYLE}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>{notes}'
         f'<img alt="size, {html.escape(metric)} and latency" style="max-width:100%" src="data:image/png;base64,{png}"/></div>'
     )
 

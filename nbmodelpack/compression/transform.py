@@ -4,7 +4,9 @@
 neurons/channels with ``structured=True``), optionally fine-tunes, quantizes
 weight-only (int8 per output channel, int4 in groups) or casts (fp16/bf16),
 writes the child (recipe: op ``compress``, parent digest, params), loads the
-child from the bytes just stored, and reports both. The tensor math lives in
+child from the bytes just stored on the path ``load`` will take (weight-only
+int8 unless ``int8_kernel="dynamic"``, which the recipe then records), and
+reports both, with the tensors it left float and why. The tensor math lives in
 :mod:`nbmodelpack.pytorch.quantize` and :mod:`nbmodelpack.pytorch.prune`.
 """
 
@@ -28,9 +30,11 @@ from ..bundle.refs import validate_name
 from ..errors import CompressionError, ModelPackError, UsageError
 from ..progress import progress
 from ..pytorch import prune as pr
+from ..pytorch import qplan
 from ..pytorch import quantize as qz
 from ..pytorch.capture import export_archive
 from ..pytorch.evaluate import accuracy, batches, top1_accuracy
+from ..pytorch.int8dynamic import check_int8_kernel
 from ..pytorch.restore import construct, load_state, restore
 from ..pytorch.tensors import split_aliases
 from ..pytorch.tree import describe_tree
@@ -41,6 +45,7 @@ from .evaluate import (
     first_rows,
     latency_ms,
     nonzeros,
+    output_tensors,
     signature_example,
 )
 from .report import CompressionReport, Row, describe_params
@@ -49,9 +54,11 @@ SCHEMES = qz.SCHEMES
 _ZSTD_LEVEL = 19  # weights are written once and read many times
 
 
-def _validate(quantize: str | None, group_size: int, prune: float, structured: bool, finetune: Any) -> None:
+def _validate(quantize: str | None, group_size: int, prune: float, structured: bool, finetune: Any, int8_kernel: Any = None) -> None:
     if quantize is not None and quantize not in SCHEMES:
         raise CompressionError(f"unknown scheme {quantize!r}", hint=f"use one of {', '.join(SCHEMES)}")
+    if check_int8_kernel(int8_kernel) is not None and quantize != "int8":
+        raise CompressionError(f"an int8 kernel ({int8_kernel}) needs quantize='int8'", hint="pass --quantize int8, or drop --int8-kernel")
     if isinstance(prune, bool) or not isinstance(prune, int | float) or not 0.0 <= float(prune) < 1.0:
         raise CompressionError(f"prune={prune!r} is outside [0, 1)", hint="e.g. --prune 0.5 removes half the weights")
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2 or group_size % 2:
@@ -172,8 +179,9 @@ def _measure(m: _Measured, params: dict[str, Any], child_parameters: int, exampl
     args = probe if isinstance(probe, tuple) else (probe,)
     with torch.inference_mode():
         a, b = m.models[0](*args), m.models[1](*args)
-    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        diff = (a.float() - b.float()).abs()
+    ta, tb = output_tensors(a), output_tensors(b)
+    if ta and len(ta) == len(tb) and all(x.shape == y.shape for x, y in zip(ta, tb, strict=True)):
+        diff = torch.cat([(x.float() - y.float()).abs().flatten() for x, y in zip(ta, tb, strict=True)])
         m.rows[1].drift_max, m.rows[1].drift_mean = float(diff.max()), float(diff.mean())
         m.rows[0].drift_max = m.rows[0].drift_mean = 0.0
     m.rows[0].latency_ms, m.rows[1].latency_ms = latency_ms(list(m.models), args)
@@ -209,6 +217,7 @@ def compress(
     tags: Iterable[str] = (),
     trust_code: bool = False,
     store: Store | str | None = None,
+    int8_kernel: str | None = None,
 ) -> CompressionReport:
     """Compress a bundle version into a new version; return the parent-vs-child report.
 
@@ -217,14 +226,18 @@ def compress(
     zero (global magnitude), or with ``structured=True`` of each layer's neurons/channels
     to remove. ``finetune(model)`` trains the pruned model before quantization.
     ``eval``: your held-out data, a DataLoader or ``(x, y)`` tensors; ``metric(outputs, targets)``
-    replaces top-1 accuracy. No version is written unless every check passes.
+    replaces top-1 accuracy. ``int8_kernel``: how the int8 child is measured and
+    later loaded: ``"weight-only"`` (default: float kernels on the dequantized int8
+    weights) or ``"dynamic"`` (int8 activations too; recorded in the recipe, so
+    ``load`` follows it unless told otherwise). The report lists the tensors left
+    float and why. No version is written unless every check passes.
 
     Example:
         >>> report = nbmodelpack.compress("mnist-mlp:1", quantize="int8", eval=(x, y))  # doctest: +SKIP
         >>> report.info.ref, round(report.ratio, 1)  # doctest: +SKIP
         ('mnist-mlp:2', 3.9)
     """
-    _validate(quantize, group_size, prune, structured, finetune)
+    _validate(quantize, group_size, prune, structured, finetune, int8_kernel)
     target = get_store(store)
     parent = target.open(ref)
     if parent.info.encrypted:
@@ -234,6 +247,8 @@ def compress(
     params: dict[str, Any] = {"quantize": quantize, "prune": float(prune), "structured": bool(structured), "finetune": finetune is not None}
     if quantize == "int4":
         params["group_size"] = group_size
+    if quantize == "int8":
+        params["int8_kernel"] = int8_kernel or "weight-only"
     with progress(total=5, desc=f"compress {parent.info.ref}", unit="step") as bar:
         parent_model = restore(parent, trust_code=trust_code, dequantize=True)
         pairs = _eval_batches(eval, parent, parent_model)
@@ -243,8 +258,8 @@ def compress(
         small = first_rows(example, 2) if example is not None else None
         work = restore(parent, trust_code=trust_code, dequantize=True)
         targets = qz.matmul_weights(work)
-        if quantize in ("int8", "int4") and not targets:
-            raise CompressionError(f"{quantize} needs Linear or Conv layers; {parent.name} has none", hint="use --quantize fp16 or bf16")
+        if quantize in ("int8", "int4") and not qplan.plan(work, work.state_dict()).targets:
+            raise CompressionError(f"{quantize} needs Linear or Conv layers (or Embedding, RNN); {parent.name} has none", hint="use --quantize fp16 or bf16")
         if prune and not targets:
             raise CompressionError(f"pruning needs Linear or Conv layers; {parent.name} has none")
         if structured and example is None:
@@ -256,8 +271,13 @@ def compress(
 
         state, aliases = split_aliases({k: v.detach() for k, v in work.state_dict().items()})
         meta: dict[str, Any] | None = None
-        if quantize:
-            state, meta = qz.quantize_state(state, [t for t in targets if t in state], quantize, group_size)
+        left_float: dict[str, str] = {}
+        if quantize in ("int8", "int4"):
+            chosen = qplan.plan(work, state, aliases)
+            state, meta = qz.quantize_state(state, chosen.targets, quantize, group_size)
+            left_float = chosen.skipped
+        elif quantize:
+            state, meta = qz.quantize_state(state, [], quantize, group_size)
         metadata = {"format": "pt"}
         if meta:
             metadata[qz.META_KEY] = json.dumps(meta, separators=(",", ":"))
@@ -291,14 +311,16 @@ def compress(
         # Load the child from the very bytes just stored, the way users will load it.
         view = _draft_view(target, child_name, parent, [d for d in draft.layers if d.filepath != "README.md"])
         try:
-            child_model: Any = restore(view, trust_code=trust_code)
+            child_model: Any = restore(view, trust_code=trust_code, int8_kernel=params.get("int8_kernel"))
         except ModelPackError as exc:
             raise CompressionError(f"the compressed model does not load: {exc}") from exc
         measured = _Measured(parent, view, (parent_model, child_model), pairs, metric or top1_accuracy)
         _measure(measured, params, draft.parameters, example)
         bar.update(1)
         metric_name = getattr(metric, "__name__", "metric") if metric else "accuracy"
-        report = CompressionReport(parent=measured.rows[0], child=measured.rows[1], params=params, metric_name=metric_name, model=child_model)
+        report = CompressionReport(
+            parent=measured.rows[0], child=measured.rows[1], params=params, metric_name=metric_name, model=child_model, left_float=left_float
+        )
         _card_metrics(draft, report, pairs is not None, pruned_info)
         info = target.commit(draft, tags=tags)
         bar.update(1)

@@ -10,25 +10,29 @@ Layout in ``model.safetensors`` (no tensor subclasses, no pickle):
   ``q`` in [-7, 7]); ``NAME.__scale__`` one ``float16`` scale per group ``[out, groups]``.
 - ``fp16`` / ``bf16``: every floating tensor is stored in that dtype.
 
+Weights whose output channels are not dim 0 (transformers' ``Conv1D`` is a Linear
+stored as ``[in, out]``, transposed convolutions are ``[in, out, …]``) are quantized
+as their transpose with the output channels first; the tensor's record then says
+``"axis": 1`` and its stored shape is that transpose.
+
 The scheme goes into the safetensors header metadata under ``nbmodelpack.quantization``
-(JSON: scheme, group size, and per tensor its original shape and dtype), so the
+(JSON: scheme, group size, and per tensor its original shape, dtype and axis), so the
 weights file describes itself. :func:`dequantize_state` turns it back into float
-tensors (the portable path); :func:`use_int8_kernels` runs int8 Linear layers
-with ``torch._weight_int8pack_mm`` where the platform has it (the fast path).
+tensors: what ``load`` runs by default (weight-only int8: the outputs do not depend
+on what else is in the batch). Which tensors are quantized is :mod:`.qplan`; the
+opt-in dynamic int8 kernel is :mod:`.int8dynamic`.
 """
 
 from __future__ import annotations
 
 import json
 import struct
-import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import BundleFormatError, CompressionError
-from .tensors import owner_and_attr
 
 SCHEMES = ("int8", "int4", "fp16", "bf16")
 META_KEY = "nbmodelpack.quantization"
@@ -126,9 +130,17 @@ def dequantize_int4(packed: torch.Tensor, scale: torch.Tensor, shape: list[int],
 
 # ---- whole state dicts -----------------------------------------------------------------------
 def quantize_state(
-    state: dict[str, torch.Tensor], targets: list[str], scheme: str, group_size: int = 64
+    state: dict[str, torch.Tensor], targets: dict[str, int] | list[str], scheme: str, group_size: int = 64
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Quantize (``int8``/``int4``: ``targets``) or cast (``fp16``/``bf16``: all floats); return ``(state, meta)``."""
+    """Quantize (``int8``/``int4``: ``targets``, name → output-channel axis) or cast (``fp16``/``bf16``: all floats).
+
+    Returns ``(state, meta)``.
+
+    Example:
+        >>> out, meta = quantize_state({"w": torch.ones(2, 3)}, {"w": 1}, "int8")
+        >>> out["w"].shape, meta["tensors"]["w"]["axis"]
+        (torch.Size([3, 2]), 1)
+    """
     if scheme not in SCHEMES:
         raise CompressionError(f"unknown scheme {scheme!r}", hint=f"use one of {', '.join(SCHEMES)}")
     out = dict(state)
@@ -139,15 +151,19 @@ def quantize_state(
                 out[name] = t.to(_CASTS[scheme]).contiguous()
                 tensors[name] = {"dtype": str(t.dtype).removeprefix("torch.")}
         return out, {"scheme": scheme, "tensors": tensors}
-    for name in targets:
+    axes = targets if isinstance(targets, dict) else dict.fromkeys(targets, 0)
+    for name, axis in axes.items():
         t = state[name]
+        moved = t.movedim(axis, 0) if axis else t
         if scheme == "int8":
-            q, s = quantize_int8(t)
+            q, s = quantize_int8(moved)
         else:
-            q, s = quantize_int4(t, group_size)
-        out[name] = q
+            q, s = quantize_int4(moved, group_size)
+        out[name] = q.contiguous()
         out[name + SCALE_SUFFIX] = s.contiguous()
         tensors[name] = {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+        if axis:
+            tensors[name]["axis"] = axis
     meta: dict[str, Any] = {"scheme": scheme, "tensors": tensors}
     if scheme == "int4":
         meta["group_size"] = group_size
@@ -176,7 +192,11 @@ _FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16":
 def dequantize_state(
     state: dict[str, torch.Tensor], meta: dict[str, Any], *, packed: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
 ) -> dict[str, torch.Tensor]:
-    """Float tensors from a quantized/cast state; int8 2-D weights also go to ``packed`` (for the fast path)."""
+    """Float tensors from a quantized/cast state.
+
+    int8 2-D weights with the output channels first also go to ``packed`` (name →
+    ``(int8, scale)``), for the opt-in dynamic kernel.
+    """
     scheme = meta.get("scheme")
     out = dict(state)
     try:
@@ -188,125 +208,34 @@ def dequantize_state(
                 out[name] = state[name].to(dtype)
                 continue
             q, s = out.pop(name), out.pop(name + SCALE_SUFFIX)
+            shape, axis = [int(d) for d in info["shape"]], info.get("axis", 0)
+            if not isinstance(axis, int) or isinstance(axis, bool) or not 0 <= axis < max(len(shape), 1):
+                raise BundleFormatError(f"{name}: bad quantization axis {str(axis)[:20]!r}", hint="re-compress the model")
+            moved = [shape[axis], *shape[:axis], *shape[axis + 1 :]] if shape else shape
             if scheme == "int8":
-                out[name] = dequantize_int8(q, s, dtype)
-                if packed is not None and q.dim() == 2:
+                w = dequantize_int8(q, s, dtype)
+                if packed is not None and q.dim() == 2 and not axis:
                     packed[name] = (q, s.float())
             elif scheme == "int4":
-                out[name] = dequantize_int4(q, s, list(info["shape"]), dtype)
+                w = dequantize_int4(q, s, moved, dtype)
             else:
                 raise BundleFormatError(f"model.safetensors uses unknown quantization {scheme!r}", hint="upgrade nbmodelpack")
+            if list(w.shape) != moved:
+                raise BundleFormatError(f"{name}: stored as {list(w.shape)}, recorded as {moved}", hint="re-compress the model")
+            out[name] = w.movedim(0, axis).contiguous() if axis else w
     except KeyError as exc:
         raise BundleFormatError(f"model.safetensors lacks quantized tensor {exc}") from exc
+    except (TypeError, ValueError) as exc:  # a record that is not the shape of ints we write
+        raise BundleFormatError(f"model.safetensors has a malformed quantization record: {str(exc)[:80]}") from exc
     return out
-
-
-# ---- the fast int8 path ----------------------------------------------------------------------
-# torch's x86/fbgemm (or ARM qnnpack) dynamic int8 Linear: int8 weights stay int8 in
-# memory and activations are quantized per batch. On CPUs it is several times faster
-# than float for large layers; ``torch._weight_int8pack_mm`` measured far slower here.
-def int8_kernel_available() -> bool:
-    """Does this torch build have a dynamic int8 Linear kernel for the CPU?"""
-    engines = getattr(torch.backends.quantized, "supported_engines", [])
-    return hasattr(torch.ops.quantized, "linear_dynamic") and any(e in engines for e in ("x86", "fbgemm", "qnnpack"))
-
-
-class Int8Linear(nn.Module):
-    """A Linear layer running on int8 weights (per-channel scales, dynamic int8 activations).
-
-    Its state dict holds the float ``weight``/``bias`` it stands for, so a loaded
-    model packs again like the original.
-    """
-
-    def __init__(self, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> None:
-        super().__init__()
-        self.out_features, self.in_features = int(qweight.shape[0]), int(qweight.shape[1])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch marks quantized tensors deprecated in favour of torchao
-            zero = torch.zeros(qweight.shape[0], dtype=torch.long)
-            qw = torch._make_per_channel_quantized_tensor(qweight, scale.double(), zero, 0)
-            self._packed = torch.ops.quantized.linear_prepack(qw, None if bias is None else bias.detach().float())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        y = torch.ops.quantized.linear_dynamic(x.reshape(-1, shape[-1]).float(), self._packed, True)
-        return y.reshape(*shape[:-1], self.out_features)
-
-    def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
-        qw, bias = torch.ops.quantized.linear_unpack(self._packed)
-        destination[prefix + "weight"] = qw.dequantize()
-        if bias is not None:
-            destination[prefix + "bias"] = bias
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights"
-
-
-def use_int8_kernels(model: nn.Module, packed: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> int:
-    """Run Linear layers whose weights are in ``packed`` on int8 kernels; return how many.
-
-    Ordinary modules get their ``nn.Linear`` children replaced by :class:`Int8Linear`;
-    graphs rebuilt from ``torch.export`` get each ``aten.linear`` node turned into a call
-    of an :class:`Int8Linear` put where the weight's owner module was (same state-dict names).
-    """
-    if not packed or not int8_kernel_available():
-        return 0
-    swapped = 0
-    try:
-        for prefix, mod in list(model.named_modules()):
-            name = f"{prefix}.weight" if prefix else "weight"
-            if isinstance(mod, nn.Linear) and name in packed and prefix:
-                setattr(*owner_and_attr(model, prefix), Int8Linear(*packed[name], mod.bias))
-                swapped += 1
-        if isinstance(model, torch.fx.GraphModule):
-            swapped += _rewrite_graph(model, packed)
-    except RuntimeError:
-        return swapped  # no usable engine on this CPU: the layers stay float (still correct)
-    return swapped
-
-
-def _rewrite_graph(gm: torch.fx.GraphModule, packed: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> int:
-    count = 0
-    for node in list(gm.graph.nodes):
-        if node.op != "call_function" or op_name(node.target) != "linear":
-            continue
-        w = node.args[1]
-        bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
-        if not (isinstance(w, torch.fx.Node) and w.op == "get_attr" and str(w.target) in packed):
-            continue
-        owner, _, attr = str(w.target).rpartition(".")
-        # Only when the owner holds just this weight (and its bias): it becomes the Int8Linear.
-        if not owner or attr != "weight" or len(w.users) != 1:
-            continue
-        owner_mod = gm.get_submodule(owner)
-        b_name = str(bias.target) if isinstance(bias, torch.fx.Node) else None
-        if set(owner_mod.state_dict()) - {"weight", "bias"} or (b_name and b_name != f"{owner}.bias"):
-            continue
-        b = getattr(owner_mod, "bias", None) if b_name else None
-        gm.add_submodule(owner, Int8Linear(*packed[str(w.target)], b))
-        with gm.graph.inserting_before(node):
-            new = gm.graph.call_module(owner, (node.args[0],))
-        node.replace_all_uses_with(new)
-        gm.graph.erase_node(node)
-        for attr_node in (w, bias):
-            if isinstance(attr_node, torch.fx.Node) and not attr_node.users:
-                gm.graph.erase_node(attr_node)
-        count += 1
-    if count:
-        gm.graph.eliminate_dead_code()
-        gm.recompile()
-    return count
 
 
 __all__ = [
     "SCHEMES",
-    "Int8Linear",
     "dequantize_state",
-    "int8_kernel_available",
     "matmul_weights",
     "quantize_int4",
     "quantize_int8",
     "quantize_state",
     "read_meta",
-    "use_int8_kernels",
 ]

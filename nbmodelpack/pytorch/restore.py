@@ -24,8 +24,9 @@ from ..config import trusted_modules
 from ..errors import ArchitectureError, BundleFormatError, ModelPackError
 from ..store import StoredBundle
 from .graph import LOADED_ARCHITECTURE, trainable
+from .int8dynamic import check_int8_kernel, chosen_int8_kernel, use_int8_kernels
 from .pt2archive import check_archive
-from .quantize import dequantize_state, read_meta, use_int8_kernels
+from .quantize import dequantize_state, read_meta
 from .resolve import Factory, resolve_architecture
 from .tensors import join_aliases, owner_and_attr
 from .tree import build_tree
@@ -41,7 +42,7 @@ def load_state(
     """The tensors of ``model.safetensors``, decrypted/decompressed in memory, verified.
 
     Quantized or cast weights come back as float tensors; int8 Linear weights
-    are also put in ``packed`` (name → (int8, scale)) for the fast int8 path.
+    are also put in ``packed`` (name → (int8, scale)) for the opt-in dynamic kernel.
     ``verify=True`` re-hashes the weights even when the store recorded them as intact.
     """
     try:
@@ -299,18 +300,23 @@ def restore(
     device: str = "cpu",
     dequantize: bool = False,
     verify: bool = False,
+    int8_kernel: str | None = None,
 ) -> torch.nn.Module:
     """Rebuild the module in eval mode; ``module.bundle_info`` is its :class:`BundleInfo`, ``module.bundle_form`` its form.
 
-    int8 Linear weights run on the int8 CPU kernel where torch has one, unless
-    ``dequantize=True`` (plain float weights: the portable path). ``verify=True``
-    re-hashes the weights even when the store recorded them as intact.
+    int8 weights are dequantized at load (weight-only: float kernels, outputs
+    independent of the batch). ``int8_kernel="dynamic"`` runs int8 Linear layers
+    on torch's dynamic int8 CPU kernel instead; ``None`` follows what compress
+    recorded in the recipe; ``dequantize=True`` is ``int8_kernel="weight-only"``.
+    ``verify=True`` re-hashes the weights even when the store recorded them as intact.
     """
+    kernel = chosen_int8_kernel(bundle.manifest.recipe, "weight-only" if dequantize else check_int8_kernel(int8_kernel))
     try:
-        packed: dict[str, Any] = {}
-        state = load_state(bundle, identity=identity, packed=packed, verify=verify)
+        dynamic = kernel == "dynamic" and device == "cpu"
+        packed: dict[str, Any] = {}  # int8 copies are kept only for the dynamic kernel
+        state = load_state(bundle, identity=identity, packed=packed if dynamic else None, verify=verify)
         module, form = rebuild(bundle, state, trust_code=trust_code, identity=identity)
-        if packed and not dequantize and device == "cpu":
+        if packed and dynamic:
             use_int8_kernels(module, packed)
     except ModelPackError:
         raise

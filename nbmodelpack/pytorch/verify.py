@@ -17,7 +17,7 @@ import torch
 from ..bundle.manifest import Descriptor, Manifest
 from ..errors import ArchitectureError, ModelPackError
 from ..store import Store, StoredBundle
-from .quantize import Int8Linear
+from .int8dynamic import Int8Linear
 from .restore import load_state, rebuild
 
 # Outputs of the rebuilt model may differ from the original by kernel rounding only.

@@ -35,12 +35,14 @@ def serve(
     timeout: float = 120.0,
     trust_code: bool = False,
     verify: bool = False,
+    int8_kernel: str | None = None,
 ) -> Server | None:
     """Serve a bundle over HTTP (v2 protocol + ``/predict``); ``port=0`` picks a free port.
 
     ``identity`` opens an encrypted bundle: an identity file, an ``AGE-SECRET-KEY-…``
     string or ``nbmodelpack.Passphrase(...)``; ``trust_code`` runs class source stored
-    in the bundle, as for :func:`nbmodelpack.load`; so does ``verify`` (re-hash the
+    in the bundle, and ``int8_kernel`` (``"dynamic"`` for int8 activations on an int8
+    bundle), as for :func:`nbmodelpack.load`; so does ``verify`` (re-hash the
     weights even if the store recorded them as intact).
 
     In the background (default) it returns a :class:`Server` once the server is
@@ -61,6 +63,7 @@ def serve(
         ref=ref, host=host, port=port, workers=workers, token=token, max_batch=max_batch, max_delay_ms=max_delay_ms,
         identity=None if secret else identity, passphrase=secret, max_body=max_body, threads=threads, trust_code=trust_code,
         verify=verify,
+        int8_kernel=int8_kernel,
     )
     if not background:
         run_foreground(options)

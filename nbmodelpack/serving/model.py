@@ -59,7 +59,7 @@ class LoadedModel:
         torch.set_num_threads(self.threads)
         bundle = get_store().open(options.ref)
         # The same path as nbmodelpack.load: trust policy first, allow-listed architecture, key.
-        self.module = api.load(bundle, identity=options.key(), trust_code=options.trust_code, verify=options.verify)
+        self.module = api.load(bundle, identity=options.key(), trust_code=options.trust_code, verify=options.verify, int8_kernel=options.int8_kernel)
         self.info = bundle.info
         self.name = options.model_name or bundle.name
         self.version = str(self.info.version if self.info.version is not None else 1)

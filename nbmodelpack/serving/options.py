@@ -43,6 +43,7 @@ class ServeOptions:
     threads: int = 0  # torch threads per worker; 0 = cores / workers
     trust_code: bool = False  # run class source stored in the bundle (as load's trust_code)
     passphrase: str | None = None  # for a passphrase-encrypted bundle (instead of identity)
+    int8_kernel: str | None = None  # as load's int8_kernel: None (the bundle's recipe, else weight-only), weight-only, dynamic
     verify: bool = False  # re-hash the weights (and re-check the signature) even if recorded as intact
     model_name: str | None = None  # the name in /v2/models/NAME (default: the bundle's name)
 
@@ -113,6 +114,8 @@ def validate(options: ServeOptions) -> None:
         raise UsageError(f"--model-name {options.model_name[:40]!r} is not a model name", hint="use lowercase letters, digits, '.', '_' and '-' (at most 63)")
     if not 0 <= options.port <= 65535:
         raise UsageError(f"--port {options.port} is not a port number")
+    if options.int8_kernel not in (None, "weight-only", "dynamic"):
+        raise UsageError(f"int8 kernel {str(options.int8_kernel)[:40]!r} is not one of weight-only, dynamic", hint="the default, weight-only, matches compress's weights exactly")
 
 
 __all__ = ["IDENTITY_ENV", "OPTIONS_ENV", "PASSPHRASE_ENV", "SECRETS", "TOKEN_ENV", "ServeOptions", "is_loopback", "validate"]

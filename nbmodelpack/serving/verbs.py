@@ -30,6 +30,7 @@ from ..commands.secrets import IDENTITY_ARGS
     arg("--trust-code", action="store_true", help="allow running class source stored in the bundle (as load --trust-code)"),
     arg("--max-body", type=int, default=8 * 1024 * 1024, help="largest request body in bytes"),
     arg("--threads", type=int, default=0, help="torch threads per worker (default: cores / workers)"),
+    arg("--int8-kernel", metavar="weight-only|dynamic", help="int8 bundles: weight-only (default; float kernels on the stored int8 weights) or dynamic (int8 activations too)"),
     arg("--verify", action="store_true", help="re-hash every weight file, even those the store recorded as intact"),
     arg("--model-name", help="the name clients use in /v2/models/NAME (default: the bundle's name)"),
 )
@@ -45,6 +46,7 @@ def serve_verb(args: argparse.Namespace, ctx: Context) -> Any:
         max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, max_body=args.max_body, threads=args.threads,
         identity=key if isinstance(key, str) else os.environ.get(IDENTITY_ENV) or None,
         passphrase=key.reveal() if key is not None and not isinstance(key, str) else None, trust_code=args.trust_code,
+        int8_kernel=args.int8_kernel,
         verify=args.verify,
         model_name=args.model_name,
     )
