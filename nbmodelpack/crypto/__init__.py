@@ -27,17 +27,16 @@ passphrase-encrypted layers ``$NBMODELPACK_PASSPHRASE``.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Iterable
-from typing import Any
+from typing import IO, Any
 
 from ..bundle import mediatypes as mt
 from ..bundle.draft import Draft
 from ..bundle.info import BundleInfo
 from ..bundle.manifest import Descriptor, Manifest
-from ..errors import IntegrityError, UsageError
+from ..errors import IntegrityError, ModelPackError, UsageError
 from ..store import Store, StoredBundle, get_store, register_codec
-from .age import decrypt_layer, encrypt_bytes, encrypt_to_file
+from .age import decrypt_layer, decrypt_stream, encrypt_bytes, encrypt_stream
 from .keys import (
     DEFAULT_IDENTITY_FILE,
     IDENTITY_ENV,
@@ -91,19 +90,37 @@ def encrypt(
     draft = Draft.from_parent(parent.manifest, name=parent.name, op="encrypt", params=params)
     draft.layers = [d for d in draft.layers if d.filepath != SIGNATURE_FILE]
     for desc in chosen:
-        stored = parent.read(desc.filepath)
         # The plaintext's digest (before any compression) binds the ciphertext to this bundle:
         # a raw layer's own digest, or the diffId compression recorded for a zstd one.
         diff_id = draft.diff_ids.get(desc.digest, desc.digest)
-        # age writes the ciphertext straight into the store (no second in-memory copy).
-        write = functools.partial(encrypt_to_file, stored, recipients=parsed, passphrase=secret)
-        wrapped = target.put_written(desc.filepath, desc.media_type + mt.AGE_SUFFIX, write)
+        wrapped = _encrypt_layer(target, desc, recipients=parsed, passphrase=secret)
         # The unwrapped size: a zstd layer's inflated size (as compression recorded it), else the plaintext's.
-        plain_size = desc.annotations.get(mt.PLAIN_SIZE) if desc.media_type.endswith(mt.ZSTD_SUFFIX) else str(len(stored))
+        plain_size = desc.annotations.get(mt.PLAIN_SIZE) if desc.media_type.endswith(mt.ZSTD_SUFFIX) else str(desc.size)
         if plain_size is not None:
             wrapped = dataclasses.replace(wrapped, annotations={**wrapped.annotations, mt.PLAIN_SIZE: plain_size})
         draft.replace_layer(wrapped, diff_id=diff_id)
     return target.commit(draft, tags=tags)
+
+
+def _encrypt_layer(target: Store, desc: Descriptor, *, recipients: list[Any], passphrase: Passphrase | None) -> Descriptor:
+    """Stream one stored layer through age into a new blob: read, encrypted and hashed chunk by chunk.
+
+    The plain blob is verified on another thread meanwhile; a mismatch refuses the
+    layer before anything refers to the new blob.
+    """
+    check = target.verify_in_background(desc.digest, what=desc.filepath)
+
+    def write(out: IO[bytes]) -> None:
+        with target.open_blob(desc.digest, what=desc.filepath) as source:
+            encrypt_stream(source, out, recipients=recipients, passphrase=passphrase, limit=desc.size)
+
+    try:
+        wrapped = target.put_streamed(desc.filepath, desc.media_type + mt.AGE_SUFFIX, write)
+    except ModelPackError:
+        check()  # a damaged plain blob is reported as such
+        raise
+    check()
+    return wrapped
 
 
 def decrypt(ref: str, *, identity: Any = None, tags: Iterable[str] = (), store: Store | str | None = None) -> BundleInfo:
@@ -173,7 +190,12 @@ def _decrypt_codec(bundle: StoredBundle, desc: Descriptor, data: bytes, identity
     return decrypt_layer(data, identity=identity, filepath=desc.filepath, limit=plain_size_limit(desc))
 
 
-register_codec(mt.AGE_SUFFIX, _decrypt_codec)
+def _decrypt_stream_codec(bundle: StoredBundle, desc: Descriptor, source: IO[bytes], sink: IO[bytes], identity: Any) -> None:
+    check_binding(bundle.manifest, desc)
+    decrypt_stream(source, sink, size=desc.size, identity=identity, filepath=desc.filepath, limit=plain_size_limit(desc))
+
+
+register_codec(mt.AGE_SUFFIX, _decrypt_codec, stream=_decrypt_stream_codec)
 
 __all__ = [
     "DEFAULT_IDENTITY_FILE",
@@ -185,8 +207,10 @@ __all__ = [
     "check_binding",
     "decrypt",
     "decrypt_layer",
+    "decrypt_stream",
     "encrypt",
     "encrypt_bytes",
+    "encrypt_stream",
     "find_identities",
     "keygen_age",
     "parse_recipients",

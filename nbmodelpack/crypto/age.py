@@ -1,4 +1,4 @@
-"""age in memory: encrypt to a file or bytes, decrypt to bytes only, capped in size.
+"""age: encrypt and decrypt streams (to files, memory, or in-memory files), capped in size.
 
 The plaintext may not exceed the size the manifest records (``mt.PLAIN_SIZE``),
 and never the ciphertext's own size (age only adds bytes).
@@ -12,17 +12,19 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .. import paths
 from ..errors import CryptoError, IntegrityError
+from ..store.streams import CappedWriter
 from .keys import IDENTITY_ENV, PASSPHRASE_ENV, Passphrase, find_identities, identity_arg
+
+# age header: "age-encryption.org/v1\n-> scrypt SALT N\n…": a passphrase-encrypted file.
+_SCRYPT_HEADER = b"age-encryption.org/v1\n-> scrypt "
 
 
 def _is_scrypt(data: bytes) -> bool:
-    # age header: "age-encryption.org/v1\n-> scrypt SALT N\n…": a passphrase-encrypted file.
-    return data.startswith(b"age-encryption.org/v1\n-> scrypt ")
+    return data.startswith(_SCRYPT_HEADER)
 
 
 def encrypt_bytes(data: bytes, *, recipients: Sequence[Any] = (), passphrase: Passphrase | None = None) -> bytes:
@@ -37,39 +39,59 @@ def encrypt_bytes(data: bytes, *, recipients: Sequence[Any] = (), passphrase: Pa
     return out.getvalue()
 
 
-def encrypt_to_file(data: bytes, path: Path, *, recipients: Sequence[Any] = (), passphrase: Passphrase | None = None) -> None:
-    """Write ``data`` as an age file at ``path`` (what :func:`encrypt_bytes` returns, without the copy)."""
+def encrypt_stream(source: IO[bytes], out: IO[bytes], *, recipients: Sequence[Any] = (), passphrase: Passphrase | None = None, limit: int) -> None:
+    """Encrypt what ``source`` holds (at most ``limit`` bytes) into ``out`` as one age file, chunk by chunk.
+
+    A passphrase is the exception: pyrage's scrypt mode takes bytes only, so it reads the whole input.
+
+    Example:
+        >>> with open("model.safetensors", "rb") as src, open("model.age", "wb") as out:  # doctest: +SKIP
+        ...     encrypt_stream(src, out, recipients=[recipient], limit=1 << 30)
+    """
     import pyrage
 
     if passphrase is not None:
-        path.write_bytes(encrypt_bytes(data, passphrase=passphrase))
+        out.write(encrypt_bytes(source.read(limit), passphrase=passphrase))
         return
-    with open(path, "wb") as out:
-        pyrage.encrypt_io(io.BytesIO(data), out, list(recipients))
+    try:
+        pyrage.encrypt_io(source, out, list(recipients))
+    except pyrage.EncryptError as exc:  # reading the source failed (pyrage wraps the OSError)
+        raise CryptoError(f"cannot encrypt: {exc}", hint="check the store with `modelpack fsck`") from exc
 
 
 class _TooLarge(Exception):
     """Raised inside pyrage's write callback when the plaintext passes its cap."""
 
 
-class _CappedSink(io.RawIOBase):
-    """A write-only buffer that refuses to grow beyond ``limit`` bytes."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.buffer = io.BytesIO()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b: Any) -> int:
-        if self.buffer.tell() + len(b) > self.limit:
-            raise _TooLarge
-        return self.buffer.write(b)
-
-
 def _too_large(filepath: str, limit: int) -> IntegrityError:
     return IntegrityError(f"{filepath} decrypts to more than the {limit} bytes its manifest records", hint="the bundle was not written by nbmodelpack; nothing was loaded")
+
+
+def decrypt_stream(source: IO[bytes], sink: IO[bytes], *, size: int, identity: Any = None, filepath: str, limit: int | None = None) -> None:
+    """Decrypt an age file of ``size`` bytes from ``source`` into ``sink``, 8 KiB at a time; errors as :func:`decrypt_layer`.
+
+    At most ``limit`` bytes (and never more than ``size``) reach ``sink``. A
+    passphrase-encrypted file is decrypted in memory (pyrage's scrypt mode takes bytes).
+
+    Example:
+        >>> with open("model.age", "rb") as src, open(os.memfd_create("m"), "wb") as out:  # doctest: +SKIP
+        ...     decrypt_stream(src, out, size=os.fstat(src.fileno()).st_size, filepath="model.safetensors")
+    """
+    import pyrage
+
+    limit = size if limit is None else min(limit, size)
+    head = source.read(len(_SCRYPT_HEADER))
+    source.seek(0)
+    if _is_scrypt(head):
+        sink.write(decrypt_layer(source.read(size), identity=identity, filepath=filepath, limit=limit))
+        return
+    identities = _recipient_identities(identity, filepath)
+    try:
+        pyrage.decrypt_io(source, CappedWriter(sink, limit, _TooLarge()), identities)
+    except _TooLarge as exc:
+        raise _too_large(filepath, limit) from exc
+    except (pyrage.DecryptError, OSError) as exc:
+        raise _failed(filepath, exc) from exc
 
 
 def decrypt_layer(data: bytes, *, identity: Any = None, filepath: str, limit: int | None = None) -> bytes:
@@ -100,21 +122,31 @@ def decrypt_layer(data: bytes, *, identity: Any = None, filepath: str, limit: in
         if len(plain) > limit:
             raise _too_large(filepath, limit)
         return plain
+    identities = _recipient_identities(identity, filepath)
+    out = io.BytesIO()
+    try:
+        pyrage.decrypt_io(io.BytesIO(data), CappedWriter(out, limit, _TooLarge()), identities)
+    except _TooLarge as exc:
+        raise _too_large(filepath, limit) from exc
+    except (pyrage.DecryptError, OSError) as exc:
+        raise _failed(filepath, exc) from exc
+    return out.getvalue()
+
+
+def _recipient_identities(identity: Any, filepath: str) -> list[Any]:
     identities = [i for i in find_identities(identity) if not isinstance(i, Passphrase)]
     if not identities:
         hint = "the layer was encrypted for recipients, not a passphrase" if identity is not None else (
             f"pass identity=FILE, set {IDENTITY_ENV}, or put your identity in {paths.keys_dir()}")
         raise CryptoError(f"{filepath} is encrypted and no age identity was found", hint=hint)
-    out = _CappedSink(limit)
-    try:
-        pyrage.decrypt_io(io.BytesIO(data), out, identities)
-    except _TooLarge as exc:
-        raise _too_large(filepath, limit) from exc
-    except (pyrage.DecryptError, OSError) as exc:  # decrypt_io reports a failed chunk as OSError
-        if "No matching keys" in str(exc):
-            raise CryptoError(f"{filepath}: none of the given identities can open it", hint="it was encrypted for other recipients; pass the right key: identity=FILE") from exc
-        raise _damaged(filepath, exc) from exc
-    return out.buffer.getvalue()
+    return identities
+
+
+def _failed(filepath: str, exc: Exception) -> CryptoError:
+    # decrypt_io reports a failed chunk as OSError.
+    if "No matching keys" in str(exc):
+        return CryptoError(f"{filepath}: none of the given identities can open it", hint="it was encrypted for other recipients; pass the right key: identity=FILE")
+    return _damaged(filepath, exc)
 
 
 def _damaged(filepath: str, exc: Exception) -> CryptoError:

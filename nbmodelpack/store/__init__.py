@@ -26,6 +26,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import IO
 
 from filelock import FileLock, Timeout
 
@@ -50,7 +51,7 @@ from .blobs import CHUNK, Blobs, split, store_error
 from .compose import Signer, now_iso, write_version
 from .index import NAME_KEY, Entry, Index, entry_ref
 from .maintenance import FsckProblem
-from .opened import Codec, StoredBundle, register_codec
+from .opened import Codec, StoredBundle, StreamCodec, register_codec
 
 __all__ = [
     "NAME_KEY",
@@ -59,6 +60,7 @@ __all__ = [
     "Signer",
     "Store",
     "StoredBundle",
+    "StreamCodec",
     "get_store",
     "now_iso",
     "register_codec",
@@ -187,6 +189,15 @@ class Store:
     def verify_in_background(self, digest: str, *, what: str = "") -> Callable[[], None]:
         """Hash a blob on a second thread; the returned ``check()`` waits and raises on a mismatch."""
         return self.blobs.verify_in_background(digest, what=what)
+
+    def open_blob(self, digest: str, *, what: str = "") -> contextlib.AbstractContextManager[IO[bytes]]:
+        """A blob file opened for reading, unverified: callers hash it alongside (:meth:`verify_in_background`)."""
+        return self.blobs._open(digest, what)
+
+    def put_streamed(self, filepath: str, media_type: str, write: Callable[[IO[bytes]], None]) -> Descriptor:
+        """Let ``write(stream)`` push a layer's bytes (e.g. ``pyrage.encrypt_io``), hashed as written; return its descriptor."""
+        digest, size = self.blobs.write_streamed(write, what=filepath)
+        return layer(filepath, media_type, digest, size)
 
     def iter_blob(self, digest: str, chunk: int = CHUNK) -> Iterator[bytes]:
         """Yield a blob's raw bytes (unverified: callers that stream verify as they go)."""
