@@ -211,8 +211,11 @@ class Blobs:
             try:
                 with open(tmp, "xb") as f:
                     sink = HashingWriter(f)
-                    write(cast(IO[bytes], sink))
-                    digest = sink.digest()
+                    try:
+                        write(cast(IO[bytes], sink))
+                        digest = sink.digest()
+                    finally:
+                        sink.close()
                     if FSYNC_BLOBS:
                         f.flush()
                         os.fsync(f.fileno())

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import queue
 import threading
 from typing import IO, Any, cast
 
@@ -107,9 +108,10 @@ class InflatingWriter(io.RawIOBase):
 class HashingWriter(io.RawIOBase):
     """Write to ``out`` while hashing on a second thread, one :data:`HASH_BLOCK` at a time.
 
-    For producers that push small writes (pyrage writes 8 KiB at a time): writes are
-    gathered into blocks, each written and then hashed on a worker thread while the
-    producer fills the next. Call :meth:`digest` once at the end.
+    For producers that push small writes (pyrage writes 64 KiB at a time): writes are
+    gathered into blocks; each is written, then queued to one hashing thread, which
+    works while the producer fills the next (at most two blocks wait). Call
+    :meth:`digest` once at the end, and :meth:`close` in any case (it stops the thread).
     """
 
     def __init__(self, out: IO[bytes]) -> None:
@@ -117,7 +119,13 @@ class HashingWriter(io.RawIOBase):
         self.size = 0
         self._hash = hashlib.sha256()
         self._block = bytearray()
-        self._pending: threading.Thread | None = None
+        self._queue: queue.Queue[bytearray | None] = queue.Queue(maxsize=2)
+        self._worker = threading.Thread(target=self._work, daemon=True)
+        self._worker.start()
+
+    def _work(self) -> None:
+        while (block := self._queue.get()) is not None:
+            self._hash.update(block)
 
     def writable(self) -> bool:
         return True
@@ -133,16 +141,17 @@ class HashingWriter(io.RawIOBase):
     def _flush_block(self) -> None:
         block, self._block = self._block, bytearray()
         self.out.write(block)
-        if self._pending is not None:
-            self._pending.join()
-        self._pending = threading.Thread(target=self._hash.update, args=(block,))
-        self._pending.start()
+        self._queue.put(block)
 
     def digest(self) -> str:
         """Write what is left and return ``sha256:<hex>`` of everything written."""
         if self._block:
             self._flush_block()
-        if self._pending is not None:
-            self._pending.join()
-            self._pending = None
+        self.close()
         return "sha256:" + self._hash.hexdigest()
+
+    def close(self) -> None:
+        if self._worker.is_alive():
+            self._queue.put(None)
+            self._worker.join()
+        super().close()
