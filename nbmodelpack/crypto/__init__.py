@@ -8,13 +8,18 @@ readable so that an encrypted bundle still lists with its card and badges:
 ``README.md``, ``architecture.json`` (class name and init arguments, which the
 manifest summary already carries), ``signature.json``, ``processing.json``.
 
-Decryption only ever produces bytes in memory: ``StoredBundle.plaintext`` calls
-:func:`decrypt_layer`, and ``safetensors``/``torch.export`` load from bytes.
-It is capped: by the layer's ``mt.PLAIN_SIZE`` annotation (written by
+Decryption only ever produces plaintext in memory. Weights are streamed:
+``StoredBundle.plain_file`` calls the ``+age`` stream codec, which decrypts
+from the blob file straight into an in-memory file (``memfd``) that safetensors
+maps, while the store hashes the ciphertext on another thread. Small layers
+(code, JSON) and ``decrypt`` use the bytes codec (:func:`decrypt_layer`).
+Either is capped: by the layer's ``mt.PLAIN_SIZE`` annotation (written by
 ``encrypt``) and always by the ciphertext's own size (age only adds bytes).
+pyrage holds the GIL while it decrypts, so layers are decrypted one after
+another; the hashing overlaps.
 
 The package: :mod:`.keys` (identities, recipients, passphrases), :mod:`.age`
-(in-memory, size-capped age); the encrypt/decrypt transforms and the ``+age``
+(streaming, size-capped age); the encrypt/decrypt transforms and the ``+age``
 store codec are here.
 
 Identities (what opens a layer), in lookup order: the ``identity`` argument (an
