@@ -103,3 +103,18 @@ def test_the_hashing_writer_digests_everything_across_block_boundaries() -> None
         writer.write(data[start : start + 8192])
     assert writer.digest() == "sha256:" + hashlib.sha256(data).hexdigest()
     assert out.getvalue() == data and writer.size == len(data)
+
+
+def test_encrypting_a_damaged_blob_is_refused_and_keeps_no_new_blob(tmp_path: Path) -> None:
+    model = marked_mlp()
+    ref = nbmodelpack.pack(model, "small-mlp", example=torch.zeros(1, 1, 28, 28)).ref
+    store = nbmodelpack.get_store()
+    blob = store.blob_path(store.open(ref).descriptor("model.safetensors").digest)
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    blob.write_bytes(bytes(data))
+    before = sorted(p.name for p in blob.parent.iterdir())
+    _, recipient = nbmodelpack.keygen_age(tmp_path / "key.txt")
+    with pytest.raises(IntegrityError, match="model.safetensors is corrupted"):
+        nbmodelpack.encrypt(ref, recipients=[recipient])
+    assert sorted(p.name for p in blob.parent.iterdir()) == before

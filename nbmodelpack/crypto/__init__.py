@@ -111,21 +111,20 @@ def _encrypt_layer(target: Store, desc: Descriptor, *, recipients: list[Any], pa
     """Stream one stored layer through age into a new blob: read, encrypted and hashed chunk by chunk.
 
     The plain blob is verified on another thread meanwhile; a mismatch refuses the
-    layer before anything refers to the new blob.
+    layer before the new blob is kept.
     """
     check = target.verify_in_background(desc.digest, what=desc.filepath)
 
     def write(out: IO[bytes]) -> None:
-        with target.open_blob(desc.digest, what=desc.filepath) as source:
-            encrypt_stream(source, out, recipients=recipients, passphrase=passphrase, limit=desc.size)
+        try:
+            with target.open_blob(desc.digest, what=desc.filepath) as source:
+                encrypt_stream(source, out, recipients=recipients, passphrase=passphrase, limit=desc.size)
+        except ModelPackError:
+            check()  # a damaged plain blob is reported as such
+            raise
+        check()
 
-    try:
-        wrapped = target.put_streamed(desc.filepath, desc.media_type + mt.AGE_SUFFIX, write)
-    except ModelPackError:
-        check()  # a damaged plain blob is reported as such
-        raise
-    check()
-    return wrapped
+    return target.put_streamed(desc.filepath, desc.media_type + mt.AGE_SUFFIX, write)
 
 
 def decrypt(ref: str, *, identity: Any = None, tags: Iterable[str] = (), store: Store | str | None = None) -> BundleInfo:
