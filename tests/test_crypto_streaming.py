@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tracemalloc
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import zstandard
 from crypto_helpers import marked_mlp
 
 import nbmodelpack
-from nbmodelpack.errors import BundleFormatError, IntegrityError
+import nbmodelpack.crypto
+from nbmodelpack.errors import BundleFormatError, CryptoError, IntegrityError
 from nbmodelpack.store.streams import HASH_BLOCK, CappedWriter, HashingWriter, InflatingWriter
 
 SIDE = 4608  # an 81 MiB float32 weight: a whole-layer copy is twice the bound, the streaming buffers a tenth of it
@@ -118,3 +120,36 @@ def test_encrypting_a_damaged_blob_is_refused_and_keeps_no_new_blob(tmp_path: Pa
     with pytest.raises(IntegrityError, match="model.safetensors is corrupted"):
         nbmodelpack.encrypt(ref, recipients=[recipient])
     assert sorted(p.name for p in blob.parent.iterdir()) == before
+
+
+@pytest.mark.parametrize("use_cli", ["1", "0"], ids=["age-command", "pyrage"])
+def test_both_decryptors_give_the_plaintext_and_the_same_one_line_errors(use_cli, monkeypatch, tmp_path: Path) -> None:
+    from nbmodelpack.crypto import age
+
+    monkeypatch.setenv(age.AGE_CLI_ENV, use_cli)
+    if use_cli == "1" and age.age_cli() is None:
+        pytest.skip("the age command is not installed")
+    assert (age.age_cli() is not None) == (use_cli == "1")
+    key, recipient = nbmodelpack.keygen_age(tmp_path / "key.txt")
+    wrong, _ = nbmodelpack.keygen_age(tmp_path / "wrong.txt")
+    plain = os.urandom(300_000)
+    sealed = age.encrypt_bytes(plain, recipients=nbmodelpack.crypto.parse_recipients([recipient]))
+    flipped = bytearray(sealed)
+    flipped[len(sealed) // 2] ^= 0x01
+
+    def run(data: bytes, identity: Path = key, limit: int | None = None) -> bytes:
+        path = tmp_path / "layer.age"
+        path.write_bytes(data)
+        out = io.BytesIO()
+        with open(path, "rb") as source:
+            age.decrypt_stream(source, out, size=len(data), identity=identity, filepath="f", limit=limit)
+        return out.getvalue()
+
+    assert run(sealed) == plain
+    with pytest.raises(CryptoError, match="^decryption: f: none of the given identities can open it"):
+        run(sealed, wrong)
+    for damaged in (bytes(flipped), sealed[:-100]):
+        with pytest.raises(CryptoError, match="^decryption: f: the ciphertext is damaged or truncated"):
+            run(damaged)
+    with pytest.raises(IntegrityError, match="f decrypts to more than the 1000 bytes"):
+        run(sealed, limit=1000)
