@@ -94,7 +94,7 @@ def decrypt_stream(source: IO[bytes], sink: IO[bytes], *, size: int, identity: A
     capped = CappedWriter(sink, limit, _TooLarge())
     try:
         cli = age_cli()
-        if cli is None or not _cli_decrypt(cli, source, capped, identities, filepath):
+        if cli is None or not _cli_decrypt(cli, source, sink, capped, identities):
             pyrage.decrypt_io(source, capped, identities)
     except _TooLarge as exc:
         raise _too_large(filepath, limit) from exc
@@ -118,16 +118,31 @@ def age_cli() -> str | None:
     return shutil.which("age")
 
 
-def _cli_decrypt(cli: str, source: IO[bytes], sink: CappedWriter, identities: Sequence[Any], filepath: str) -> bool:
-    """Decrypt with the ``age`` command: ciphertext on its stdin, plaintext read from its stdout in 1 MiB pieces.
+def _direct_fd(sink: IO[bytes]) -> int | None:
+    """The file descriptor of an empty, seekable ``sink`` (a memfd) the child may write itself, else ``None``."""
+    try:
+        fd = sink.fileno()
+        sink.flush()
+        empty = sink.tell() == 0 and os.fstat(fd).st_size == 0
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return None
+    return fd if empty else None
 
-    The identities reach it through a pipe (``-i /dev/fd/N``), never a file. Returns
-    ``False`` (nothing done) when an identity has no text form the CLI reads (ssh, plugins).
+
+def _cli_decrypt(cli: str, source: IO[bytes], sink: IO[bytes], capped: CappedWriter, identities: Sequence[Any]) -> bool:
+    """Decrypt with the ``age`` command: ciphertext on its stdin, plaintext straight into ``sink``'s file or through ``capped``.
+
+    The identities reach it through a pipe (``-i /dev/fd/N``), never a file. An empty
+    in-memory file is handed to the child as its stdout (no copy through Python; age's
+    output is never larger than its input, and the cap is checked on the size it wrote);
+    anything else reads its stdout in 1 MiB pieces through the cap. Returns ``False``
+    (nothing done) when an identity has no text form the CLI reads (ssh, plugins).
     """
     from pyrage import x25519
 
     if not all(isinstance(i, x25519.Identity) for i in identities):
         return False
+    direct = _direct_fd(sink)
     keys = "".join(f"{i}\n" for i in identities).encode()
     # The child reads the blob through the same file offset; the buffered reader's seek(0)
     # after peeking at the header may not have reached the OS.
@@ -140,23 +155,29 @@ def _cli_decrypt(cli: str, source: IO[bytes], sink: CappedWriter, identities: Se
     try:
         proc = subprocess.Popen(
             [cli, "--decrypt", "-i", f"/dev/fd/{read_end}"],
-            stdin=source, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(read_end,),
+            stdin=source, stdout=subprocess.PIPE if direct is None else direct, stderr=subprocess.PIPE, pass_fds=(read_end,),
         )
     finally:
         os.close(read_end)
-    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stderr is not None
     finished = False
     try:
-        while block := proc.stdout.read(CLI_BLOCK):
-            sink.write(block)
+        while proc.stdout is not None and (block := proc.stdout.read(CLI_BLOCK)):
+            capped.write(block)
         finished = True
     finally:
         if not finished:  # the cap (or an error) stopped reading: the child may be blocked writing
             proc.kill()
         err = proc.stderr.read(4096).decode("utf-8", "replace")
-        proc.stdout.close()
+        if proc.stdout is not None:
+            proc.stdout.close()
         proc.stderr.close()
         proc.wait()
+    if direct is not None and proc.returncode == 0:
+        written = os.fstat(direct).st_size
+        if written > capped.limit:
+            raise _TooLarge
+        sink.seek(written)  # the child wrote past the buffered writer's position
     if proc.returncode != 0:
         if "no identity matched" in err:
             raise _decrypt_error("No matching keys")
