@@ -123,7 +123,7 @@ def test_encrypting_a_damaged_blob_is_refused_and_keeps_no_new_blob(tmp_path: Pa
 
 
 @pytest.mark.parametrize("use_cli", ["1", "0"], ids=["age-command", "pyrage"])
-def test_both_decryptors_give_the_plaintext_and_the_same_one_line_errors(use_cli, monkeypatch, tmp_path: Path) -> None:
+def test_the_age_command_and_pyrage_both_round_trip_and_give_the_same_one_line_errors(use_cli, monkeypatch, tmp_path: Path) -> None:
     from nbmodelpack.crypto import age
 
     monkeypatch.setenv(age.AGE_CLI_ENV, use_cli)
@@ -146,6 +146,12 @@ def test_both_decryptors_give_the_plaintext_and_the_same_one_line_errors(use_cli
         return out.getvalue()
 
     assert run(sealed) == plain
+    source = tmp_path / "plain.bin"
+    source.write_bytes(plain)
+    streamed = io.BytesIO()
+    with open(source, "rb") as f:
+        age.encrypt_stream(f, streamed, recipients=nbmodelpack.crypto.parse_recipients([recipient]), limit=len(plain))
+    assert streamed.getvalue() != sealed and run(streamed.getvalue()) == plain
     with pytest.raises(CryptoError, match="^decryption: f: none of the given identities can open it"):
         run(sealed, wrong)
     for damaged in (bytes(flipped), sealed[:-100]):

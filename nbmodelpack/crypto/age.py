@@ -58,10 +58,39 @@ def encrypt_stream(source: IO[bytes], out: IO[bytes], *, recipients: Sequence[An
     if passphrase is not None:
         out.write(encrypt_bytes(source.read(limit), passphrase=passphrase))
         return
+    from pyrage import x25519
+
+    cli = age_cli()
+    if cli is not None and recipients and all(isinstance(r, x25519.Recipient) for r in recipients):
+        _cli_encrypt(cli, source, out, recipients)
+        return
     try:
         pyrage.encrypt_io(source, out, list(recipients))
     except pyrage.EncryptError as exc:  # reading the source failed (pyrage wraps the OSError)
         raise CryptoError(f"cannot encrypt: {exc}", hint="check the store with `modelpack fsck`") from exc
+
+
+def _cli_encrypt(cli: str, source: IO[bytes], out: IO[bytes], recipients: Sequence[Any]) -> None:
+    """Encrypt with the ``age`` command (see :func:`age_cli`): ``source`` on its stdin, its stdout copied to ``out`` in 1 MiB pieces."""
+    os.lseek(source.fileno(), 0, os.SEEK_SET)
+    args = [cli, "--encrypt"] + [part for r in recipients for part in ("-r", str(r))]
+    proc = subprocess.Popen(args, stdin=source, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    finished = False
+    try:
+        while block := proc.stdout.read(CLI_BLOCK):
+            out.write(block)
+        finished = True
+    finally:
+        if not finished:
+            proc.kill()
+        err = proc.stderr.read(4096).decode("utf-8", "replace")
+        proc.stdout.close()
+        proc.stderr.close()
+        proc.wait()
+    if proc.returncode != 0:
+        lines = [line for line in err.splitlines() if "error:" in line] or [f"age exited with {proc.returncode}"]
+        raise CryptoError(f"cannot encrypt: {lines[0].split('error:', 1)[-1].strip()}")
 
 
 class _TooLarge(Exception):
