@@ -32,7 +32,9 @@ passphrase-encrypted layers ``$NBMODELPACK_PASSPHRASE``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import IO, Any
 
 from ..bundle import mediatypes as mt
@@ -41,7 +43,7 @@ from ..bundle.info import BundleInfo
 from ..bundle.manifest import Descriptor, Manifest
 from ..errors import IntegrityError, ModelPackError, UsageError
 from ..store import Store, StoredBundle, get_store, register_codec
-from .age import decrypt_layer, decrypt_stream, encrypt_bytes, encrypt_stream
+from .age import cli_encrypts, decrypt_layer, decrypt_stream, encrypt_bytes, encrypt_stream
 from .keys import (
     DEFAULT_IDENTITY_FILE,
     IDENTITY_ENV,
@@ -124,7 +126,16 @@ def _encrypt_layer(target: Store, desc: Descriptor, *, recipients: list[Any], pa
             raise
         check()
 
-    return target.put_streamed(desc.filepath, desc.media_type + mt.AGE_SUFFIX, write)
+    media_type = desc.media_type + mt.AGE_SUFFIX
+    if cli_encrypts(recipients, passphrase) is not None:
+        # The age command writes the blob file itself; it is hashed from the page cache after.
+        return target.put_written(desc.filepath, media_type, functools.partial(_write_file, write=write))
+    return target.put_streamed(desc.filepath, media_type, write)
+
+
+def _write_file(path: Path, *, write: Callable[[IO[bytes]], None]) -> None:
+    with open(path, "wb") as out:
+        write(out)
 
 
 def decrypt(ref: str, *, identity: Any = None, tags: Iterable[str] = (), store: Store | str | None = None) -> BundleInfo:

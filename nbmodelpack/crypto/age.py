@@ -58,10 +58,8 @@ def encrypt_stream(source: IO[bytes], out: IO[bytes], *, recipients: Sequence[An
     if passphrase is not None:
         out.write(encrypt_bytes(source.read(limit), passphrase=passphrase))
         return
-    from pyrage import x25519
-
-    cli = age_cli()
-    if cli is not None and recipients and all(isinstance(r, x25519.Recipient) for r in recipients):
+    cli = cli_encrypts(recipients, passphrase)
+    if cli is not None:
         _cli_encrypt(cli, source, out, recipients)
         return
     try:
@@ -70,24 +68,42 @@ def encrypt_stream(source: IO[bytes], out: IO[bytes], *, recipients: Sequence[An
         raise CryptoError(f"cannot encrypt: {exc}", hint="check the store with `modelpack fsck`") from exc
 
 
+def cli_encrypts(recipients: Sequence[Any], passphrase: Passphrase | None) -> str | None:
+    """The ``age`` command, if :func:`encrypt_stream` will use it for these recipients (``age1…`` keys only).
+
+    Example:
+        >>> cli_encrypts([], Passphrase("x")) is None
+        True
+    """
+    from pyrage import x25519
+
+    if passphrase is not None or not recipients or not all(isinstance(r, x25519.Recipient) for r in recipients):
+        return None
+    return age_cli()
+
+
 def _cli_encrypt(cli: str, source: IO[bytes], out: IO[bytes], recipients: Sequence[Any]) -> None:
-    """Encrypt with the ``age`` command (see :func:`age_cli`): ``source`` on its stdin, its stdout copied to ``out`` in 1 MiB pieces."""
+    """Encrypt with the ``age`` command: ``source`` on its stdin; its stdout is ``out``'s file when that is empty, else copied in 1 MiB pieces."""
     os.lseek(source.fileno(), 0, os.SEEK_SET)
+    direct = _direct_fd(out)
     args = [cli, "--encrypt"] + [part for r in recipients for part in ("-r", str(r))]
-    proc = subprocess.Popen(args, stdin=source, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
+    proc = subprocess.Popen(args, stdin=source, stdout=subprocess.PIPE if direct is None else direct, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
     finished = False
     try:
-        while block := proc.stdout.read(CLI_BLOCK):
+        while proc.stdout is not None and (block := proc.stdout.read(CLI_BLOCK)):
             out.write(block)
         finished = True
     finally:
         if not finished:
             proc.kill()
         err = proc.stderr.read(4096).decode("utf-8", "replace")
-        proc.stdout.close()
+        if proc.stdout is not None:
+            proc.stdout.close()
         proc.stderr.close()
         proc.wait()
+    if direct is not None:
+        out.seek(0, os.SEEK_END)  # the child wrote past the writer's position
     if proc.returncode != 0:
         lines = [line for line in err.splitlines() if "error:" in line] or [f"age exited with {proc.returncode}"]
         raise CryptoError(f"cannot encrypt: {lines[0].split('error:', 1)[-1].strip()}")
