@@ -9,13 +9,19 @@ readable so that an encrypted bundle still lists with its card and badges:
 ``README.md``, ``architecture.json`` (class name and init arguments, which the
 manifest summary already carries), ``signature.json``, ``processing.json``.
 
-Decryption only ever produces bytes in memory: ``StoredBundle.plaintext`` calls
-:func:`decrypt_layer`, and ``safetensors``/``torch.export`` load from bytes.
-It is capped: by the layer's ``mt.PLAIN_SIZE`` annotation (written by
+Decryption only ever produces plaintext in memory. Weights are streamed:
+``StoredBundle.plain_file`` calls the ``+age`` stream codec, which decrypts
+from the blob file straight into an in-memory file (``memfd``) that safetensors
+maps, while the store hashes the ciphertext on another thread. Small layers
+(code, JSON) and ``decrypt`` use the bytes codec (:func:`decrypt_layer`).
+Either is capped: by the layer's ``mt.PLAIN_SIZE`` annotation (written by
 ``encrypt``) and always by the ciphertext's own size (age only adds bytes).
+Where the ``age`` command is installed and the identities are ``age1`` keys,
+it does the work (``age.age_cli``: ~25 % less CPU than pyrage, in its own
+process, so several layers can decrypt at once; pyrage holds the GIL), else pyrage.
 
 The package: :mod:`.keys` (identities, recipients, passphrases), :mod:`.age`
-(in-memory, size-capped age); the encrypt/decrypt transforms and the ``+age``
+(streaming, size-capped age); the encrypt/decrypt transforms and the ``+age``
 store codec are here.
 
 Identities (what opens a layer), in lookup order: the ``identity`` argument (an
@@ -29,16 +35,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import IO, Any
 
 from ..bundle import mediatypes as mt
 from ..bundle.draft import Draft
 from ..bundle.info import BundleInfo
 from ..bundle.manifest import Descriptor, Manifest
-from ..errors import IntegrityError, UsageError
+from ..errors import IntegrityError, ModelPackError, UsageError
 from ..store import Store, StoredBundle, get_store, register_codec
-from .age import decrypt_layer, encrypt_bytes, encrypt_to_file
+from .age import cli_encrypts, decrypt_layer, decrypt_stream, encrypt_bytes, encrypt_stream
 from .keys import (
     DEFAULT_IDENTITY_FILE,
     IDENTITY_ENV,
@@ -92,19 +99,45 @@ def encrypt(
     draft = Draft.from_parent(parent.manifest, name=parent.name, op="encrypt", params=params)
     draft.layers = [d for d in draft.layers if d.filepath != SIGNATURE_FILE]
     for desc in chosen:
-        stored = parent.read(desc.filepath)
         # The plaintext's digest (before any compression) binds the ciphertext to this bundle:
         # a raw layer's own digest, or the diffId compression recorded for a zstd one.
         diff_id = draft.diff_ids.get(desc.digest, desc.digest)
-        # age writes the ciphertext straight into the store (no second in-memory copy).
-        write = functools.partial(encrypt_to_file, stored, recipients=parsed, passphrase=secret)
-        wrapped = target.put_written(desc.filepath, desc.media_type, write, encodings=(*desc.encodings, mt.AGE))
+        wrapped = _encrypt_layer(target, desc, recipients=parsed, passphrase=secret)
         # The unwrapped size: a zstd layer's inflated size (as compression recorded it), else the plaintext's.
-        plain_size = desc.annotations.get(mt.PLAIN_SIZE) if mt.ZSTD in desc.encodings else str(len(stored))
+        plain_size = desc.annotations.get(mt.PLAIN_SIZE) if mt.ZSTD in desc.encodings else str(desc.size)
         if plain_size is not None:
             wrapped = dataclasses.replace(wrapped, annotations={**wrapped.annotations, mt.PLAIN_SIZE: plain_size})
         draft.replace_layer(wrapped, diff_id=diff_id)
     return target.commit(draft, tags=tags)
+
+
+def _encrypt_layer(target: Store, desc: Descriptor, *, recipients: list[Any], passphrase: Passphrase | None) -> Descriptor:
+    """Stream one stored layer through age into a new blob: read, encrypted and hashed chunk by chunk.
+
+    The plain blob is verified on another thread meanwhile; a mismatch refuses the
+    layer before the new blob is kept.
+    """
+    check = target.check_blob(desc.digest, what=desc.filepath)  # no hash while its record matches
+
+    def write(out: IO[bytes]) -> None:
+        try:
+            with target.open_blob(desc.digest, what=desc.filepath) as source:
+                encrypt_stream(source, out, recipients=recipients, passphrase=passphrase, limit=desc.size)
+        except ModelPackError:
+            check()  # a damaged plain blob is reported as such
+            raise
+        check()
+
+    base, encodings = mt.base_media_type(desc.media_type), (*desc.encodings, mt.AGE)
+    if cli_encrypts(recipients, passphrase) is not None:
+        # The age command writes the blob file itself; it is hashed from the page cache after.
+        return target.put_written(desc.filepath, base, functools.partial(_write_file, write=write), encodings=encodings)
+    return target.put_streamed(desc.filepath, base, write, encodings=encodings)
+
+
+def _write_file(path: Path, *, write: Callable[[IO[bytes]], None]) -> None:
+    with open(path, "wb") as out:
+        write(out)
 
 
 def decrypt(ref: str, *, identity: Any = None, tags: Iterable[str] = (), store: Store | str | None = None) -> BundleInfo:
@@ -173,7 +206,12 @@ def _decrypt_codec(bundle: StoredBundle, desc: Descriptor, data: bytes, identity
     return decrypt_layer(data, identity=identity, filepath=desc.filepath, limit=plain_size_limit(desc))
 
 
-register_codec(mt.AGE_SUFFIX, _decrypt_codec)
+def _decrypt_stream_codec(bundle: StoredBundle, desc: Descriptor, source: IO[bytes], sink: IO[bytes], identity: Any) -> None:
+    check_binding(bundle.manifest, desc)
+    decrypt_stream(source, sink, size=desc.size, identity=identity, filepath=desc.filepath, limit=plain_size_limit(desc))
+
+
+register_codec(mt.AGE_SUFFIX, _decrypt_codec, stream=_decrypt_stream_codec)
 
 __all__ = [
     "DEFAULT_IDENTITY_FILE",
@@ -185,8 +223,10 @@ __all__ = [
     "check_binding",
     "decrypt",
     "decrypt_layer",
+    "decrypt_stream",
     "encrypt",
     "encrypt_bytes",
+    "encrypt_stream",
     "find_identities",
     "keygen_age",
     "parse_recipients",

@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import IO
 
 from filelock import FileLock, Timeout
 
@@ -51,7 +52,7 @@ from .blobs import CHUNK, Blobs, split, store_error
 from .compose import Signer, now_iso, write_version
 from .index import NAME_KEY, Entry, Index, entry_ref
 from .maintenance import FsckProblem
-from .opened import Codec, StoredBundle, register_codec
+from .opened import Codec, StoredBundle, StreamCodec, register_codec
 from .records import Records
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "Signer",
     "Store",
     "StoredBundle",
+    "StreamCodec",
     "get_store",
     "now_iso",
     "register_codec",
@@ -216,6 +218,20 @@ class Store:
     def blob_verified(self, digest: str) -> bool:
         """Whether this user hashed the blob before and its file has not changed since (no hashing here)."""
         return self.blobs.is_recorded(digest)
+
+    def open_blob(self, digest: str, *, what: str = "") -> contextlib.AbstractContextManager[IO[bytes]]:
+        """A blob file opened for reading, unverified: callers hash it alongside (:meth:`verify_in_background`)."""
+        return self.blobs._open(digest, what)
+
+    def put_streamed(
+        self, filepath: str, media_type: str, write: Callable[[IO[bytes]], None], *, encodings: tuple[str, ...] = ()
+    ) -> Descriptor:
+        """Let ``write(stream)`` push a layer's bytes (e.g. ``pyrage.encrypt_io``), hashed as written; return its descriptor.
+
+        ``encodings`` as in :meth:`put_written`.
+        """
+        digest, size = self.blobs.write_streamed(write, what=filepath)
+        return layer(filepath, media_type, digest, size, encodings)
 
     def iter_blob(self, digest: str, chunk: int = CHUNK) -> Iterator[bytes]:
         """Yield a blob's raw bytes (unverified: callers that stream verify as they go)."""

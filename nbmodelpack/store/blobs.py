@@ -24,11 +24,12 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from ..bundle.refs import DIGEST_RE
 from ..errors import IntegrityError, InvalidReference, StoreError
 from .records import Identity, Records, file_identity, identity
+from .streams import HashingWriter
 
 CHUNK = 8 << 20
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -210,6 +211,32 @@ class Blobs:
         finally:
             tmp.unlink(missing_ok=True)
         return digest, size
+
+    def write_streamed(self, write: Callable[[IO[bytes]], None], *, what: str) -> tuple[str, int]:
+        """Let ``write(stream)`` push the content (e.g. ``pyrage.encrypt_io``); it is hashed as it is written.
+
+        Unlike :meth:`write_with` there is no second pass over the file: blocks are
+        hashed on another thread while the writer produces the next.
+        """
+        tmp = self._temp()
+        try:
+            try:
+                with open(tmp, "xb") as f:
+                    sink = HashingWriter(f)
+                    try:
+                        write(cast(IO[bytes], sink))
+                        digest = sink.digest()
+                    finally:
+                        sink.close()
+                    if FSYNC_BLOBS:
+                        f.flush()
+                        os.fsync(f.fileno())
+            except OSError as exc:
+                raise store_error(exc, what) from exc
+            self._settle(tmp, digest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return digest, sink.size
 
     def _settle(self, tmp: Path, digest: str) -> None:
         """Move a hashed temp file into place and record it as verified."""

@@ -13,8 +13,9 @@ import dataclasses
 import functools
 import importlib.util
 import os
+import shutil
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from .._files import load_json_limited
 from ..bundle import mediatypes as mt
@@ -27,13 +28,18 @@ from ..bundle.manifest import MAX_CONFIG_BYTES, Descriptor, Manifest
 from ..bundle.shards import weight_filepaths
 from ..config import trusted_modules
 from ..errors import BundleFormatError, BundleNotFound, IntegrityError, ModelPackError, StoreError
+from .streams import CappedWriter, InflatingWriter
 
 if TYPE_CHECKING:
     from . import Store
 
 # Arguments: the opened bundle, the layer, its stored bytes, the identity (a key, or None).
 Codec = Callable[["StoredBundle", Descriptor, bytes, Any], bytes]
+# The streaming form: unwrap from ``source`` (the stored bytes, read in order) into ``sink``.
+# Arguments: the opened bundle, the layer, source, sink, the identity.
+StreamCodec = Callable[["StoredBundle", Descriptor, IO[bytes], IO[bytes], Any], None]
 _CODECS: dict[str, Codec] = {}
+_STREAM_CODECS: dict[str, StreamCodec] = {}
 
 # Without a recorded plain size (bundles written before it was recorded), a zstd layer may
 # inflate to 64x its stored size: int8 weights with most values pruned compress ~10-20x, so
@@ -45,15 +51,22 @@ UNRECORDED_CEILING = 8 << 30
 # JSON layers (architecture, signature, processing, shard index) are small; 16 MiB leaves
 # room for label lists of very large classifiers.
 MAX_JSON_LAYER_BYTES = 16 << 20
+# Writes into the plaintext's memfd are gathered to this size (pyrage hands out 8 KiB pieces).
+UNWRAP_BUFFER = 1 << 20
 
 
-def register_codec(suffix: str, decode: Codec) -> None:
+def register_codec(suffix: str, decode: Codec, *, stream: StreamCodec | None = None) -> None:
     """Let the store unwrap layers whose media type ends with ``suffix``.
+
+    ``stream`` is the same decoder reading a file and writing a stream: weights are
+    unwrapped with it straight into memory (:meth:`StoredBundle.plain_file`).
 
     Example:
         >>> register_codec("+rot13", lambda bundle, desc, data, identity: data)
     """
     _CODECS[suffix] = decode
+    if stream is not None:
+        _STREAM_CODECS[suffix] = stream
 
 
 def codec(suffix: str) -> Codec:
@@ -64,6 +77,13 @@ def codec(suffix: str) -> Codec:
             raise BundleFormatError(f"a layer is wrapped as {suffix[1:]!r:.40}, which nbmodelpack does not know", hint="it was not written by nbmodelpack") from None
         # ``nbmodelpack.api`` imports crypto, which registers ``+age``: reached only below the API.
         raise StoreError(f"no codec for {suffix} layers", hint="import nbmodelpack.crypto first") from None
+
+
+def stream_codec(suffix: str) -> StreamCodec:
+    try:
+        return _STREAM_CODECS[suffix]
+    except KeyError:
+        raise StoreError(f"no streaming codec for {suffix} layers", hint="import nbmodelpack.crypto first") from None
 
 
 def plain_size(desc: Descriptor) -> int | None:
@@ -130,6 +150,15 @@ def inflate_zstd(bundle: StoredBundle, desc: Descriptor, data: bytes, identity: 
         return b"".join(chunks)
     except zstandard.ZstdError as exc:
         raise IntegrityError(f"{desc.filepath} is not valid zstd data ({exc})") from exc
+
+
+def _wrapping(desc: Descriptor) -> tuple[str, ...]:
+    """A layer's encodings, innermost first, refused unless in the one order we write (zstd, then age)."""
+    wrapping = desc.encodings
+    if len(set(wrapping)) != len(wrapping) or wrapping[-1:] == (mt.ZSTD,) and mt.AGE in wrapping:
+        # We compress before we encrypt (ciphertext does not compress); any other order is not ours.
+        raise BundleFormatError(f"{desc.filepath} is wrapped as {','.join(wrapping)[:60]!r}, an order nbmodelpack never writes")
+    return wrapping
 
 
 class StoredBundle:
@@ -227,11 +256,7 @@ class StoredBundle:
         """
         desc = self.descriptor(filepath)
         data = self.read(filepath, limit=limit, verify=verify)  # ciphertext and compressed bytes are verified before decoding
-        wrapping = desc.encodings
-        if len(set(wrapping)) != len(wrapping) or wrapping[-1:] == (mt.ZSTD,) and mt.AGE in wrapping:
-            # We compress before we encrypt (ciphertext does not compress); any other order is not ours.
-            raise BundleFormatError(f"{filepath} is wrapped as {','.join(wrapping)[:60]!r}, an order nbmodelpack never writes")
-        for encoding in reversed(wrapping):  # outermost wrapper first
+        for encoding in reversed(_wrapping(desc)):  # outermost wrapper first
             if encoding == mt.ZSTD and not inflate:
                 break
             data = codec("+" + encoding)(self, desc, data, identity)
@@ -259,16 +284,56 @@ class StoredBundle:
             finally:
                 check()  # a damaged blob is an integrity error before anything is handed out
             return
-        data = self.plaintext(filepath, identity=identity, verify=verify)
         fd = os.memfd_create(f"nbmodelpack-{filepath}", os.MFD_CLOEXEC)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            del data
+            with open(fd, "wb", buffering=UNWRAP_BUFFER, closefd=False) as out:
+                self.unwrap_into(filepath, out, identity=identity, verify=verify)
             yield f"/proc/self/fd/{fd}"
         finally:
             os.close(fd)
+
+    def unwrap_into(self, filepath: str, out: IO[bytes], *, identity: Any = None, verify: bool = False) -> None:
+        """Stream a wrapped layer's plaintext into ``out``: decrypted and inflated on the way, one chunk at a time.
+
+        The stored bytes are hashed on another thread while they are decoded; a
+        mismatch is raised (in preference to any decoding error) before this
+        returns, so nothing written to ``out`` may be used until it returns.
+
+        Example:
+            >>> with open(os.memfd_create("w"), "wb") as out:  # doctest: +SKIP
+            ...     bundle.unwrap_into("model.safetensors", out, identity="~/.age/me.txt")
+        """
+        desc = self.descriptor(filepath)
+        check = self.store.check_blob(desc.digest, what=filepath, verify=verify)  # no hash while its record matches
+        try:
+            self._decode_stream(desc, out, identity)
+        except ModelPackError:
+            check()  # a damaged blob is reported as such, not as the decoding error it caused
+            raise
+        check()
+
+    def _decode_stream(self, desc: Descriptor, out: IO[bytes], identity: Any) -> None:
+        wrapping = _wrapping(desc)
+        encrypted = mt.AGE in wrapping
+        sink = out
+        inflater = None
+        if mt.ZSTD in wrapping:
+            if mt.base_media_type(desc.media_type) != mt.WEIGHT:
+                raise BundleFormatError(f"{desc.filepath} is zstd-compressed, which only weight layers may be")
+            limit = inflate_limit(desc, desc.size)
+            too_big = BundleFormatError(
+                f"{desc.filepath} inflates to more than {limit:,} bytes, more than its manifest allows",
+                hint="the bundle may be a decompression bomb; it was not loaded",
+            )
+            inflater = InflatingWriter(CappedWriter(out, limit, too_big), what=desc.filepath, expected=plain_size(desc))
+            sink = cast(IO[bytes], inflater)
+        with self.store.open_blob(desc.digest, what=desc.filepath) as source:
+            if encrypted:
+                stream_codec(mt.AGE_SUFFIX)(self, desc, source, sink, identity)
+            else:
+                shutil.copyfileobj(source, sink, UNWRAP_BUFFER)
+        if inflater is not None:
+            inflater.finish()
 
     def read_json(self, filepath: str, *, identity: Any = None) -> Any:
         """A JSON layer, parsed with size and depth caps."""
