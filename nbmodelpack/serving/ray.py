@@ -28,6 +28,7 @@ import shutil
 import socket
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -55,6 +56,7 @@ except ModuleNotFoundError as exc:
     raise UsageError(RAY_NOT_INSTALLED) from None
 
 APP_NAME = "modelpack"
+TEMP_PREFIX = "modelpack-ray-"  # + the server's pid: a killed server's folder is removed by the next one
 _temp_dirs: list[str] = []
 
 
@@ -208,7 +210,8 @@ def start(options: ServeOptions) -> int:
         if address:
             ray.init(address=address, **quiet)
         else:
-            temp = tempfile.mkdtemp(prefix="modelpack-ray-")
+            _remove_stale_temp_dirs()
+            temp = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
             _temp_dirs.append(temp)
             ray.init(_node_ip_address="127.0.0.1", _temp_dir=temp, **quiet)
     port = options.port or _free_port(options.host)
@@ -218,17 +221,28 @@ def start(options: ServeOptions) -> int:
 
 
 def stop_all() -> None:
-    """Delete the application, stop Serve and, if this process started it, the local Ray head.
+    """Take the application down: the whole local head if this process started it, else just the app.
 
     Example:
         >>> stop_all()  # doctest: +SKIP
     """
     with contextlib.suppress(Exception):  # Ray may be half gone already (Ctrl-C, a killed node)
-        serve.shutdown()
+        if not _temp_dirs:  # someone else's cluster: leave it running without our app
+            serve.delete(APP_NAME)
     with contextlib.suppress(Exception):
-        ray.shutdown()
+        ray.shutdown()  # a head node started here goes with every process it started
     while _temp_dirs:
         shutil.rmtree(_temp_dirs.pop(), ignore_errors=True)
+
+
+def _remove_stale_temp_dirs() -> None:
+    """Remove the Ray folders of local heads whose server was killed before it could clean up."""
+    from .registry import alive
+
+    for path in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*-*"):
+        pid = path.name.removeprefix(TEMP_PREFIX).split("-")[0]
+        if pid.isdigit() and not alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def serve_foreground(options: ServeOptions) -> None:

@@ -65,6 +65,10 @@ def ray_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
                 yield url, model, proc
             finally:
                 seen += _descendants(proc.pid)
+                # As `modelpack stop` does: SIGTERM to the server alone, which takes its Ray head down.
+                proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=30)
     finally:
         # The server shuts Ray down on SIGTERM and `running` kills its process group; whatever Ray left goes too.
         for p in seen:
@@ -91,18 +95,23 @@ def test_ray_serve_answers_oip_v2_and_predict_like_the_model(ray_server):
     assert bad.status_code == 400 and "error" in bad.json()
 
 
+def _loopback(ip: str) -> bool:
+    addr = ipaddress.ip_address(ip)
+    mapped = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else None  # ::ffff:127.0.0.1
+    return (mapped or addr).is_loopback
+
+
 def test_ray_head_node_and_proxy_listen_on_loopback_only(ray_server):
     _, _, proc = ray_server
-    wide: dict[str, int] = {}
+    wide: dict[str, list[str]] = {}
     for p in [psutil.Process(proc.pid), *_descendants(proc.pid)]:
         with contextlib.suppress(psutil.Error):
             for c in p.net_connections(kind="inet"):
-                if c.status == psutil.CONN_LISTEN and not ipaddress.ip_address(c.laddr.ip).is_loopback:
-                    title = p.cmdline()[0]
-                    wide[title] = wide.get(title, 0) + 1
+                if c.status == psutil.CONN_LISTEN and not _loopback(c.laddr.ip):
+                    wide.setdefault(f"{p.cmdline()[0]} (pid {p.pid})", []).append(f"{c.laddr.ip}:{c.laddr.port}")
     # Ray Serve 2.60 binds each replica's inter-deployment gRPC server to [::]:0 (behind
     # Ray's token auth) and has no setting for it; everything else is loopback.
-    assert {t: n for t, n in wide.items() if not (t.startswith("ray::ServeReplica") and n == 1)} == {}
+    assert {t: a for t, a in wide.items() if not (t.startswith("ray::ServeReplica") and len(a) == 1)} == {}
 
 
 def test_ray_serve_keeps_answering_when_a_replica_is_killed(ray_server):
