@@ -1,6 +1,7 @@
-"""Ray Serve end to end: `modelpack serve --engine ray` starts a local Ray head on loopback, real HTTP clients.
+"""Ray Serve end to end: `%modelpack serve REF --engine ray` starts a local Ray head on loopback, real HTTP clients.
 
-One server for the module: an MNIST MLP deployed as 2 Ray Serve replicas. The
+One server for the module, started from an IPython shell as a notebook would: an
+MNIST MLP deployed as 2 Ray Serve replicas. The
 replicas are found among the server's descendant processes by the title Ray gives
 them (``ray::ServeReplica:…``); every process the server started is killed at the
 end, even on failure.
@@ -57,21 +58,28 @@ def ray_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
     info = nbmodelpack.pack(model, "mnist-mlp", example=normalize(images[:1]), labels=range(10), preprocess=MNIST_PREPROCESS, store=str(home / "store"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "nbmodelpack", "serve", info.ref, "--engine", "ray", "--replicas", "2", "--port", str(port), "--max-delay-ms", "5"]
+    # A notebook kernel: `%modelpack serve` starts the server in the background (it runs
+    # `modelpack serve --engine ray`, which starts the Ray head) and stops it when the kernel dies.
+    kernel = (
+        "import time\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "sh = InteractiveShell.instance()\n"
+        "sh.run_line_magic('load_ext', 'nbmodelpack')\n"
+        f"ok = sh.run_cell('%modelpack serve {info.ref} --engine ray --replicas 2 --port {port} --max-delay-ms 5').success\n"
+        "while ok:\n"
+        "    time.sleep(3600)\n"
+    )
     seen: list[psutil.Process] = []
     try:
-        with running(cmd, ready=url + "/v2/health/ready", env=subprocess_env(NBMODELPACK_HOME=str(home)), log=home / "serve.log", timeout=150) as proc:
+        with running([sys.executable, "-c", kernel], ready=url + "/v2/health/ready", env=subprocess_env(NBMODELPACK_HOME=str(home)), log=home / "kernel.log", timeout=150) as proc:
             try:
                 yield url, model, proc
             finally:
                 seen += _descendants(proc.pid)
-                # As `modelpack stop` does: SIGTERM to the server alone, which takes its Ray head down.
-                proc.send_signal(signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=30)
+                proc.kill()  # the kernel dies; its server notices and takes its Ray head down
+                psutil.wait_procs(seen, timeout=30)
     finally:
-        # The server shuts Ray down on SIGTERM and `running` kills its process group; whatever Ray left goes too.
-        for p in seen:
+        for p in seen:  # whatever outlived that
             with contextlib.suppress(psutil.Error):
                 p.kill()
 
