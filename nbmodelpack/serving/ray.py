@@ -133,7 +133,7 @@ class ModelReplica:
 
     async def submit(self, inputs: Arrays) -> Arrays:
         # Ray refuses an item bigger than a whole batch; ours runs it alone.
-        result = (await self._call([inputs]))[0] if _rows(inputs) >= self.max_batch else await self.forward(inputs)
+        result = (await self._call([inputs]))[0] if _rows(inputs) > self.max_batch else await self.forward(inputs)
         if isinstance(result, Exception):
             raise result
         return result
