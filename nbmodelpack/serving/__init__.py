@@ -34,12 +34,18 @@ def serve(
     background: bool = True,
     timeout: float = 120.0,
     trust_code: bool = False,
+    engine: str = "modelpack",
+    replicas: int = 1,
+    min_replicas: int | None = None,
+    max_replicas: int | None = None,
 ) -> Server | None:
     """Serve a bundle over HTTP (v2 protocol + ``/predict``); ``port=0`` picks a free port.
 
     ``identity`` opens an encrypted bundle: an identity file, an ``AGE-SECRET-KEY-…``
     string or ``nbmodelpack.Passphrase(...)``; ``trust_code`` runs class source stored
-    in the bundle, as for :func:`nbmodelpack.load`.
+    in the bundle, as for :func:`nbmodelpack.load`. ``engine="ray"`` serves it on Ray
+    Serve instead (extra ``ray``): ``replicas`` copies, or autoscaling between
+    ``min_replicas`` and ``max_replicas``.
 
     In the background (default) it returns a :class:`Server` once the server is
     ready; it stops with :meth:`Server.stop` or when this process exits. With
@@ -47,6 +53,7 @@ def serve(
 
     Example:
         >>> srv = nbmodelpack.serve("mnist-mlp:latest", workers=2)  # doctest: +SKIP
+        >>> srv = nbmodelpack.serve("mnist-mlp:latest", engine="ray", replicas=2)  # doctest: +SKIP
     """
     from ..crypto.keys import Passphrase
     from .handle import Server
@@ -58,9 +65,15 @@ def serve(
     options = ServeOptions(
         ref=ref, host=host, port=port, workers=workers, token=token, max_batch=max_batch, max_delay_ms=max_delay_ms,
         identity=None if secret else identity, passphrase=secret, max_body=max_body, threads=threads, trust_code=trust_code,
+        engine=engine, replicas=replicas, min_replicas=min_replicas, max_replicas=max_replicas,
     )
     if not background:
-        run_foreground(options)
+        if engine == "ray":
+            from .ray import serve_foreground
+
+            serve_foreground(options)
+        else:
+            run_foreground(options)
         return None
     return Server(start(options, timeout=timeout), token=token)
 
