@@ -18,7 +18,6 @@ from typing import Any
 import safetensors.torch
 import torch
 
-from ..bundle import mediatypes as mt
 from ..bundle.architecture import check_target, parse_target, plain_kwargs
 from ..config import trusted_modules
 from ..errors import ArchitectureError, BundleFormatError, ModelPackError
@@ -35,29 +34,21 @@ _EXTRA_BUFFER_BYTES = 256 * 2**20
 
 
 def load_state(
-    bundle: StoredBundle, *, identity: Any = None, packed: dict[str, Any] | None = None
+    bundle: StoredBundle, *, identity: Any = None, packed: dict[str, Any] | None = None, verify: bool = False
 ) -> dict[str, torch.Tensor]:
     """The tensors of ``model.safetensors``, decrypted/decompressed in memory, verified.
 
     Quantized or cast weights come back as float tensors; int8 Linear weights
     are also put in ``packed`` (name → (int8, scale)) for the fast int8 path.
+    ``verify=True`` re-hashes the weights even when the store recorded them as intact.
     """
-    desc = bundle.descriptor("model.safetensors")
     try:
-        if desc.media_type == mt.base_media_type(desc.media_type):
-            # Plain layer: safetensors maps the blob file while a second thread hashes it.
-            path = bundle.store.blob_path(desc.digest)
-            check = bundle.store.verify_in_background(desc.digest, what="model.safetensors")
-            try:
-                state = safetensors.torch.load_file(path)
-                with open(path, "rb") as f:
-                    head = f.read(8)
-                    head += f.read(int.from_bytes(head, "little")) if len(head) == 8 else b""
-            finally:
-                check()  # a damaged blob is an integrity error before anything else
-        else:
-            head = bundle.plaintext("model.safetensors", identity=identity)
-            state = safetensors.torch.load(head)
+        # safetensors maps the file (a verified blob, or an in-memory plaintext); no copy here.
+        with bundle.plain_file("model.safetensors", identity=identity, verify=verify) as path:
+            state = safetensors.torch.load_file(path)
+            with open(path, "rb") as f:
+                head = f.read(8)
+                head += f.read(int.from_bytes(head, "little")) if len(head) == 8 else b""
     except ModelPackError:
         raise
     except Exception as exc:  # safetensors raises its own SafetensorError and others
@@ -296,16 +287,23 @@ def form_note(module: torch.nn.Module) -> str | None:
 
 
 def restore(
-    bundle: StoredBundle, *, trust_code: bool = False, identity: Any = None, device: str = "cpu", dequantize: bool = False
+    bundle: StoredBundle,
+    *,
+    trust_code: bool = False,
+    identity: Any = None,
+    device: str = "cpu",
+    dequantize: bool = False,
+    verify: bool = False,
 ) -> torch.nn.Module:
     """Rebuild the module in eval mode; ``module.bundle_info`` is its :class:`BundleInfo`, ``module.bundle_form`` its form.
 
     int8 Linear weights run on the int8 CPU kernel where torch has one, unless
-    ``dequantize=True`` (plain float weights: the portable path).
+    ``dequantize=True`` (plain float weights: the portable path). ``verify=True``
+    re-hashes the weights even when the store recorded them as intact.
     """
     try:
         packed: dict[str, Any] = {}
-        state = load_state(bundle, identity=identity, packed=packed)
+        state = load_state(bundle, identity=identity, packed=packed, verify=verify)
         module, form = rebuild(bundle, state, trust_code=trust_code, identity=identity)
         if packed and not dequantize and device == "cpu":
             use_int8_kernels(module, packed)
@@ -313,6 +311,16 @@ def restore(
         raise
     except Exception as exc:
         raise ArchitectureError(f"cannot rebuild {bundle.name}: {str(exc).splitlines()[0][:200]}") from exc
+    return finish(module, form, bundle, device)
+
+
+def finish(module: torch.nn.Module, form: str, bundle: StoredBundle, device: str) -> torch.nn.Module:
+    """The loaded module on ``device``, in eval mode, carrying ``bundle_info`` and ``bundle_form``.
+
+    Example:
+        >>> finish(torch.nn.Linear(1, 1), "class", bundle, "cpu").bundle_form  # doctest: +SKIP
+        'class'
+    """
     module = module.to(device)
     module.eval()
     module.bundle_info = bundle.info  # type: ignore[assignment]  # plain attribute, not a submodule

@@ -38,13 +38,15 @@ def serve(
     replicas: int = 1,
     min_replicas: int | None = None,
     max_replicas: int | None = None,
+    verify: bool = False,
 ) -> Server | None:
     """Serve a bundle over HTTP (v2 protocol + ``/predict``); ``port=0`` picks a free port.
 
     ``identity`` opens an encrypted bundle: an identity file, an ``AGE-SECRET-KEY-…``
     string or ``nbmodelpack.Passphrase(...)``; ``trust_code`` runs class source stored
-    in the bundle, as for :func:`nbmodelpack.load`. ``engine="ray"`` serves it on Ray
-    Serve instead (extra ``ray``): ``replicas`` copies, or autoscaling between
+    in the bundle, as for :func:`nbmodelpack.load`; so does ``verify`` (re-hash the
+    weights even if the store recorded them as intact). ``engine="ray"`` serves it on
+    Ray Serve instead (extra ``ray``): ``replicas`` copies, or autoscaling between
     ``min_replicas`` and ``max_replicas``.
 
     In the background (default) it returns a :class:`Server` once the server is
@@ -66,6 +68,7 @@ def serve(
         ref=ref, host=host, port=port, workers=workers, token=token, max_batch=max_batch, max_delay_ms=max_delay_ms,
         identity=None if secret else identity, passphrase=secret, max_body=max_body, threads=threads, trust_code=trust_code,
         engine=engine, replicas=replicas, min_replicas=min_replicas, max_replicas=max_replicas,
+        verify=verify,
     )
     if not background:
         if engine == "ray":

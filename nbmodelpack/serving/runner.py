@@ -184,6 +184,10 @@ def _cli_args(options: ServeOptions) -> list[str]:
     if options.engine != "modelpack":
         args += ["--engine", options.engine, "--replicas", str(options.replicas), "--target-ongoing", str(options.target_ongoing)]
         args += [f"--{k.replace('_', '-')}={v}" for k, v in (("min_replicas", options.min_replicas), ("max_replicas", options.max_replicas), ("ray_address", options.ray_address)) if v is not None]
+    if options.verify:
+        args.append("--verify")
+    if options.model_name:
+        args += ["--model-name", options.model_name]
     return args
 
 

@@ -37,6 +37,8 @@ from .options import ENGINES
     arg("--max-replicas", type=int, default=None, help="Ray Serve autoscaling: most replicas (turns autoscaling on)"),
     arg("--target-ongoing", type=float, default=2.0, help="Ray Serve autoscaling: ongoing requests per replica to aim for"),
     arg("--ray-address", default=None, help="Ray cluster to deploy to (default: RAY_ADDRESS, else a local head on 127.0.0.1)"),
+    arg("--verify", action="store_true", help="re-hash every weight file, even those the store recorded as intact"),
+    arg("--model-name", help="the name clients use in /v2/models/NAME (default: the bundle's name)"),
 )
 def serve_verb(args: argparse.Namespace, ctx: Context) -> Any:
     from ..commands.secrets import identity_of
@@ -52,6 +54,8 @@ def serve_verb(args: argparse.Namespace, ctx: Context) -> Any:
         passphrase=key.reveal() if key is not None and not isinstance(key, str) else None, trust_code=args.trust_code,
         engine=args.engine, replicas=args.replicas, min_replicas=args.min_replicas, max_replicas=args.max_replicas,
         target_ongoing=args.target_ongoing, ray_address=args.ray_address,
+        verify=args.verify,
+        model_name=args.model_name,
     )
     if ctx.interactive:
         from .handle import Server
@@ -89,14 +93,30 @@ def stop_verb(args: argparse.Namespace, ctx: Context) -> Text:
 @verb(
     "containerize",
     "write a Docker build context and a KServe InferenceService for a bundle",
-    arg("ref"),
+    arg("ref", help="a local bundle; with --kserve, a published one (REMOTE/NAME:TAG, or a local ref you published)"),
     arg("dir"),
     arg("--port", type=int, default=8080, help="port inside the container"),
-    arg("--image", help="image name for the KServe manifest (default modelpack-NAME:VERSION)"),
+    arg("--image", help="image name for the KServe manifest (default modelpack-NAME:VERSION; with --kserve modelpack-runtime:VERSION)"),
     arg("--workers", type=int, default=2),
+    arg("--kserve", action="store_true", help="one runtime image for every bundle: KServe pulls this one from its registry by digest"),
 )
 def containerize_verb(args: argparse.Namespace, ctx: Context) -> Text:
-    from .containerize import containerize
+    from .containerize import containerize, kserve_context
 
+    if args.kserve:
+        out = kserve_context(args.ref, args.dir, port=args.port, image=args.image)
+        return Text(f"wrote {out}/kserve.yaml and the runtime image context {out}/Dockerfile; see the kubectl commands at the top of kserve.yaml")
     out = containerize(args.ref, args.dir, port=args.port, image=args.image, workers=args.workers)
     return Text(f"wrote {out}/Dockerfile and {out}/kserve.yaml; build with: docker build -t IMAGE {out}")
+
+
+@verb(
+    "storage-init",
+    "pull a bundle for KServe into DIR (the storage initializer of `containerize --kserve`)",
+    arg("uri", help="modelpack://HOST/REPO@sha256:DIGEST"),
+    arg("dir", help="where the pod mounts the model (KServe passes /mnt/models)"),
+)
+def storage_init_verb(args: argparse.Namespace, ctx: Context) -> Text:
+    from .kserve import storage_init
+
+    return Text(f"pulled {args.uri} into {args.dir} as {storage_init(args.uri, args.dir)}")
