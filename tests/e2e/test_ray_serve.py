@@ -10,7 +10,9 @@ end, even on failure.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import ipaddress
+import json
 import signal
 import subprocess
 import sys
@@ -99,6 +101,10 @@ def test_ray_serve_answers_oip_v2_and_predict_like_the_model(ray_server):
         r = requests.post(url + "/predict", json={"input": x[i : i + 1].tolist()}, timeout=30)
         assert r.status_code == 200, r.text
         assert r.json()["prediction"] == str(int(expected[i].argmax()))
+    # The app's own request decoding: a gzip body and a flat vector, as seed-style clients send.
+    packed = gzip.compress(json.dumps({"data": x[0].ravel().tolist()}).encode())
+    r = requests.post(url + "/predict", data=packed, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}, timeout=30)
+    assert r.status_code == 200 and r.json()["prediction"] == str(int(expected[0].argmax())), r.text
     bad = requests.post(url + "/predict", json={"input": [[1.0, 2.0]]}, timeout=30)
     assert bad.status_code == 400 and "error" in bad.json()
 
