@@ -31,6 +31,7 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "prometheus_client": "serve",
     "httptools": "serve",
     "uvloop": "serve",
+    "ray": "ray",
     "IPython": "notebook",
     "ipywidgets": "notebook",
     "matplotlib": "notebook",

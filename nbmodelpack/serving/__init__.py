@@ -34,6 +34,10 @@ def serve(
     background: bool = True,
     timeout: float = 120.0,
     trust_code: bool = False,
+    engine: str = "modelpack",
+    replicas: int = 1,
+    min_replicas: int | None = None,
+    max_replicas: int | None = None,
     verify: bool = False,
     int8_kernel: str | None = None,
 ) -> Server | None:
@@ -43,7 +47,9 @@ def serve(
     string or ``nbmodelpack.Passphrase(...)``; ``trust_code`` runs class source stored
     in the bundle, and ``int8_kernel`` (``"dynamic"`` for int8 activations on an int8
     bundle), as for :func:`nbmodelpack.load`; so does ``verify`` (re-hash the
-    weights even if the store recorded them as intact).
+    weights even if the store recorded them as intact). ``engine="ray"`` serves it on
+    Ray Serve instead (extra ``ray``): ``replicas`` copies, or autoscaling between
+    ``min_replicas`` and ``max_replicas``.
 
     In the background (default) it returns a :class:`Server` once the server is
     ready; it stops with :meth:`Server.stop` or when this process exits. With
@@ -51,6 +57,7 @@ def serve(
 
     Example:
         >>> srv = nbmodelpack.serve("mnist-mlp:latest", workers=2)  # doctest: +SKIP
+        >>> srv = nbmodelpack.serve("mnist-mlp:latest", engine="ray", replicas=2)  # doctest: +SKIP
     """
     from ..crypto.keys import Passphrase
     from .handle import Server
@@ -62,11 +69,17 @@ def serve(
     options = ServeOptions(
         ref=ref, host=host, port=port, workers=workers, token=token, max_batch=max_batch, max_delay_ms=max_delay_ms,
         identity=None if secret else identity, passphrase=secret, max_body=max_body, threads=threads, trust_code=trust_code,
+        engine=engine, replicas=replicas, min_replicas=min_replicas, max_replicas=max_replicas,
         verify=verify,
         int8_kernel=int8_kernel,
     )
     if not background:
-        run_foreground(options)
+        if engine == "ray":
+            from .ray import serve_foreground
+
+            serve_foreground(options)
+        else:
+            run_foreground(options)
         return None
     return Server(start(options, timeout=timeout), token=token)
 

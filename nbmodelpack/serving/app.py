@@ -32,7 +32,7 @@ from starlette.routing import Route
 from ..errors import ModelPackError
 from ..version import __version__
 from . import codec
-from .batching import Batcher
+from .batching import Batcher, Batching
 from .codec import (
     BadRequest,
     BodyTooLarge,
@@ -122,11 +122,15 @@ async def _read_body(request: Request, cap: int) -> bytes:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def create_app(options: ServeOptions | None = None, *, loaded: LoadedModel | None = None) -> Starlette:
+def create_app(
+    options: ServeOptions | None = None, *, loaded: LoadedModel | None = None, batching: Callable[[LoadedModel], Batching] | None = None,
+) -> Starlette:
     """The ASGI app for one bundle (options from the environment when not given).
 
     ``loaded`` is a model the caller built already (the runner's probe, when the
     app runs in the same process); otherwise the app loads it at startup.
+    ``batching`` builds what batches requests for the loaded model (another
+    engine's batcher, e.g. Ray Serve's); our :class:`Batcher` by default.
 
     Example:
         >>> app = create_app(ServeOptions(ref="mnist-mlp:1"))  # doctest: +SKIP
@@ -257,7 +261,7 @@ def create_app(options: ServeOptions | None = None, *, loaded: LoadedModel | Non
                 yield
                 return
         inline = m.warm_up() < 0.002
-        batcher = Batcher(
+        batcher = batching(m) if batching is not None else Batcher(
             m.run, max_batch=opts.max_batch, max_delay=opts.max_delay_ms / 1000, on_batch=metrics.batch.observe,
             thread_init=m.init_thread, inline=inline,
         )

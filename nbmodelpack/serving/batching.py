@@ -16,11 +16,21 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 Arrays = dict[str, np.ndarray]
+
+
+class Batching(Protocol):
+    """What the app needs of a batcher: start on the loop, take requests, close."""
+
+    def start(self) -> None: ...
+
+    async def submit(self, inputs: Arrays) -> Arrays: ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass

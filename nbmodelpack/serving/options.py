@@ -6,6 +6,7 @@ read) on a machine without the ``serve`` extra.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import json
 import os
@@ -19,6 +20,8 @@ _MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 OPTIONS_ENV = "NBMODELPACK_SERVE_OPTIONS"
 TOKEN_ENV = "NBMODELPACK_SERVE_TOKEN"
 IDENTITY_ENV = "NBMODELPACK_SERVE_IDENTITY"
+ENGINES = ("modelpack", "ray")
+RAY_NOT_INSTALLED = "ray is not installed; pip install 'nbmodelpack[ray]'"
 SECRETS = ("token", "identity", "passphrase")  # never in OPTIONS_ENV (it may be logged) nor on a command line
 
 
@@ -44,6 +47,12 @@ class ServeOptions:
     trust_code: bool = False  # run class source stored in the bundle (as load's trust_code)
     passphrase: str | None = None  # for a passphrase-encrypted bundle (instead of identity)
     int8_kernel: str | None = None  # as load's int8_kernel: None (the bundle's recipe, else weight-only), weight-only, dynamic
+    engine: str = "modelpack"  # or "ray": a Ray Serve application (nbmodelpack.serving.ray)
+    replicas: int = 1  # Ray Serve replicas (fixed count, without autoscaling)
+    min_replicas: int | None = None  # Ray Serve autoscaling, on when max_replicas is set
+    max_replicas: int | None = None
+    target_ongoing: float = 2.0  # Ray Serve autoscaling: ongoing requests per replica to aim for
+    ray_address: str | None = None  # an existing Ray cluster (None: RAY_ADDRESS, else a local head node)
     verify: bool = False  # re-hash the weights (and re-check the signature) even if recorded as intact
     model_name: str | None = None  # the name in /v2/models/NAME (default: the bundle's name)
 
@@ -116,6 +125,16 @@ def validate(options: ServeOptions) -> None:
         raise UsageError(f"--port {options.port} is not a port number")
     if options.int8_kernel not in (None, "weight-only", "dynamic"):
         raise UsageError(f"int8 kernel {str(options.int8_kernel)[:40]!r} is not one of weight-only, dynamic", hint="the default, weight-only, matches compress's weights exactly")
+    if options.engine not in ENGINES:
+        raise UsageError(f"--engine {options.engine[:20]!r} is not one of: {', '.join(ENGINES)}")
+    if options.engine == "ray":
+        if importlib.util.find_spec("ray") is None:  # said before any bundle is read or process started
+            raise UsageError(RAY_NOT_INSTALLED)
+        low, high = options.min_replicas, options.max_replicas
+        if options.replicas < 1 or (low is not None and low < 0) or (high is not None and high < max(1, low or 0)) or options.target_ongoing <= 0:
+            raise UsageError("--replicas must be ≥ 1, --max-replicas ≥ max(1, --min-replicas ≥ 0), --target-ongoing > 0")
+        if low is not None and high is None:
+            raise UsageError("--min-replicas needs --max-replicas (autoscaling is on when --max-replicas is given)")
 
 
-__all__ = ["IDENTITY_ENV", "OPTIONS_ENV", "PASSPHRASE_ENV", "SECRETS", "TOKEN_ENV", "ServeOptions", "is_loopback", "validate"]
+__all__ = ["ENGINES", "IDENTITY_ENV", "OPTIONS_ENV", "PASSPHRASE_ENV", "RAY_NOT_INSTALLED", "SECRETS", "TOKEN_ENV", "ServeOptions", "is_loopback", "validate"]

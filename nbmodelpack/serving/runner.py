@@ -142,11 +142,11 @@ def serve(options: ServeOptions) -> None:
     try:
         if options.workers > 1:
             supervisor = Multiprocess(config, sockets=[sock])
-            _watch_parent(supervisor.should_exit.set)
+            watch_parent(supervisor.should_exit.set)
             supervisor.run()
         else:
             server = uvicorn.Server(config)
-            _watch_parent(lambda: setattr(server, "should_exit", True))
+            watch_parent(lambda: setattr(server, "should_exit", True))
             server.run(sockets=[sock])
             if not server.started:
                 raise ServingError("the server did not start (see the log above)")
@@ -158,8 +158,8 @@ def serve(options: ServeOptions) -> None:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _watch_parent(stop_now: Any) -> None:
-    """Stop when the process that launched us (a notebook kernel) is gone."""
+def watch_parent(stop_now: Any) -> None:
+    """Call ``stop_now`` when the process that launched us (a notebook kernel) is gone."""
     raw = os.environ.get(PARENT_ENV)
     if not raw or not raw.isdigit():
         return
@@ -181,8 +181,13 @@ def _cli_args(options: ServeOptions) -> list[str]:
         args += ["--threads", str(options.threads)]
     if options.trust_code:
         args.append("--trust-code")
+    if options.engine != "modelpack":
+        args += ["--engine", options.engine, "--replicas", str(options.replicas), "--target-ongoing", str(options.target_ongoing)]
+        args += [f"--{k.replace('_', '-')}={v}" for k, v in (("min_replicas", options.min_replicas), ("max_replicas", options.max_replicas), ("ray_address", options.ray_address)) if v is not None]
     if options.verify:
         args.append("--verify")
+    if options.int8_kernel:
+        args += ["--int8-kernel", options.int8_kernel]
     if options.model_name:
         args += ["--model-name", options.model_name]
     return args

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..commands import Context, ServerList, Text, arg, verb
 from ..commands.secrets import IDENTITY_ARGS
+from .options import ENGINES
 
 
 @verb(
@@ -31,12 +32,18 @@ from ..commands.secrets import IDENTITY_ARGS
     arg("--max-body", type=int, default=8 * 1024 * 1024, help="largest request body in bytes"),
     arg("--threads", type=int, default=0, help="torch threads per worker (default: cores / workers)"),
     arg("--int8-kernel", metavar="weight-only|dynamic", help="int8 bundles: weight-only (default; float kernels on the stored int8 weights) or dynamic (int8 activations too)"),
+    arg("--engine", choices=ENGINES, default="modelpack", help="modelpack: our server; ray: a Ray Serve application (extra 'ray')"),
+    arg("--replicas", type=int, default=1, help="Ray Serve replicas, each with its own copy of the model (--engine ray)"),
+    arg("--min-replicas", type=int, default=None, help="Ray Serve autoscaling: fewest replicas (default 1; needs --max-replicas)"),
+    arg("--max-replicas", type=int, default=None, help="Ray Serve autoscaling: most replicas (turns autoscaling on)"),
+    arg("--target-ongoing", type=float, default=2.0, help="Ray Serve autoscaling: ongoing requests per replica to aim for"),
+    arg("--ray-address", default=None, help="Ray cluster to deploy to (default: RAY_ADDRESS, else a local head on 127.0.0.1)"),
     arg("--verify", action="store_true", help="re-hash every weight file, even those the store recorded as intact"),
     arg("--model-name", help="the name clients use in /v2/models/NAME (default: the bundle's name)"),
 )
 def serve_verb(args: argparse.Namespace, ctx: Context) -> Any:
     from ..commands.secrets import identity_of
-    from .options import IDENTITY_ENV, TOKEN_ENV, ServeOptions
+    from .options import IDENTITY_ENV, TOKEN_ENV, ServeOptions, validate
     from .runner import serve, start
 
     port = args.port if args.port is not None else (0 if ctx.interactive else 8000)
@@ -47,6 +54,8 @@ def serve_verb(args: argparse.Namespace, ctx: Context) -> Any:
         identity=key if isinstance(key, str) else os.environ.get(IDENTITY_ENV) or None,
         passphrase=key.reveal() if key is not None and not isinstance(key, str) else None, trust_code=args.trust_code,
         int8_kernel=args.int8_kernel,
+        engine=args.engine, replicas=args.replicas, min_replicas=args.min_replicas, max_replicas=args.max_replicas,
+        target_ongoing=args.target_ongoing, ray_address=args.ray_address,
         verify=args.verify,
         model_name=args.model_name,
     )
@@ -54,7 +63,15 @@ def serve_verb(args: argparse.Namespace, ctx: Context) -> Any:
         from .handle import Server
 
         return Server(start(options), token=options.token)
-    serve(options)
+    if options.engine == "ray":
+        validate(options)  # says "ray is not installed" before the import would
+        if options.ray_address:
+            os.environ["RAY_ADDRESS"] = options.ray_address  # read when ray is imported (no local-only head then)
+        from .ray import serve_foreground
+
+        serve_foreground(options)
+    else:
+        serve(options)
     return Text("server stopped")
 
 

@@ -89,6 +89,24 @@ def test_serve_refuses_in_one_line_and_starts_no_worker_that_runs_the_payload(vi
     assert not bad, f"{name} ({case.what}):\n" + "\n".join(bad)
 
 
+# Both engines refuse through the same check and probe (all cases above); one case per kind of
+# refusal (a rebuild that would run code, untrusted stored source) shows Ray's path takes them.
+@pytest.mark.parametrize("name", ["class-os-system", "source-untrusted"])
+def test_serve_engine_ray_refuses_in_one_line_before_ray_starts(victim, cases, name):
+    pytest.importorskip("ray.serve")
+    case = cases[name]
+    assert case.expect == REFUSE
+    plant(victim.store, case)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nbmodelpack", "serve", case.ref, "--engine", "ray", "--port", str(free_port())],
+        env=subprocess_env(), capture_output=True, text=True, timeout=120, start_new_session=True,
+    )
+    # One line and nothing else: a Ray head that had started would have logged to stderr too.
+    bad = judge(Outcome("serve --engine ray", proc.returncode == 0, proc.stderr), must_fail=True, must_load=False)
+    bad += victim.problems()
+    assert not bad, f"{name} ({case.what}):\n" + "\n".join(bad)
+
+
 # ---- REST (the sidebar's API on a real Jupyter server) -----------------------------------------
 
 
