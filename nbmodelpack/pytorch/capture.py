@@ -18,7 +18,6 @@ The architecture is captured in the first way that works:
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib
 import inspect
 import json
@@ -28,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import safetensors.torch
 import torch
 
 from ..bundle import mediatypes as mt
@@ -46,12 +44,13 @@ from .graph import LOADED_ARCHITECTURE
 from .resolve import resolve_architecture
 from .source import main_source
 from .tensors import V2_DATATYPES, dtype_name, split_aliases
+from .weights import SafetensorsStream, weight_files
 
 _JSON_SCALARS = (bool, int, float, str, type(None))
 
 
-# A captured file: its bytes, or a function that writes it to a path.
-FileContent = bytes | Callable[[Path], None]
+# A captured file: its bytes, a function that writes it to a path, or a stream of the weights' own memory.
+FileContent = bytes | Callable[[Path], None] | SafetensorsStream
 
 
 @dataclass
@@ -310,8 +309,9 @@ def capture(
     arch: str | None = None,
     arch_kwargs: dict[str, Any] | None = None,
     trust_code: bool = False,
+    shard_size: int | None = None,
 ) -> Captured:
-    """Turn a module into bundle files (not yet stored)."""
+    """Turn a module into bundle files (not yet stored); weights above ``shard_size`` bytes are sharded."""
     if not isinstance(model, torch.nn.Module):
         raise UsageError(f"pack needs a torch.nn.Module, got {type(model).__name__}")
     was_training = model.training
@@ -329,8 +329,8 @@ def capture(
     if versions:
         arch_doc["versions"] = versions
     arch_doc["torch"] = torch.__version__.split("+")[0]
-    # The weights are written by safetensors straight into the store (no 1 GiB bytes object).
-    files: list[tuple[str, str, FileContent]] = [("model.safetensors", mt.WEIGHT, functools.partial(safetensors.torch.save_file, kept, metadata={"format": "pt"})), ("architecture.json", mt.WEIGHT_CONFIG, json.dumps(arch_doc, indent=1).encode())]
+    # The weights stream from the tensors' own memory into the store (no second copy of the model).
+    files: list[tuple[str, str, FileContent]] = [*weight_files(kept, shard_size=shard_size), ("architecture.json", mt.WEIGHT_CONFIG, json.dumps(arch_doc, indent=1).encode())]
     files += extra
     files.append(("signature.json", mt.WEIGHT_CONFIG, json.dumps(signature, indent=1).encode()))
     if labels is not None or preprocess:
@@ -340,10 +340,15 @@ def capture(
 
 def store_files(store: Store, files: list[tuple[str, str, FileContent]]) -> list[Descriptor]:
     """Write captured files as blobs (outside the index lock)."""
-    return [
-        store.put_layer(path, media_type, data) if isinstance(data, bytes) else store.put_written(path, media_type, data)
-        for path, media_type, data in files
-    ]
+    out = []
+    for path, media_type, data in files:
+        if isinstance(data, bytes):
+            out.append(store.put_layer(path, media_type, data))
+        elif isinstance(data, SafetensorsStream):
+            out.append(store.put_stream(path, media_type, data.chunks()))
+        else:
+            out.append(store.put_written(path, media_type, data))
+    return out
 
 
 def draft_from(

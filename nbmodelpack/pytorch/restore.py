@@ -15,45 +15,24 @@ import types
 from collections import OrderedDict
 from typing import Any
 
-import safetensors.torch
 import torch
 
 from ..bundle.architecture import check_target, parse_target, plain_kwargs
 from ..config import trusted_modules
 from ..errors import ArchitectureError, BundleFormatError, ModelPackError
 from ..store import StoredBundle
+
+__all__ = ["construct", "load_state", "put_weights", "rebuild", "restore"]
 from .graph import LOADED_ARCHITECTURE, trainable
 from .pt2archive import check_archive
-from .quantize import dequantize_state, read_meta, use_int8_kernels
+from .quantize import use_int8_kernels
 from .resolve import Factory, resolve_architecture
 from .tensors import join_aliases, owner_and_attr
+from .weights import check_device, load_state
 
 # A module's __init__ may make buffers the state dict lacks (non-persistent caches); building it
 # for real may allocate at most this much beyond the stored weights.
 _EXTRA_BUFFER_BYTES = 256 * 2**20
-
-
-def load_state(
-    bundle: StoredBundle, *, identity: Any = None, packed: dict[str, Any] | None = None
-) -> dict[str, torch.Tensor]:
-    """The tensors of ``model.safetensors``, decrypted/decompressed in memory, verified.
-
-    Quantized or cast weights come back as float tensors; int8 Linear weights
-    are also put in ``packed`` (name → (int8, scale)) for the fast int8 path.
-    """
-    try:
-        # safetensors maps the file (a verified blob, or an in-memory plaintext); no copy here.
-        with bundle.plain_file("model.safetensors", identity=identity) as path:
-            state = safetensors.torch.load_file(path)
-            with open(path, "rb") as f:
-                head = f.read(8)
-                head += f.read(int.from_bytes(head, "little")) if len(head) == 8 else b""
-    except ModelPackError:
-        raise
-    except Exception as exc:  # safetensors raises its own SafetensorError and others
-        raise BundleFormatError(f"model.safetensors cannot be read: {str(exc)[:120]}", hint="the file is truncated or not safetensors") from exc
-    meta = read_meta(head)
-    return dequantize_state(state, meta, packed=packed) if meta else state
 
 
 def construct(factory: Factory, kwargs: dict[str, Any], state: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
@@ -106,7 +85,7 @@ def put_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], version
     expected = set(module.state_dict().keys())
     missing = sorted(expected - state.keys())
     if missing:
-        raise BundleFormatError(f"model.safetensors lacks {len(missing)} tensors (e.g. {missing[0]})")
+        raise BundleFormatError(f"the weights lack {len(missing)} tensors (e.g. {missing[0]})")
     # assign=True replaces each parameter one by one, which would untie tied weights:
     # remember which names share one tensor and tie them again afterwards.
     groups: dict[int, list[str]] = {}
@@ -293,17 +272,19 @@ def restore(
     int8 Linear weights run on the int8 CPU kernel where torch has one, unless
     ``dequantize=True`` (plain float weights: the portable path).
     """
+    dev = check_device(device)
     try:
         packed: dict[str, Any] = {}
-        state = load_state(bundle, identity=identity, packed=packed)
+        # Weights are mapped straight onto the device (safetensors copies each tensor there, no CPU copy of the model).
+        state = load_state(bundle, identity=identity, packed=packed, device=dev)
         module, form = rebuild(bundle, state, trust_code=trust_code, identity=identity)
-        if packed and not dequantize and device == "cpu":
+        if packed and not dequantize and dev.type == "cpu":
             use_int8_kernels(module, packed)
     except ModelPackError:
         raise
     except Exception as exc:
         raise ArchitectureError(f"cannot rebuild {bundle.name}: {str(exc).splitlines()[0][:200]}") from exc
-    module = module.to(device)
+    module = module.to(dev)
     module.eval()
     module.bundle_info = bundle.info  # type: ignore[assignment]  # plain attribute, not a submodule
     module.bundle_form = form  # type: ignore[assignment]  # "class", "live class", "source" or "graph"

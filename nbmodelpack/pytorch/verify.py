@@ -5,6 +5,12 @@ provisional manifest that no index names), through the path ``load`` takes in a
 fresh process without trust: the allowed class, else the export graph. The
 class defined in the packing process is not used, because a fresh process will
 not have it.
+
+For weights above :data:`FULL_CHECK_BYTES` the stored files are not read back
+(that would map a second copy of a big model): their headers must list exactly
+the names, dtypes and shapes of the tensors that were streamed into them (whose
+bytes were hashed as they were written), and the rebuilt architecture runs the
+example on the model's own tensors, shared, not copied.
 """
 
 from __future__ import annotations
@@ -17,12 +23,15 @@ import torch
 from ..bundle.manifest import Descriptor, Manifest
 from ..errors import ArchitectureError, ModelPackError
 from ..store import Store, StoredBundle
+from .capture import weights_state
 from .quantize import Int8Linear
 from .restore import load_state, rebuild
+from .weights import check_index_of, stored_headers
 
 # Outputs of the rebuilt model may differ from the original by kernel rounding only.
 RTOL, ATOL = 1e-4, 1e-5
 INT8_RELATIVE = 0.05
+FULL_CHECK_BYTES = 256 << 20
 
 
 def _tensors(out: Any) -> list[torch.Tensor]:
@@ -50,7 +59,8 @@ def check_loads(
     """
     provisional = StoredBundle(store, name, Manifest(config=layers[0], layers=tuple(layers), annotations={}, digest="sha256:" + "0" * 64, raw=b""))
     try:
-        state = load_state(provisional)
+        weight_bytes = sum(provisional.descriptor(f).size for f in provisional.weight_files())
+        state = load_state(provisional) if weight_bytes <= FULL_CHECK_BYTES else _streamed_state(provisional, model)
         trust = trust_code and not provisional.has("model.pt2")
         loaded, form = rebuild(provisional, state, live=False, trust_code=trust)
     except ModelPackError as exc:
@@ -84,6 +94,20 @@ def check_loads(
             f"{name} would not load back faithfully: its {form} computes other outputs on the example",
             hint="make the model class importable (a module, not a notebook cell) and pack again",
         )
+
+
+def _streamed_state(bundle: StoredBundle, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's own tensors, once the stored weight files' headers are shown to hold exactly them."""
+    kept = weights_state(model)[0]
+    check_index_of(bundle)
+    stored: dict[str, tuple[str, tuple[int, ...]]] = {}
+    for entries in stored_headers(bundle).values():
+        stored.update(entries)
+    want = {k: (str(v.dtype), tuple(v.shape)) for k, v in kept.items()}
+    if stored != want:
+        differ = sorted(set(stored.items()) ^ set(want.items()))
+        raise ArchitectureError(f"the stored weights differ from the model's ({differ[0][0] if differ else 'tensor set'})")
+    return kept
 
 
 def _close(want: torch.Tensor, got: torch.Tensor, *, int8: bool) -> bool:
