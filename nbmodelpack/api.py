@@ -109,8 +109,8 @@ def pack(
         >>> info.ref  # doctest: +SKIP
         'mnist-mlp:1'
     """
-    from .pytorch.capture import capture, draft_from, store_files
-    from .pytorch.verify import check_loads
+    from .pytorch.capture import capture, draft_from
+    from .pytorch.verify import store_and_check
     from .pytorch.weights import shard_bytes
 
     validate_name(name)
@@ -125,10 +125,9 @@ def pack(
     with progress(total=4, desc=f"pack {name}", unit="step") as bar:
         captured = capture(model, example=example, labels=labels, preprocess=preprocess, arch=arch, arch_kwargs=arch_kwargs, trust_code=trust_code, shard_size=limit)
         bar.update(1)
-        layers = store_files(target, captured.files)
-        bar.update(1)
-        check_loads(target, name, layers, model, example, trust_code=trust_code)  # a version that would not load is never committed
-        bar.update(1)
+        # Writes the layers and proves they load back: a version that would not load is never committed.
+        layers = store_and_check(target, name, captured, model, example, trust_code=trust_code)
+        bar.update(2)
         draft = draft_from(captured, layers, name=name, metrics=metrics, description=description, license=license, datasets=list(datasets or []))
         parent = getattr(model, "bundle_info", None)
         if isinstance(parent, BundleInfo):

@@ -16,8 +16,8 @@ import nbmodelpack
 from nbmodelpack.bundle import mediatypes as mt
 from nbmodelpack.bundle.shards import INDEX, WEIGHTS
 from nbmodelpack.config import edit_config
-from nbmodelpack.errors import UsageError
-from nbmodelpack.pytorch import verify
+from nbmodelpack.errors import ArchitectureError, UsageError
+from nbmodelpack.pytorch import capture, verify
 
 X = torch.randn(3, 1, 28, 28)
 SHARD = 50_000  # the MLP's first weight (100 KB) gets a shard of its own, the rest share one
@@ -68,17 +68,41 @@ def test_a_bad_shard_size_is_one_line_and_config_toml_sets_the_default() -> None
     assert len(_weights(nbmodelpack.pack(MLP(hidden=32), "by-config").ref)) == 2
 
 
-def test_a_big_model_is_checked_by_its_shard_headers_without_reading_the_weights_back() -> None:
+def test_a_big_model_is_checked_without_reading_its_weights_back_or_running_it() -> None:
     def no_read_back(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("the weights were read back")
 
     torch.manual_seed(2)
     model = MLP(hidden=32).eval()
+    want = model(X)
+    calls: list[str] = []
+    forward = MLP.forward
+
+    def counted(self: MLP, x: torch.Tensor) -> torch.Tensor:
+        calls.append(x.device.type)
+        return forward(self, x)
+
     with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(MLP, "forward", counted)
         mp.setattr(verify, "FULL_CHECK_BYTES", 0)
+        mp.setattr(capture, "META_SIGNATURE_BYTES", 0)
         mp.setattr(verify, "load_state", no_read_back)
         info = nbmodelpack.pack(model, "big-check", example=X, shard_size=SHARD)
-    assert torch.equal(nbmodelpack.load(info.ref)(X), model(X))
+    assert calls == ["meta"]  # the signature came from the meta device, the check from the structure
+    assert info.architecture["class"] == "models:MLP"
+    assert nbmodelpack.get_store().open(info.ref).read_json("signature.json")["outputs"][0]["shape"] == [-1, 10]
+    assert torch.equal(nbmodelpack.load(info.ref)(X), want)
+
+
+def test_a_big_model_whose_rebuild_differs_is_still_run_and_refused() -> None:
+    torch.manual_seed(2)
+    model = MLP(hidden=32).eval()
+    model.register_forward_hook(lambda _m, _i, out: out * 2)  # the rebuilt class will not double its output
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(verify, "FULL_CHECK_BYTES", 0)
+        with pytest.raises(ArchitectureError, match="would not load back faithfully"):
+            nbmodelpack.pack(model, "differs", example=X, shard_size=SHARD)
+    assert nbmodelpack.get_store().list() == []
 
 
 def test_encrypt_covers_every_shard_and_the_index_and_the_key_loads_it(tmp_path: Path, home: Path) -> None:

@@ -61,6 +61,7 @@ class Captured:
     architecture: dict[str, Any] = field(default_factory=dict)
     parameters: int = 0
     precision: str = "float32"
+    example_output: Any = None  # the model's output on the example, in eval mode (pack's load check reuses it)
 
 
 # ---- architecture ---------------------------------------------------------------------------
@@ -242,18 +243,42 @@ def _tensor_spec(name: str, t: torch.Tensor) -> dict[str, Any]:
 
 def infer_signature(model: torch.nn.Module, example: Any) -> dict[str, Any]:
     """Inputs and outputs (v2 names, datatypes, shapes with -1 batch) from one example call."""
+    return signature_and_output(model, example)[0]
+
+
+# Above this many bytes of weights the signature is inferred on the meta device (shapes only, no compute).
+META_SIGNATURE_BYTES = 256 << 20
+
+
+def _meta_call(model: torch.nn.Module, args: tuple[Any, ...]) -> Any:
+    """``model(*args)`` with every tensor on the meta device: output shapes and dtypes without reading a weight."""
+    tensors = {k: v.to("meta") for k, v in [*model.named_parameters(), *model.named_buffers()]}
+    return torch.func.functional_call(model, tensors, tuple(a.to("meta") for a in args))
+
+
+def signature_and_output(model: torch.nn.Module, example: Any) -> tuple[dict[str, Any], Any]:
+    """:func:`infer_signature` and the example's output (pack's load check reuses it: one forward, not two).
+
+    For a big model the call runs on the meta device where it can (the output is then ``None``).
+    """
     args = example_args(example)
     if not all(isinstance(a, torch.Tensor) for a in args):
         raise UsageError("example must be a tensor or a tuple of tensors")
+    out: Any = None
+    outs: tuple[Any, ...] | None = None
     with torch.no_grad():
-        out = model(*args)
-    outs = example_args(out)
+        if sum(t.numel() * t.element_size() for t in model.state_dict().values()) > META_SIGNATURE_BYTES:
+            with contextlib.suppress(Exception):  # data-dependent code cannot run on meta: it runs for real below
+                outs = tuple(example_args(_meta_call(model, args)))
+        if outs is None:
+            out = model(*args)
+            outs = tuple(example_args(out))
     in_names = ["input"] if len(args) == 1 else [f"input_{i}" for i in range(len(args))]
     out_names = ["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))]
     return {
         "inputs": [_tensor_spec(n, a) for n, a in zip(in_names, args, strict=True)],
         "outputs": [_tensor_spec(n, o) for n, o in zip(out_names, outs, strict=True) if isinstance(o, torch.Tensor)],
-    }
+    }, out
 
 
 _PREPROCESS_KEYS = {"mode", "size", "invert", "scale", "mean", "std", "layout"}
@@ -319,7 +344,7 @@ def capture(
         model.eval()  # a raw ExportedProgram.module() (not one load returns) refuses .eval()
     try:
         arch_doc, extra = capture_architecture(model, example=example, arch=arch, arch_kwargs=arch_kwargs, trust_code=trust_code)
-        signature = infer_signature(model, example) if example is not None else {"inputs": [], "outputs": []}
+        signature, output = signature_and_output(model, example) if example is not None else ({"inputs": [], "outputs": []}, None)
     finally:
         with contextlib.suppress(NotImplementedError):
             model.train(was_training)
@@ -335,7 +360,7 @@ def capture(
     files.append(("signature.json", mt.WEIGHT_CONFIG, json.dumps(signature, indent=1).encode()))
     if labels is not None or preprocess:
         files.append(("processing.json", mt.WEIGHT_CONFIG, json.dumps(processing_doc(labels, preprocess), indent=1).encode()))
-    return Captured(files=files, architecture={"strategy": arch_doc["strategy"], "class": arch_doc["class"]}, parameters=params, precision=precision)
+    return Captured(files=files, architecture={"strategy": arch_doc["strategy"], "class": arch_doc["class"]}, parameters=params, precision=precision, example_output=output)
 
 
 def store_files(store: Store, files: list[tuple[str, str, FileContent]]) -> list[Descriptor]:

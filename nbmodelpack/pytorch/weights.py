@@ -69,6 +69,11 @@ class SafetensorsStream:
     tensors: dict[str, torch.Tensor]
     metadata: dict[str, str]
 
+    @property
+    def nbytes(self) -> int:
+        """The size of the tensor data (the header not counted)."""
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
     def header(self) -> bytes:
         entries: dict[str, Any] = {"__metadata__": self.metadata} if self.metadata else {}
         offset = 0
@@ -171,25 +176,6 @@ def check_index_of(bundle: StoredBundle, *, identity: Any = None) -> dict[str, l
         return check_index(bundle.read_json(INDEX, identity=identity), files)
     except ValueError as exc:
         raise BundleFormatError(str(exc), hint="the bundle was not written by a ModelPack tool") from exc
-
-
-_NAMES = {v: str(k) for k, v in _DTYPES.items()}
-
-
-def stored_headers(bundle: StoredBundle) -> dict[str, dict[str, tuple[str, tuple[int, ...]]]]:
-    """Per plain weight layer: tensor name → (torch dtype, shape), read from the header alone (nothing mapped)."""
-    out: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
-    for filepath in bundle.weight_files():
-        header = _header(str(bundle.store.blob_path(bundle.descriptor(filepath).digest)), filepath)
-        entries = {}
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            if not isinstance(info, dict) or info.get("dtype") not in _NAMES:
-                raise BundleFormatError(f"{filepath}: {name[:60]!r} has no known dtype")
-            entries[name] = (_NAMES[info["dtype"]], tuple(int(d) for d in info.get("shape", [])))
-        out[filepath] = entries
-    return out
 
 
 def _header(path: str, filepath: str) -> dict[str, Any]:
