@@ -24,7 +24,7 @@ import torch
 from ..bundle.manifest import Descriptor, Manifest
 from ..errors import ArchitectureError, ModelPackError
 from ..store import Store, StoredBundle
-from .capture import Captured, store_files, weights_state
+from .capture import Captured, store_files
 from .quantize import Int8Linear
 from .restore import load_state, rebuild
 from .weights import SafetensorsStream
@@ -125,7 +125,8 @@ def store_and_check(store: Store, name: str, captured: Captured, model: torch.nn
     with ThreadPoolExecutor(1, thread_name_prefix="nbmodelpack-weights") as pool:
         writing = pool.submit(store_files, store, streams)
         try:
-            check_loads(store, name, small, model, example, trust_code=trust_code, expected=captured.example_output, state=weights_state(model)[0])
+            written_state = {k: t for _, _, c in streams if isinstance(c, SafetensorsStream) for k, t in c.tensors.items()}
+            check_loads(store, name, small, model, example, trust_code=trust_code, expected=captured.example_output, state=written_state)
         finally:
             written = writing.result()  # a refused check still waits: its blobs are left for gc, never half-written
     by_path = {d.filepath: d for d in [*small, *written]}
