@@ -175,3 +175,17 @@ def test_load_maps_every_shard_straight_onto_the_gpu() -> None:
     loaded = nbmodelpack.load(ref, device="cuda")
     assert all(p.device.type == "cuda" for p in loaded.parameters())
     assert torch.allclose(loaded(X.cuda()).cpu(), model(X), atol=1e-5)
+
+
+def test_a_sharded_bundle_serves_the_same_predictions() -> None:
+    from nbmodelpack.serving.model import LoadedModel
+    from nbmodelpack.serving.options import ServeOptions
+
+    model = MLP(hidden=32).eval()
+    ref = nbmodelpack.pack(model, "served", example=X[:1], shard_size=SHARD).ref
+    threads = torch.get_num_threads()
+    try:
+        out = LoadedModel(ServeOptions(ref=ref, port=0, threads=1)).run({"input": X.numpy()})
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.allclose(torch.from_numpy(out["output"]), model(X), atol=1e-6)
