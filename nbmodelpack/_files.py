@@ -44,13 +44,14 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644, fsync: bool = Tr
         tmp.unlink(missing_ok=True)
 
 
-def create_once(path: Path, data: bytes) -> bool:
+def create_once(path: Path, data: bytes, *, mode: int = 0o644) -> bool:
     """Create ``path`` holding ``data`` unless it exists; never replace it. True if this call created it.
 
     Two processes opening a new store at once must not both write an empty
     ``index.json``: the second would erase what the first committed in between. The
     file is written aside and hard-linked into place (atomic, fails if the name exists);
-    where hard links are impossible it is created exclusively and then filled.
+    where hard links are impossible it is created exclusively and then filled. ``mode``
+    is the file's mode from the start (0600 for secrets).
 
     Example:
         >>> import tempfile
@@ -60,7 +61,7 @@ def create_once(path: Path, data: bytes) -> bool:
     """
     tmp = path.with_name(f".{path.name}.new-{uuid.uuid4().hex}")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -71,7 +72,7 @@ def create_once(path: Path, data: bytes) -> bool:
             return False
         except OSError:  # no hard links here: exclusive create, then fill
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
             except FileExistsError:
                 return False
             with os.fdopen(fd, "wb") as f:

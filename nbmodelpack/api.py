@@ -150,6 +150,8 @@ def load(
     device: str = "cpu",
     dequantize: bool = False,
     store: Store | str | None = None,
+    verify: bool = False,
+    arch: str | None = None,
 ) -> torch.nn.Module:
     """Load a bundle version as a trainable module in eval mode.
 
@@ -164,9 +166,19 @@ def load(
     as plain float instead of the int8 kernel.
     Encrypted layers are decrypted in memory with ``identity`` (an age identity
     file or string, or ``nbmodelpack.Passphrase``; default: the keys directory).
-    Under a trust policy the bundle's signature is verified first. ``ref`` may
+    Under a trust policy the bundle's signature is verified first (once per bundle,
+    trust policy and unchanged blob files; ``verify=True`` checks it again).
+    The weights were hashed when they entered the store and are re-hashed only if
+    their file changed since; ``verify=True`` re-hashes them anyway. ``ref`` may
     also be a bundle already opened with ``Store.open``, or a remote's
     ``REMOTE/NAME:TAG``, which is pulled first (with a progress bar).
+
+    A ModelPack artifact made by another tool (no ``architecture.json``) loads when
+    it has ``model.safetensors`` and a Hugging Face ``config.json``: transformers
+    builds that model type's own class (``bundle_form == "transformers"``; no remote
+    code, no download). ``arch="module.Class"`` names the class yourself: one the
+    allow-list permits (torch, torchvision, ``[trust] modules``; built with no
+    arguments) or a transformers model class (built from ``config.json``).
 
     Example:
         >>> model = nbmodelpack.load("mnist-mlp:1")  # doctest: +SKIP
@@ -177,8 +189,12 @@ def load(
     if isinstance(ref, str) and not parse(ref_text(ref, "load")).is_local:
         ref = pull(ref, store=store).ref  # what `ls --remote` lists loads as it reads
     bundle = ref if isinstance(ref, StoredBundle) else get_store(store).open(ref_text(ref, "load"))
-    enforce_trust_policy(bundle)  # a no-op unless config.toml sets [trust] require_signature
-    return restore(bundle, trust_code=trust_code, identity=identity, device=device, dequantize=dequantize)
+    enforce_trust_policy(bundle, verify=verify)  # a no-op unless config.toml sets [trust] require_signature
+    if arch is not None or not bundle.has("architecture.json"):
+        from .pytorch.foreign import restore_foreign
+
+        return restore_foreign(bundle, arch=arch, trust_code=trust_code, identity=identity, device=device, verify=verify)
+    return restore(bundle, trust_code=trust_code, identity=identity, device=device, dequantize=dequantize, verify=verify)
 
 
 def finetune(

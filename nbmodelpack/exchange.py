@@ -25,6 +25,7 @@ from .bundle.refs import validate_name
 from .errors import BundleFormatError, ModelPackError, StoreError, UsageError
 from .signing import export_files
 from .store import Store, get_store
+from .store.archives import is_archive, unpack
 from .store.blobs import read_regular
 from .store.index import arrival_tags
 
@@ -51,7 +52,8 @@ def export(ref: str, out: str | Path, *, format: ExportFormat = "tar", store: St
     ``format="tar"`` writes one tar file, ``"dir"`` an OCI layout directory
     (added to the layout already there, if any), ``"files"`` the bundle's files
     by filepath, as stored (what ``model_signing verify`` checks), into a new or
-    empty directory. The layout tags the manifest ``NAME:VERSION`` and
+    empty directory; model-spec tar layers (``.tar``, ``.tar+gzip``, ``.tar+zstd``,
+    as modctl and KitOps write) are unpacked where their filepath says. The layout tags the manifest ``NAME:VERSION`` and
     ``VERSION``, so ``skopeo inspect oci-archive:FILE.tar:VERSION`` works. A
     refused or failed export leaves nothing at ``out``.
 
@@ -63,7 +65,7 @@ def export(ref: str, out: str | Path, *, format: ExportFormat = "tar", store: St
     out_path = Path(out).expanduser()
     if format == "files":
         _refuse_occupied(out_path)
-        return _write_beside(out_path, lambda tmp: export_files(text_ref, tmp, store=store), what=f"the files of {text_ref}")
+        return _write_beside(out_path, lambda tmp: _files(text_ref, tmp, store), what=f"the files of {text_ref}")
     source = get_store(store)
     bundle = source.open(text_ref)
     digests = [bundle.manifest.config.digest, *(d.digest for d in bundle.manifest.layers)]
@@ -71,7 +73,7 @@ def export(ref: str, out: str | Path, *, format: ExportFormat = "tar", store: St
 
     def fill(root: Path) -> Path:
         had_lock = (root / ".lock").exists()  # a live layout's lock belongs to its other writers
-        layout = Store(root)
+        layout = Store(root, records=False)  # an export is for others: records are per user
         for digest in digests:
             layout.put_chunks(source.iter_blob(digest), expected=digest)
         layout.add_manifest(bundle.name, bundle.manifest.raw, tags)
@@ -108,6 +110,16 @@ def _refuse_occupied(target: Path) -> None:
         raise ModelPackError(f"{target} is a file, not a directory", hint="export into a new or empty directory")
     if target.is_dir() and any(target.iterdir()):
         raise UsageError(f"{target} is not empty", hint="export into a new or empty directory")
+
+
+def _files(ref: str, tmp: Path, store: Store | str | None) -> None:
+    """The files of ``ref`` into ``tmp``: as stored, with archive layers unpacked in place of their tar."""
+    export_files(ref, tmp, store=store)
+    bundle = get_store(store).open(ref)
+    for desc in bundle.manifest.layers:
+        if is_archive(desc):
+            (tmp / desc.filepath).unlink()
+            unpack(bundle, desc, tmp)
 
 
 def _write_beside(target: Path, write: Callable[[Path], Any], *, what: str) -> Path:

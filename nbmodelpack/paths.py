@@ -21,8 +21,15 @@ def home() -> Path:
 
 
 def store_dir() -> Path:
-    """The local store: an OCI image layout directory."""
-    return home() / "store"
+    """The local store: an OCI image layout directory (``$NBMODELPACK_STORE``, else ``store`` under home).
+
+    Example:
+        >>> import os; os.environ["NBMODELPACK_STORE"] = "/mnt/models/store"; str(store_dir())
+        '/mnt/models/store'
+        >>> del os.environ["NBMODELPACK_STORE"]
+    """
+    env = os.environ.get("NBMODELPACK_STORE")
+    return Path(env).expanduser() if env else home() / "store"
 
 
 def config_file() -> Path:

@@ -128,7 +128,7 @@ def test_child_records_recipe_zstd_layer_and_metrics_on_its_card(trained, data):
     assert child.recipe["params"]["quantize"] == "int8" and child.recipe["params"]["prune"] == 0.5
     assert child.quantization == "int8" and "compressed" in child.badges
     weights = next(layer for layer in child.layers if layer["filepath"] == "model.safetensors")
-    assert weights["mediaType"] == mt.WEIGHT + mt.ZSTD_SUFFIX
+    assert weights["mediaType"] == mt.WEIGHT and weights["encoding"] == "zstd"
     # The inflated size is recorded, so decompression on load can be capped by it.
     stored = nbmodelpack.get_store().open(report.info.ref)
     assert stored.descriptor("model.safetensors").annotations[mt.PLAIN_SIZE] == str(len(stored.plaintext("model.safetensors")))

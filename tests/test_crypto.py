@@ -16,6 +16,7 @@ from conftest import subprocess_env
 from crypto_helpers import add_variant, files_containing, layer_json, marked_mlp, plaintext_marker
 
 import nbmodelpack
+from nbmodelpack.bundle import mediatypes as mt
 from nbmodelpack.errors import CryptoError, IntegrityError, ModelPackError
 
 EXAMPLE = torch.zeros(1, 1, 28, 28)
@@ -61,9 +62,9 @@ def test_encrypted_weights_decrypt_with_the_age_cli_to_loadable_safetensors(pack
     assert info.badges == ["encrypted"] and info.recipe["op"] == "encrypt"
     assert info.recipe["parent"] == nbmodelpack.show(packed).digest
     assert info.recipe["params"]["recipients"] == [recipient]
-    types = {layer["filepath"]: layer["mediaType"] for layer in info.layers}
-    assert types["model.safetensors"].endswith("+age")
-    assert not types["architecture.json"].endswith("+age") and not types["README.md"].endswith("+age")
+    wrapped = {layer["filepath"]: layer["encoding"] for layer in info.layers}
+    assert wrapped["model.safetensors"] == "age" and {layer["mediaType"] for layer in info.layers} <= mt.SPEC_LAYER_TYPES
+    assert wrapped["architecture.json"] == wrapped["README.md"] == ""
     assert "secret-mlp" in nbmodelpack.card(info.ref)  # metadata stays readable
 
     files = nbmodelpack.export_files(info.ref, tmp_path / "files")

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import mediatypes as mt
+from .foreign import config_facts, parse_param_size
 from .format import human_bytes, plain
 from .manifest import Manifest
 from .metrics import text as metrics_text
@@ -40,6 +41,9 @@ class BundleInfo:
     signed: bool = False
     published: list[str] = field(default_factory=list)
     remote: str | None = None
+    # From the ModelPack config, for artifacts other tools made (no summary of ours).
+    param_size: str = ""
+    format: str = ""
 
     @property
     def ref(self) -> str:
@@ -59,7 +63,11 @@ class BundleInfo:
             'export graph'
         """
         if "load" in self.architecture:
+            if "strategy" not in self.architecture and "class" in self.architecture:  # another tool's artifact
+                return f"{self.architecture['class']} (ModelPack config); load: {self.architecture['load']}"
             return str(self.architecture["load"])
+        if "strategy" not in self.architecture and "class" in self.architecture:
+            return f"{self.architecture['class']} (as the ModelPack config says; checked at load)"
         return f"{self.architecture.get('class', '-')} ({self.architecture.get('strategy', '-')}; as published, checked at load)"
 
     @property
@@ -86,9 +94,18 @@ class BundleInfo:
 
     @classmethod
     def from_manifest(
-        cls, manifest: Manifest, *, name: str, tags: list[str] | None = None, remote: str | None = None
+        cls, manifest: Manifest, *, name: str, tags: list[str] | None = None, remote: str | None = None, config: Any = None
     ) -> BundleInfo:
+        """The info the manifest gives; ``config`` (the parsed ModelPack config) fills what our summary would say.
+
+        Example:
+            >>> from nbmodelpack.bundle.manifest import Descriptor, build_manifest, parse_manifest
+            >>> BundleInfo.from_manifest(parse_manifest(build_manifest(Descriptor(mt.CONFIG, "sha256:" + "0" * 64, 2), [], {})),
+            ...     name="bert", config={"config": {"paramSize": "4.4M", "precision": "fp32"}}).parameters
+            4400000
+        """
         summary = manifest.summary
+        facts = config_facts(config)
         recipe = manifest.recipe
         steps = [s.get("op") for s in recipe.get("lineage", [])] + [recipe.get("op")]
         version = summary.get("version")
@@ -99,21 +116,23 @@ class BundleInfo:
             tags=sorted(tags or [], key=tag_order),
             created=manifest.annotations.get(mt.CREATED, ""),
             size=manifest.size,
-            parameters=int(summary.get("parameters", 0)),
-            precision=str(summary.get("precision", "")),
+            parameters=int(summary.get("parameters", 0)) or parse_param_size(facts.get("paramSize", "")),
+            precision=str(summary.get("precision", "")) or facts.get("precision", ""),
             quantization=str(summary.get("quantization", "")),
-            architecture=dict(summary.get("architecture", {})),
+            architecture=dict(summary.get("architecture", {})) or ({"class": facts["architecture"]} if "architecture" in facts else {}),
             metrics=dict(summary.get("metrics", {})),
             description=str(summary.get("description", "")),
             recipe=recipe,
             layers=[
-                {"filepath": d.filepath, "mediaType": d.media_type, "digest": d.digest, "size": d.size}
+                {"filepath": d.filepath, "mediaType": d.media_type, "encoding": ",".join(d.encodings), "digest": d.digest, "size": d.size}
                 for d in manifest.layers
             ],
             compressed="compress" in steps,
-            encrypted=any(d.media_type.endswith(mt.AGE_SUFFIX) for d in manifest.layers),
+            encrypted=any(mt.AGE in d.encodings for d in manifest.layers),
             signed=any(d.media_type == mt.SIGNATURE for d in manifest.layers),
             remote=remote,
+            param_size=facts.get("paramSize", ""),
+            format=facts.get("format", ""),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -131,8 +150,9 @@ class BundleInfo:
             f"  digest      {self.digest}",
             f"  tags        {', '.join(self.tags) or '-'}",
             f"  size        {human_bytes(self.size)}",
-            f"  parameters  {self.parameters:,}  precision {self.precision or '-'}"
-            + (f"  quantization {self.quantization}" if self.quantization else ""),
+            f"  parameters  {self.parameters:,}{f' ({self.param_size})' if self.param_size else ''}  precision {self.precision or '-'}"
+            + (f"  quantization {self.quantization}" if self.quantization else "")
+            + (f"  format {self.format}" if self.format else ""),
             f"  arch        {self.architecture_line}",
         ]
         if metrics:

@@ -49,7 +49,13 @@ class Descriptor:
 
     @property
     def filepath(self) -> str:
-        return self.annotations.get(mt.FILEPATH, "")
+        """The file's path in the bundle: ``org.cncf.model.filepath``, else the title plain ``oras push`` gives (same checks)."""
+        return self.annotations.get(mt.FILEPATH) or self.annotations.get(mt.TITLE, "")
+
+    @property
+    def encodings(self) -> tuple[str, ...]:
+        """How the layer's bytes are wrapped, innermost first (``("zstd", "age")``); see :func:`mt.encodings`."""
+        return mt.encodings(self.media_type, self.annotations)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
@@ -84,9 +90,15 @@ class Descriptor:
         return desc
 
 
-def layer(filepath: str, media_type: str, digest: str, size: int) -> Descriptor:
-    """A layer descriptor carrying its ``org.cncf.model.filepath``."""
-    return Descriptor(media_type, digest, size, {mt.FILEPATH: filepath})
+def layer(filepath: str, media_type: str, digest: str, size: int, encodings: tuple[str, ...] = ()) -> Descriptor:
+    """A layer descriptor: a model-spec media type, its ``org.cncf.model.filepath`` and title, and its wrapping.
+
+    Example:
+        >>> layer("model.safetensors", mt.WEIGHT, "sha256:" + "0" * 64, 1, ("age",)).annotations[mt.TITLE]
+        'model.safetensors.age'
+    """
+    media_type, annotations = mt.layer_media_type(media_type, encodings, filepath)
+    return Descriptor(media_type, digest, size, annotations)
 
 
 @dataclass(frozen=True)

@@ -86,8 +86,10 @@ def pack_verb(args: argparse.Namespace, ctx: Context) -> BundleInfo:
     arg("as_kw", nargs="?", metavar="as"),
     arg("var", nargs="?", metavar="VAR", help="variable to bind (default: the bundle name, e.g. mnist_mlp)"),
     arg("--trust-code", action="store_true", help="allow running class source stored in the bundle"),
+    arg("--arch", metavar="MODULE.CLASS", help="build this class for an artifact without architecture.json (allow-listed modules, or a transformers model class)"),
     *IDENTITY_ARGS,
     arg("--device", default="cpu"),
+    arg("--verify", action="store_true", help="re-hash every weight file, even those the store recorded as intact"),
     notebook_only=True,
 )
 def load_verb(args: argparse.Namespace, ctx: Context) -> Loaded:
@@ -96,7 +98,7 @@ def load_verb(args: argparse.Namespace, ctx: Context) -> Loaded:
     var = args.var or default_var_name(args.ref)
     if not var.isidentifier() or keyword.iskeyword(var):
         raise UsageError(f"{var!r} is not a valid variable name")
-    model = api.load(args.ref, trust_code=args.trust_code, identity=identity_of(args, ctx), device=args.device)
+    model = api.load(args.ref, trust_code=args.trust_code, identity=identity_of(args, ctx), device=args.device, verify=args.verify, arch=args.arch)
     ctx.bind(var, model)
     from ..pytorch.restore import form_note
 

@@ -26,7 +26,7 @@ def bundle_table(infos: Iterable[BundleInfo]) -> str:
     rows = [("REF", "TAGS", "SIZE", "PARAMS", "PRECISION", "BADGES", "CREATED", "FROM")]
     for i in infos:
         named_tags = ",".join(t for t in i.tags if not t.isdigit()) or "-"
-        row = (i.ref, named_tags, human_bytes(i.size), f"{i.parameters:,}", i.precision or "-", ",".join(i.badges) or "-", i.created[:19], i.parent_line or "-")
+        row = (i.ref, named_tags, human_bytes(i.size), i.param_size or f"{i.parameters:,}", i.precision or "-", ",".join(i.badges) or "-", i.created[:19], i.parent_line or "-")
         rows.append(row)
     if len(rows) == 1:
         return "no bundles (pack one with nbmodelpack.pack or %modelpack pack)"

@@ -78,7 +78,7 @@ def import_pth_verb(args: argparse.Namespace, ctx: Context) -> BundleInfo:
     arg("ref"),
     arg("-o", "--output", help="FILE.tar"),
     arg("--dir", help="directory"),
-    arg("--files", help="directory to write the bundle's files into, by filepath (as stored)"),
+    arg("--files", help="directory to write the bundle's files into, by filepath (as stored; model-spec tar layers unpacked)"),
 )
 def export_verb(args: argparse.Namespace, ctx: Context) -> Text:
     if args.files:

@@ -122,7 +122,7 @@ def _weights_layer(target: Store, filepath: str, raw: bytes, compressible: bool)
     """A weight layer as stored: zstd when that is smaller (integer or sparse weights), else raw."""
     packed = zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(raw) if compressible else None
     if packed is not None and len(packed) < len(raw):
-        layer = target.put_layer(filepath, mt.WEIGHT + mt.ZSTD_SUFFIX, packed)
+        layer = target.put_layer(filepath, mt.WEIGHT, packed, encodings=(mt.ZSTD,))
         # The inflated size caps decompression on load.
         return replace(layer, annotations={**layer.annotations, mt.PLAIN_SIZE: str(len(raw))}), sha256_digest(raw)
     return target.put_layer(filepath, mt.WEIGHT, raw), None

@@ -2,7 +2,9 @@
 
 ``encrypt`` turns the layers that hold weights or code (``model.safetensors`` or
 its shards and their index, which names every tensor; ``model.pt2``,
-``model_src.py``: media types ``…weight.v1.raw`` and ``…code.v1.raw``) into standard age files (media type suffix ``+age``), so
+``model_src.py``: media types ``…weight.v1.raw`` and ``…code.v1.raw``) into
+standard age files (media type kept, ``mt.ENCODING`` gains ``age``, the title
+``.age``), so
 anyone with the key can open them with the ``age`` tool. Everything else stays
 readable so that an encrypted bundle still lists with its card and badges:
 ``README.md``, ``architecture.json`` (class name and init arguments, which the
@@ -98,9 +100,9 @@ def encrypt(
         diff_id = draft.diff_ids.get(desc.digest, desc.digest)
         # age writes the ciphertext straight into the store (no second in-memory copy).
         write = functools.partial(encrypt_to_file, stored, recipients=parsed, passphrase=secret)
-        wrapped = target.put_written(desc.filepath, desc.media_type + mt.AGE_SUFFIX, write)
+        wrapped = target.put_written(desc.filepath, desc.media_type, write, encodings=(*desc.encodings, mt.AGE))
         # The unwrapped size: a zstd layer's inflated size (as compression recorded it), else the plaintext's.
-        plain_size = desc.annotations.get(mt.PLAIN_SIZE) if desc.media_type.endswith(mt.ZSTD_SUFFIX) else str(len(stored))
+        plain_size = desc.annotations.get(mt.PLAIN_SIZE) if mt.ZSTD in desc.encodings else str(len(stored))
         if plain_size is not None:
             wrapped = dataclasses.replace(wrapped, annotations={**wrapped.annotations, mt.PLAIN_SIZE: plain_size})
         draft.replace_layer(wrapped, diff_id=diff_id)
@@ -118,7 +120,7 @@ def decrypt(ref: str, *, identity: Any = None, tags: Iterable[str] = (), store: 
     """
     target = get_store(store)
     parent = target.open(ref)
-    encrypted = [d for d in parent.manifest.layers if d.media_type.endswith(mt.AGE_SUFFIX)]
+    encrypted = [d for d in parent.manifest.layers if mt.AGE in d.encodings]
     if not encrypted:
         raise UsageError(f"{parent.info.ref} is not encrypted")
     params = {"layers": [d.filepath for d in encrypted]}
@@ -127,9 +129,9 @@ def decrypt(ref: str, *, identity: Any = None, tags: Iterable[str] = (), store: 
     opened = {d.filepath: parent.plaintext(d.filepath, identity=identity, inflate=False) for d in encrypted}
     for desc in encrypted:
         diff_id = draft.diff_ids.get(desc.digest)
-        media_type = desc.media_type[: -len(mt.AGE_SUFFIX)]
-        plain = target.put_layer(desc.filepath, media_type, opened[desc.filepath])
-        if media_type.endswith(mt.ZSTD_SUFFIX) and mt.PLAIN_SIZE in desc.annotations:
+        inner = tuple(e for e in desc.encodings if e != mt.AGE)
+        plain = target.put_layer(desc.filepath, mt.base_media_type(desc.media_type), opened[desc.filepath], encodings=inner)
+        if mt.ZSTD in inner and mt.PLAIN_SIZE in desc.annotations:
             plain = dataclasses.replace(plain, annotations={**plain.annotations, mt.PLAIN_SIZE: desc.annotations[mt.PLAIN_SIZE]})
         draft.replace_layer(plain, diff_id=diff_id)
     return target.commit(draft, tags=tags)
@@ -160,9 +162,8 @@ def plain_size_limit(desc: Descriptor) -> int | None:
         >>> plain_size_limit(Descriptor("x+age", "sha256:0", 9, {mt.PLAIN_SIZE: "5"}))
         5
     """
-    inner = desc.media_type.removesuffix(mt.AGE_SUFFIX)
     text = desc.annotations.get(mt.PLAIN_SIZE, "")
-    if inner.endswith(mt.ZSTD_SUFFIX) or not text:
+    if mt.ZSTD in desc.encodings or not text:
         return None
     if not text.isdigit() or len(text) > 15:
         raise IntegrityError(f"{desc.filepath}: its {mt.PLAIN_SIZE} annotation is not a byte count", hint="the bundle was not written by nbmodelpack")

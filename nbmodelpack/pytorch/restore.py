@@ -265,18 +265,25 @@ def form_note(module: torch.nn.Module) -> str | None:
 
 
 def restore(
-    bundle: StoredBundle, *, trust_code: bool = False, identity: Any = None, device: str = "cpu", dequantize: bool = False
+    bundle: StoredBundle,
+    *,
+    trust_code: bool = False,
+    identity: Any = None,
+    device: str = "cpu",
+    dequantize: bool = False,
+    verify: bool = False,
 ) -> torch.nn.Module:
     """Rebuild the module in eval mode; ``module.bundle_info`` is its :class:`BundleInfo`, ``module.bundle_form`` its form.
 
     int8 Linear weights run on the int8 CPU kernel where torch has one, unless
-    ``dequantize=True`` (plain float weights: the portable path).
+    ``dequantize=True`` (plain float weights: the portable path). ``verify=True``
+    re-hashes the weights even when the store recorded them as intact.
     """
     dev = check_device(device)
     try:
         packed: dict[str, Any] = {}
         # Weights are mapped straight onto the device (safetensors copies each tensor there, no CPU copy of the model).
-        state = load_state(bundle, identity=identity, packed=packed, device=dev)
+        state = load_state(bundle, identity=identity, packed=packed, device=dev, verify=verify)
         module, form = rebuild(bundle, state, trust_code=trust_code, identity=identity)
         if packed and not dequantize and dev.type == "cpu":
             use_int8_kernels(module, packed)
@@ -284,7 +291,17 @@ def restore(
         raise
     except Exception as exc:
         raise ArchitectureError(f"cannot rebuild {bundle.name}: {str(exc).splitlines()[0][:200]}") from exc
-    module = module.to(dev)
+    return finish(module, form, bundle, dev)
+
+
+def finish(module: torch.nn.Module, form: str, bundle: StoredBundle, device: str | torch.device) -> torch.nn.Module:
+    """The loaded module on ``device``, in eval mode, carrying ``bundle_info`` and ``bundle_form``.
+
+    Example:
+        >>> finish(torch.nn.Linear(1, 1), "class", bundle, "cpu").bundle_form  # doctest: +SKIP
+        'class'
+    """
+    module = module.to(device)
     module.eval()
     module.bundle_info = bundle.info  # type: ignore[assignment]  # plain attribute, not a submodule
     module.bundle_form = form  # type: ignore[assignment]  # "class", "live class", "source" or "graph"

@@ -208,14 +208,20 @@ def _merge_meta(total: dict[str, Any] | None, meta: dict[str, Any] | None, filep
 
 
 def load_state(
-    bundle: StoredBundle, *, identity: Any = None, packed: dict[str, Any] | None = None, device: str | torch.device = "cpu"
+    bundle: StoredBundle,
+    *,
+    identity: Any = None,
+    packed: dict[str, Any] | None = None,
+    device: str | torch.device = "cpu",
+    verify: bool = False,
 ) -> dict[str, torch.Tensor]:
     """The tensors of ``model.safetensors`` or of every shard, decrypted/decompressed in memory, verified.
 
     Quantized or cast weights come back as float tensors; int8 Linear weights
     are also put in ``packed`` (name → (int8, scale)) for the fast int8 path.
     A sharded bundle's index must name exactly the tensors each shard holds.
-    ``device`` ("cuda") maps the tensors straight onto that device.
+    ``device`` ("cuda") maps the tensors straight onto that device. ``verify=True``
+    re-hashes the weights even when the store recorded them as intact.
     """
     dev = check_device(device)
     files = bundle.weight_files()
@@ -225,7 +231,7 @@ def load_state(
     for filepath in files:
         try:
             # safetensors maps the file (a verified blob, or an in-memory plaintext); no copy here.
-            with bundle.plain_file(filepath, identity=identity) as path:
+            with bundle.plain_file(filepath, identity=identity, verify=verify) as path:
                 header = _header(path, filepath)
                 names = sorted(k for k in header if k != "__metadata__")
                 if expected is not None and names != sorted(expected[filepath]):

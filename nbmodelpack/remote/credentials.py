@@ -1,5 +1,7 @@
 """Registry credentials in the Docker/ORAS convention: ``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json``.
 
+``$DOCKER_AUTH_CONFIG``, when set, holds that file's content instead (read only).
+
 We read what ``docker login``, ``oras login``, ``skopeo login --authfile`` and
 ``podman`` write: ``auths[HOST].auth`` (base64 ``user:password``),
 ``identitytoken``/``registrytoken``, and credential helpers
@@ -47,7 +49,19 @@ def docker_config_path() -> Path:
     return (Path(base).expanduser() if base else Path.home() / ".docker") / "config.json"
 
 
+# The config file's content in a variable (GitLab's convention; a Kubernetes
+# docker-registry Secret's ``.dockerconfigjson`` arrives this way in a pod).
+AUTH_CONFIG_ENV = "DOCKER_AUTH_CONFIG"
+
+
 def _read_config() -> dict[str, Any]:
+    inline = os.environ.get(AUTH_CONFIG_ENV)
+    if inline:
+        try:
+            doc = json.loads(inline)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"${AUTH_CONFIG_ENV} is not valid JSON", hint="set it to the content of a docker config.json") from exc
+        return doc if isinstance(doc, dict) else {}
     path = docker_config_path()
     try:
         doc = json.loads(path.read_text())

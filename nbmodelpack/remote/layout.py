@@ -44,7 +44,7 @@ class LayoutTransport:
             if not create and not (self.root / "index.json").exists():
                 raise RemoteError(f"{self.root} is not an OCI layout (no index.json)", hint="check the path with `modelpack remote ls`")
             try:
-                self._store = Store(self.root, create=create)
+                self._store = Store(self.root, create=create, records=False)  # records are per user: none in a share
             except ModelPackError as exc:
                 raise RemoteError(f"cannot use {self.root}: {exc.message}", hint=exc.hint or "check the path and its permissions") from exc
         return self._store

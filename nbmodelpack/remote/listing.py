@@ -8,16 +8,19 @@ Example:
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+from .._files import load_json_limited
 from ..bundle import mediatypes as mt
 from ..bundle.info import BundleInfo
-from ..bundle.manifest import parse_manifest
+from ..bundle.manifest import Manifest, parse_manifest, sha256_digest
 from ..bundle.refs import NAME_RE
 from ..errors import (
     AuthError,
     BundleFormatError,
     BundleNotFound,
     IntegrityError,
+    ModelPackError,
     RemoteError,
     RemoteUnavailable,
 )
@@ -92,6 +95,27 @@ def list_versions(transport: Transport, repos: list[str], *, prefix: str = "") -
             continue
         if manifest.config.media_type != mt.CONFIG:
             continue  # not a ModelPack bundle
-        infos.append(BundleInfo.from_manifest(manifest, name=repo[len(prefix):], tags=tags, remote=transport.name))
+        config = None if manifest.summary else _config(transport, repo, manifest)
+        infos.append(BundleInfo.from_manifest(manifest, name=repo[len(prefix):], tags=tags, remote=transport.name, config=config))
     infos.sort(key=lambda i: (i.name, -(i.version or 0), i.digest))
     return infos
+
+
+# A ModelPack config is a few hundred bytes; another tool's artifact is listed from it.
+MAX_LISTED_CONFIG = 64 << 10
+
+
+def _config(transport: Transport, repo: str, manifest: Manifest) -> Any:
+    """The config of an artifact another tool made (no summary of ours), read bounded and verified; None if unreadable."""
+    desc = manifest.config
+    if desc.size > MAX_LISTED_CONFIG:
+        return None
+    try:
+        data = b"".join(transport.get_blob(repo, desc, lambda n: None))
+        if sha256_digest(data) != desc.digest:
+            return None
+        return load_json_limited(data, what="config", max_bytes=MAX_LISTED_CONFIG)
+    except (AuthError, RemoteUnavailable):
+        raise
+    except ModelPackError:
+        return None  # a listing shows what can be read

@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -47,6 +46,7 @@ from ..progress import progress
 from ..store import Store, StoredBundle, get_store
 from ..store.blobs import Blobs
 from ..store.index import arrival_tags
+from ..store.records import Identity
 from . import published
 from .config import Remote, get_remote, list_remotes, split_remote_ref
 from .connect import open_transport
@@ -274,7 +274,7 @@ def pull_from(
         for check in checks:  # they see the whole bundle: what was fetched, and what the store had
             check(StoredBundle(_StagedView(staged, local), name, manifest))
         for d in todo:
-            os.replace(staged.blob_path(d.digest), local.blob_path(d.digest))
+            local.adopt_blob(staged, d.digest)  # a rename; the verification record comes along
         return local.add_manifest(name, raw, tags)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -295,11 +295,22 @@ class _FallbackBlobs(Blobs):
 
     def __init__(self, staged: Blobs, local: Blobs) -> None:
         super().__init__(staged.dir)
+        self._staged = staged
         self._local = local
 
     def path(self, digest: str) -> Path:
         path = super().path(digest)
         return path if path.is_file() else self._local.path(digest)
+
+    def _owner(self, digest: str) -> Blobs:
+        return self._staged if super().path(digest).is_file() else self._local
+
+    def is_recorded(self, digest: str, ident: Identity | None = None) -> bool:
+        return self._owner(digest).is_recorded(digest, ident)
+
+    def record(self, digest: str, ident: Identity | None = None) -> None:
+        # Only renewals after hard-linking (signature checks): each store keeps its own records.
+        self._owner(digest).record(digest, ident)
 
 
 def _fetch(transport: Transport, repo: str, staged: Store, todo: Iterable[Descriptor], *, label: str) -> None:

@@ -34,12 +34,14 @@ def serve(
     background: bool = True,
     timeout: float = 120.0,
     trust_code: bool = False,
+    verify: bool = False,
 ) -> Server | None:
     """Serve a bundle over HTTP (v2 protocol + ``/predict``); ``port=0`` picks a free port.
 
     ``identity`` opens an encrypted bundle: an identity file, an ``AGE-SECRET-KEY-…``
     string or ``nbmodelpack.Passphrase(...)``; ``trust_code`` runs class source stored
-    in the bundle, as for :func:`nbmodelpack.load`.
+    in the bundle, as for :func:`nbmodelpack.load`; so does ``verify`` (re-hash the
+    weights even if the store recorded them as intact).
 
     In the background (default) it returns a :class:`Server` once the server is
     ready; it stops with :meth:`Server.stop` or when this process exits. With
@@ -58,6 +60,7 @@ def serve(
     options = ServeOptions(
         ref=ref, host=host, port=port, workers=workers, token=token, max_batch=max_batch, max_delay_ms=max_delay_ms,
         identity=None if secret else identity, passphrase=secret, max_body=max_body, threads=threads, trust_code=trust_code,
+        verify=verify,
     )
     if not background:
         run_foreground(options)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import io
 import math
 import warnings
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -308,19 +310,79 @@ def looks_like_image(body: bytes, content_type: str) -> bool:
     return content_type.startswith("image/") or body.startswith(IMAGE_MAGIC)
 
 
+# The keys seed-style clients put their batch under: ours, Flask/KServe-v1 ``instances``, ``data``.
+PREDICT_KEYS = ("input", "instances", "data")
+
+
 def decode_predict_json(body: bytes, spec: Spec) -> np.ndarray:
-    """``{"input": [[...]]}`` → a batch for the model's one input (batch dim added if missing)."""
+    """``{"input" | "instances" | "data": [...]}`` → a batch for the model's one input.
+
+    A single item gains its batch dimension; flat vectors (one per item, or one for a
+    single item) are reshaped to the signature's per-item shape when it is fully known.
+
+    Example:
+        >>> decode_predict_json(b'{"data": [[1, 2, 3, 4]]}', Spec("x", "FP32", [-1, 2, 2])).shape
+        (1, 2, 2)
+    """
     doc = loads(body)
-    if not isinstance(doc, dict) or "input" not in doc:
-        raise BadRequest('send {"input": [...]} as JSON, or an image')
-    arr = to_array(doc["input"], spec.datatype, "'input'")
-    if len(arr.shape) == len(spec.shape) - 1:
-        arr = arr[None, ...]
-    if not spec.fits(arr.shape):
-        raise BadRequest(f"'input' has shape {list(arr.shape)}; the model takes {spec.describe()}")
+    keys = [k for k in PREDICT_KEYS if isinstance(doc, dict) and k in doc]
+    if len(keys) != 1:
+        raise BadRequest('send one of {"input": [...]}, {"instances": [...]} or {"data": [...]} as JSON, or an image')
+    where = f"'{keys[0]}'"
+    arr = _fit_items(to_array(doc[keys[0]], spec.datatype, where), spec, where)
     if arr.shape and arr.shape[0] == 0:
-        raise BadRequest("'input' is an empty batch")
+        raise BadRequest(f"{where} is an empty batch")
     return arr
+
+
+def _fit_items(arr: np.ndarray, spec: Spec, where: str) -> np.ndarray:
+    item = spec.shape[1:]
+    if len(arr.shape) == len(spec.shape) - 1 and spec.fits((1, *arr.shape)):
+        return arr[None, ...]
+    if spec.fits(arr.shape):
+        return arr
+    if item and all(d > 0 for d in item):
+        per_item = int(np.prod(item))
+        if arr.ndim == 1 and arr.size == per_item:
+            return arr.reshape(1, *item)
+        if arr.ndim == 2 and arr.shape[1] == per_item:
+            return arr.reshape(arr.shape[0], *item)
+    raise BadRequest(f"{where} has shape {list(arr.shape)}; the model takes {spec.describe()} (or flat vectors of its per-item size)")
+
+
+def body_decoder(encoding: str, cap: int) -> Callable[[bytes], bytes] | None:
+    """The function that undoes a request's ``Content-Encoding`` (gzip, deflate), bounded by ``cap``.
+
+    Example:
+        >>> import gzip
+        >>> body_decoder("gzip", 100)(gzip.compress(b"{}"))
+        b'{}'
+    """
+    name = encoding.strip().lower()
+    if name in ("", "identity"):
+        return None
+    # gzip framing (wbits 16+), zlib framing (RFC "deflate"), and raw deflate that some clients send.
+    wbits = {"gzip": [31], "x-gzip": [31], "deflate": [15, -15]}.get(name)
+    if wbits is None:
+        raise UnsupportedMedia(f"Content-Encoding {encoding[:30]!r} is not supported; send gzip, deflate or an uncompressed body")
+
+    def inflate(body: bytes) -> bytes:
+        for i, bits in enumerate(wbits):
+            unzip = zlib.decompressobj(bits)
+            try:
+                out = unzip.decompress(body, cap + 1)
+            except zlib.error:
+                if i + 1 < len(wbits):
+                    continue
+                raise BadRequest(f"the body is not valid {name} data") from None
+            if len(out) > cap or unzip.unconsumed_tail:
+                raise BodyTooLarge(f"body too large once decompressed (limit {cap} bytes)")
+            if not unzip.eof:
+                raise BadRequest(f"the {name} body is truncated")
+            return out
+        raise AssertionError("unreachable")
+
+    return inflate
 
 
 def decode_image(data: bytes, preprocess: dict[str, Any], spec: Spec) -> np.ndarray:

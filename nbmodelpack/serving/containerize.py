@@ -16,17 +16,19 @@ The container listens on 0.0.0.0, so the server refuses to start unless
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata as md
 import importlib.util
 import json
-import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..errors import UsageError
+from .kserve import isvc_name
 
 APP = "/opt/modelpack"
 HOME = "/home/modelpack"
@@ -118,9 +120,13 @@ CMD {json.dumps(cmd)}
 """
 
 
-def kserve_manifest(*, name: str, image: str, port: int) -> str:
-    """A ``ServingRuntime`` (v2 protocol) and an ``InferenceService`` that uses it, as YAML."""
-    k8s_name = re.sub(r"[^a-z0-9-]", "-", name.lower()).strip("-")[:50] or "model"
+def kserve_manifest(*, name: str, image: str, port: int, ref: str, workers: int) -> str:
+    """A ``ServingRuntime`` (v2 protocol) for this image and an ``InferenceService`` that uses it, as YAML.
+
+    The InferenceService name follows KServe's naming rule, and the server answers under
+    that name (``--model-name``), so ``/v2/models/<isvc>/infer`` reaches the model.
+    """
+    k8s_name = isvc_name(name)
     token_env = {"name": "NBMODELPACK_SERVE_TOKEN", "valueFrom": {"secretKeyRef": {"name": f"{k8s_name}-token", "key": "token"}}}
     probe = {"httpGet": {"path": "/v2/health/ready", "port": port}, "periodSeconds": 10}
     runtime = {
@@ -133,6 +139,7 @@ def kserve_manifest(*, name: str, image: str, port: int) -> str:
             "containers": [{
                 "name": "kserve-container",
                 "image": image,
+                "args": [ref, "--model-name", k8s_name, "--host", "0.0.0.0", "--port", str(port), "--workers", str(workers)],
                 "ports": [{"containerPort": port, "protocol": "TCP"}],
                 "env": [token_env],
                 "readinessProbe": probe,
@@ -149,11 +156,87 @@ def kserve_manifest(*, name: str, image: str, port: int) -> str:
         "spec": {"predictor": {"model": {"modelFormat": {"name": "modelpack"}, "runtime": f"modelpack-{k8s_name}", "protocolVersion": "v2"}}},
     }
     head = (
-        f"# KServe: serve {name} with the Open Inference Protocol v2 (REST) on port {port}.\n"
+        f"# KServe: serve {name} with the Open Inference Protocol v2 (REST) on port {port}, as /v2/models/{k8s_name}.\n"
         f"# The token clients send comes from a Secret:\n"
         f"#   kubectl create secret generic {k8s_name}-token --from-literal=token=$(openssl rand -hex 16)\n"
     )
     return head + yaml.safe_dump_all([runtime, isvc], sort_keys=False)
+
+
+@contextlib.contextmanager
+def _staged(target: Path) -> Iterator[Path]:
+    """A sibling ``.part`` directory that becomes ``target`` only if the block succeeds."""
+    if target.exists() and any(target.iterdir()):
+        raise UsageError(f"{target} is not empty", hint="pick a new directory")
+    tmp = target.with_name(target.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        (tmp / "src").mkdir(parents=True)
+        (tmp / "bin").mkdir()
+        yield tmp
+        if target.exists():
+            target.rmdir()
+        tmp.replace(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _runtime_files(tmp: Path, extra: list[str]) -> None:
+    """nbmodelpack's source, the ``modelpack`` launcher and pinned requirements."""
+    package = Path(__file__).resolve().parents[1]
+    shutil.copytree(package, tmp / "src" / "nbmodelpack", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (tmp / "requirements.txt").write_text("\n".join(_pins(extra)) + "\n")
+    launcher = tmp / "bin" / "modelpack"
+    launcher.write_text(_LAUNCHER)
+    launcher.chmod(0o755)
+    (tmp / ".dockerignore").write_text("**/__pycache__\n**/*.pyc\n")
+
+
+def runtime_dockerfile() -> str:
+    """The Dockerfile of the one runtime image ``--kserve`` uses for every bundle (no bundle inside)."""
+    return f"""# The modelpack runtime for KServe: the storage initializer (`modelpack storage-init`) and the
+# model server (`modelpack serve`) of every bundle; kserve.yaml says which runs when.
+# Build:  docker build -t IMAGE .   and push IMAGE where the cluster can pull it.
+FROM python:3.11-slim
+
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 NBMODELPACK_NO_PROGRESS=1 PYTHONPATH={APP}/src
+
+RUN useradd --create-home --home-dir {HOME} --uid 10001 --shell /usr/sbin/nologin modelpack
+COPY requirements.txt {APP}/requirements.txt
+RUN pip install --no-cache-dir -r {APP}/requirements.txt
+COPY src/ {APP}/src/
+COPY bin/modelpack /usr/local/bin/modelpack
+
+USER modelpack
+WORKDIR {HOME}
+ENTRYPOINT ["modelpack"]
+"""
+
+
+def kserve_context(ref: str, out: str | Path, *, port: int = 8080, image: str | None = None) -> Path:
+    """Write ``kserve.yaml`` (storage container, runtime, InferenceService) and the runtime image's context.
+
+    ``ref`` is a published bundle (``REMOTE/NAME:TAG``, ``HOST/REPO:TAG``, or a local ref
+    that was published); the InferenceService pulls it by digest.
+
+    Example:
+        >>> kserve_context("team/mnist-mlp:1", "build/kserve")  # doctest: +SKIP
+        PosixPath('build/kserve')
+    """
+    from ..version import __version__
+    from .kserve import manifest_text, published_uri
+
+    name, uri, encrypted = published_uri(ref)
+    target = Path(out)
+    with _staged(target) as tmp:
+        _runtime_files(tmp, ["requests", "pyrage", "model-signing", "cryptography", "pyopenssl"])
+        (tmp / "Dockerfile").write_text(runtime_dockerfile())
+        text = manifest_text(name=name, uri=uri, image=image or f"modelpack-runtime:{__version__}", port=port, encrypted=encrypted)
+        (tmp / "kserve.yaml").write_text(text)
+    return target
 
 
 def containerize(ref: str, out: str | Path, *, port: int = 8080, image: str | None = None, workers: int = 2) -> Path:
@@ -166,35 +249,17 @@ def containerize(ref: str, out: str | Path, *, port: int = 8080, image: str | No
     from .. import api
 
     target = Path(out)
-    if target.exists() and any(target.iterdir()):
-        raise UsageError(f"{target} is not empty", hint="pick a new directory")
     bundle = api.get_store().open(ref)
     info = bundle.info
     arch = bundle.read_json("architecture.json") if not info.encrypted else {"strategy": "export"}
-    tmp = target.with_name(target.name + ".part")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        (tmp / "src").mkdir(parents=True)
-        (tmp / "bin").mkdir()
+    with _staged(target) as tmp:
         api.export(ref, tmp / "bundle", format="dir")
-        package = Path(__file__).resolve().parents[1]
-        shutil.copytree(package, tmp / "src" / "nbmodelpack", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         extra = _model_code(arch, tmp / "src")
         if info.encrypted:
             extra.append("pyrage")
-        (tmp / "requirements.txt").write_text("\n".join(_pins(extra)) + "\n")
-        launcher = tmp / "bin" / "modelpack"
-        launcher.write_text(_LAUNCHER)
-        launcher.chmod(0o755)
+        _runtime_files(tmp, extra)
         pinned = f"{bundle.name}@{bundle.digest}"
         (tmp / "Dockerfile").write_text(dockerfile(ref=pinned, port=port, workers=workers, encrypted=info.encrypted))
-        (tmp / ".dockerignore").write_text("**/__pycache__\n**/*.pyc\n")
         image_name = image or f"modelpack-{bundle.name}:{info.version or 'latest'}"
-        (tmp / "kserve.yaml").write_text(kserve_manifest(name=bundle.name, image=image_name, port=port))
-        if target.exists():
-            target.rmdir()
-        tmp.replace(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / "kserve.yaml").write_text(kserve_manifest(name=bundle.name, image=image_name, port=port, ref=pinned, workers=workers))
     return target

@@ -59,9 +59,9 @@ class LoadedModel:
         torch.set_num_threads(self.threads)
         bundle = get_store().open(options.ref)
         # The same path as nbmodelpack.load: trust policy first, allow-listed architecture, key.
-        self.module = api.load(bundle, identity=options.key(), trust_code=options.trust_code)
+        self.module = api.load(bundle, identity=options.key(), trust_code=options.trust_code, verify=options.verify)
         self.info = bundle.info
-        self.name = bundle.name
+        self.name = options.model_name or bundle.name
         self.version = str(self.info.version if self.info.version is not None else 1)
         self.inputs, self.outputs = signature_specs(bundle.read_json("signature.json", identity=options.key()), self.info.ref)
         processing = bundle.read_json("processing.json", identity=options.key()) if bundle.has("processing.json") else {}

@@ -9,11 +9,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 
 from ..crypto.keys import PASSPHRASE_ENV, Passphrase
 from ..errors import ServingError, UsageError
 
+_MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 OPTIONS_ENV = "NBMODELPACK_SERVE_OPTIONS"
 TOKEN_ENV = "NBMODELPACK_SERVE_TOKEN"
 IDENTITY_ENV = "NBMODELPACK_SERVE_IDENTITY"
@@ -41,6 +43,8 @@ class ServeOptions:
     threads: int = 0  # torch threads per worker; 0 = cores / workers
     trust_code: bool = False  # run class source stored in the bundle (as load's trust_code)
     passphrase: str | None = None  # for a passphrase-encrypted bundle (instead of identity)
+    verify: bool = False  # re-hash the weights (and re-check the signature) even if recorded as intact
+    model_name: str | None = None  # the name in /v2/models/NAME (default: the bundle's name)
 
     def key(self) -> str | Passphrase | None:
         """What opens the bundle's encrypted layers: the passphrase, else the identity (``None``: the defaults).
@@ -105,6 +109,8 @@ def validate(options: ServeOptions) -> None:
         )
     if options.workers < 1 or options.max_batch < 1 or options.max_delay_ms < 0 or options.max_body < 1024:
         raise UsageError("--workers and --max-batch must be ≥ 1, --max-delay-ms ≥ 0, --max-body ≥ 1024")
+    if options.model_name is not None and not _MODEL_NAME.fullmatch(options.model_name):
+        raise UsageError(f"--model-name {options.model_name[:40]!r} is not a model name", hint="use lowercase letters, digits, '.', '_' and '-' (at most 63)")
     if not 0 <= options.port <= 65535:
         raise UsageError(f"--port {options.port} is not a port number")
 

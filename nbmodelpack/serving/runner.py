@@ -181,6 +181,10 @@ def _cli_args(options: ServeOptions) -> list[str]:
         args += ["--threads", str(options.threads)]
     if options.trust_code:
         args.append("--trust-code")
+    if options.verify:
+        args.append("--verify")
+    if options.model_name:
+        args += ["--model-name", options.model_name]
     return args
 
 

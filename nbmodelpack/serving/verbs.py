@@ -30,6 +30,8 @@ from ..commands.secrets import IDENTITY_ARGS
     arg("--trust-code", action="store_true", help="allow running class source stored in the bundle (as load --trust-code)"),
     arg("--max-body", type=int, default=8 * 1024 * 1024, help="largest request body in bytes"),
     arg("--threads", type=int, default=0, help="torch threads per worker (default: cores / workers)"),
+    arg("--verify", action="store_true", help="re-hash every weight file, even those the store recorded as intact"),
+    arg("--model-name", help="the name clients use in /v2/models/NAME (default: the bundle's name)"),
 )
 def serve_verb(args: argparse.Namespace, ctx: Context) -> Any:
     from ..commands.secrets import identity_of
@@ -43,6 +45,8 @@ def serve_verb(args: argparse.Namespace, ctx: Context) -> Any:
         max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, max_body=args.max_body, threads=args.threads,
         identity=key if isinstance(key, str) else os.environ.get(IDENTITY_ENV) or None,
         passphrase=key.reveal() if key is not None and not isinstance(key, str) else None, trust_code=args.trust_code,
+        verify=args.verify,
+        model_name=args.model_name,
     )
     if ctx.interactive:
         from .handle import Server
@@ -72,14 +76,30 @@ def stop_verb(args: argparse.Namespace, ctx: Context) -> Text:
 @verb(
     "containerize",
     "write a Docker build context and a KServe InferenceService for a bundle",
-    arg("ref"),
+    arg("ref", help="a local bundle; with --kserve, a published one (REMOTE/NAME:TAG, or a local ref you published)"),
     arg("dir"),
     arg("--port", type=int, default=8080, help="port inside the container"),
-    arg("--image", help="image name for the KServe manifest (default modelpack-NAME:VERSION)"),
+    arg("--image", help="image name for the KServe manifest (default modelpack-NAME:VERSION; with --kserve modelpack-runtime:VERSION)"),
     arg("--workers", type=int, default=2),
+    arg("--kserve", action="store_true", help="one runtime image for every bundle: KServe pulls this one from its registry by digest"),
 )
 def containerize_verb(args: argparse.Namespace, ctx: Context) -> Text:
-    from .containerize import containerize
+    from .containerize import containerize, kserve_context
 
+    if args.kserve:
+        out = kserve_context(args.ref, args.dir, port=args.port, image=args.image)
+        return Text(f"wrote {out}/kserve.yaml and the runtime image context {out}/Dockerfile; see the kubectl commands at the top of kserve.yaml")
     out = containerize(args.ref, args.dir, port=args.port, image=args.image, workers=args.workers)
     return Text(f"wrote {out}/Dockerfile and {out}/kserve.yaml; build with: docker build -t IMAGE {out}")
+
+
+@verb(
+    "storage-init",
+    "pull a bundle for KServe into DIR (the storage initializer of `containerize --kserve`)",
+    arg("uri", help="modelpack://HOST/REPO@sha256:DIGEST"),
+    arg("dir", help="where the pod mounts the model (KServe passes /mnt/models)"),
+)
+def storage_init_verb(args: argparse.Namespace, ctx: Context) -> Text:
+    from .kserve import storage_init
+
+    return Text(f"pulled {args.uri} into {args.dir} as {storage_init(args.uri, args.dir)}")

@@ -43,6 +43,7 @@ from ..crypto import SIGNATURE_FILE
 from ..errors import SignatureError, StoreError
 from ..remote import register_pull_check
 from ..store import Store, StoredBundle, get_store
+from . import cache
 from .files import export_files, materialized, safe_filepaths
 from .keys import (
     DEFAULT_KEY_FILE,
@@ -221,11 +222,13 @@ def verify_bundle(bundle: StoredBundle, keys: Sequence[str | os.PathLike[str]]) 
     return result
 
 
-def enforce_trust_policy(bundle: StoredBundle) -> VerifyResult | None:
+def enforce_trust_policy(bundle: StoredBundle, *, verify: bool = False) -> VerifyResult | None:
     """Refuse ``bundle`` unless it is signed by a trusted key, when config.toml says ``require_signature = true``.
 
     ``load``, ``serve`` and ``pull`` call this before using a bundle. Returns the
-    :class:`VerifyResult` when a policy applies, ``None`` when none is set.
+    :class:`VerifyResult` when a policy applies, ``None`` when none is set. A success
+    is remembered (:mod:`.cache`): while the trusted keys and the bundle's blob files
+    are unchanged, the next call does not re-verify, unless ``verify=True``.
 
     Example:
         >>> enforce_trust_policy(store.open("mnist-mlp:3"))  # doctest: +SKIP
@@ -235,10 +238,18 @@ def enforce_trust_policy(bundle: StoredBundle) -> VerifyResult | None:
     keys = trusted_keys()
     if not keys:
         raise SignatureError("the trust policy requires signatures but lists no keys", hint="add keys = [\"…pub\"] under [trust] in config.toml")
+    policy = cache.policy_fingerprint(public_key_pems(keys))
+    if not verify and (note := cache.recall(bundle, policy)) is not None:
+        return VerifyResult(
+            ok=True, ref=bundle.info.ref, digest=bundle.digest, key=str(note.get("key", "")),
+            fingerprint=str(note.get("fingerprint", "")), files=[str(f) for f in note.get("files", [])],
+        )
     result = verify_bundle(bundle, keys)
     if not result.ok:
+        cache.forget(bundle)
         what = "is not signed" if not result.signed else f"fails verification: {result.problem}"
         raise SignatureError(f"{result.ref} {what}", hint="the trust policy in config.toml requires a trusted signature")
+    cache.remember(bundle, policy, {"key": result.key, "fingerprint": result.fingerprint, "files": result.files})
     return result
 
 

@@ -62,7 +62,15 @@ def materialized(store: Store, layers: Iterable[Descriptor], name: str) -> Itera
     except OSError:
         root = Path(tempfile.mkdtemp(prefix="nbmodelpack-sign-"))
     try:
-        files = root / name
+        with store.blobs.linking(d.digest for d, _ in checked):
+            yield from _link_into(store, checked, root / name)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _link_into(store: Store, checked: list[tuple[Descriptor, PurePosixPath]], files: Path) -> Iterator[Path]:
+    """Fill ``files`` with the layers (links, else copies), yield it, and remove it again."""
+    try:
         files.mkdir()
         for desc, rel in checked:
             target = files / rel
@@ -78,7 +86,7 @@ def materialized(store: Store, layers: Iterable[Descriptor], name: str) -> Itera
                 _copy_new(blob, target)
         yield files
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(files, ignore_errors=True)  # the links go before the records are renewed
 
 
 def export_files(ref: str, out: str | os.PathLike[str], *, store: Store | str | None = None) -> Path:

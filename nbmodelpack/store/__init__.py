@@ -5,6 +5,7 @@
       index.json                 one entry per tag: ref.name = "NAME:TAG"      (index.py)
       blobs/sha256/<hex>         content-addressed blobs                       (blobs.py)
       staging/<kind>-<uuid>/     work in progress (pull, import); gc removes stale ones
+      .verified/<hex>            "hashed by us, unchanged since" records        (records.py)
 
 Writes are atomic (temp file, fsync, rename) and the index is only changed
 under a file lock, so a killed process leaves no half bundle (at worst an
@@ -51,6 +52,7 @@ from .compose import Signer, now_iso, write_version
 from .index import NAME_KEY, Entry, Index, entry_ref
 from .maintenance import FsckProblem
 from .opened import Codec, StoredBundle, register_codec
+from .records import Records
 
 __all__ = [
     "NAME_KEY",
@@ -79,6 +81,10 @@ _RACY_SECONDS = 2.0
 class Store:
     """An OCI image layout holding bundles.
 
+    ``records`` (default: ``create``) keeps verification records, so that reads skip
+    re-hashing blobs hashed before and unchanged since; a layout opened only to read
+    what someone else wrote (``create=False``) neither writes nor trusts them.
+
     Example:
         >>> import tempfile
         >>> store = Store(tempfile.mkdtemp())
@@ -86,10 +92,11 @@ class Store:
         []
     """
 
-    def __init__(self, root: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
+    def __init__(self, root: str | os.PathLike[str] | None = None, *, create: bool = True, records: bool | None = None) -> None:
         self.root = Path(root) if root is not None else paths.store_dir()
         self.blob_dir = self.root / "blobs" / "sha256"
-        self.blobs = Blobs(self.blob_dir)
+        keep_records = create if records is None else records
+        self.blobs = Blobs(self.blob_dir, Records(self.root) if keep_records else None)
         self.index = Index(self.root)
         if create:
             self._init_layout()
@@ -170,28 +177,54 @@ class Store:
         """Stream chunks into a blob, hashing as they go; refuse if ``expected`` does not match."""
         return self.blobs.write_chunks(chunks, expected=expected, what=what)
 
-    def put_written(self, filepath: str, media_type: str, write: Callable[[Path], None]) -> Descriptor:
-        """Let ``write(path)`` produce a layer file (e.g. ``safetensors.save_file``); return its descriptor."""
+    def put_written(self, filepath: str, media_type: str, write: Callable[[Path], None], *, encodings: tuple[str, ...] = ()) -> Descriptor:
+        """Let ``write(path)`` produce a layer file (e.g. ``safetensors.save_file``); return its descriptor.
+
+        ``encodings``: how the written bytes wrap the file (``("zstd",)``, ``("age",)``), innermost first.
+        """
         digest, size = self.blobs.write_with(write, what=filepath)
-        return layer(filepath, media_type, digest, size)
+        return layer(filepath, media_type, digest, size, encodings)
 
     def put_stream(self, filepath: str, media_type: str, chunks: Iterable[bytes | memoryview]) -> Descriptor:
         """Store a layer streamed as chunks, hashed on a second thread as they are written; return its descriptor."""
         digest, size = self.blobs.write_chunks(chunks, what=filepath)
         return layer(filepath, media_type, digest, size)
 
-    def put_layer(self, filepath: str, media_type: str, data: bytes | memoryview) -> Descriptor:
-        """Store bytes as a layer blob and return its descriptor."""
+    def put_layer(self, filepath: str, media_type: str, data: bytes | memoryview, *, encodings: tuple[str, ...] = ()) -> Descriptor:
+        """Store bytes as a layer blob and return its descriptor (``encodings`` as in :meth:`put_written`)."""
         digest, size = self.put_bytes(data, what=filepath)
-        return layer(filepath, media_type, digest, size)
+        return layer(filepath, media_type, digest, size, encodings)
 
-    def read_blob(self, digest: str, *, what: str = "", limit: int | None = None) -> bytes:
-        """Read a blob and check it against its digest (the error names ``what``)."""
-        return self.blobs.read(digest, what=what, limit=limit)
+    def read_blob(self, digest: str, *, what: str = "", limit: int | None = None, verify: bool = False) -> bytes:
+        """Read a blob and check it against its digest (the error names ``what``).
+
+        A large blob whose verification record still matches is not re-hashed, unless ``verify``.
+        """
+        return self.blobs.read(digest, what=what, limit=limit, verify=verify)
 
     def verify_in_background(self, digest: str, *, what: str = "") -> Callable[[], None]:
         """Hash a blob on a second thread; the returned ``check()`` waits and raises on a mismatch."""
         return self.blobs.verify_in_background(digest, what=what)
+
+    def check_blob(self, digest: str, *, what: str = "", verify: bool = False) -> Callable[[], None]:
+        """Verify a blob before use: no hash while its record matches (unless ``verify``), else one on a second thread.
+
+        The returned ``check()`` raises :class:`~nbmodelpack.errors.IntegrityError` on a
+        mismatch; nothing read from the blob may be handed out before it returns.
+
+        Example:
+            >>> check = store.check_blob(digest, what="model.safetensors")  # doctest: +SKIP
+            >>> check()  # doctest: +SKIP
+        """
+        return self.blobs.check_in_background(digest, what=what, verify=verify)
+
+    def blob_verified(self, digest: str) -> bool:
+        """Whether this user hashed the blob before and its file has not changed since (no hashing here)."""
+        return self.blobs.is_recorded(digest)
+
+    def adopt_blob(self, staged: Store, digest: str) -> None:
+        """Move a blob from a staging store on the same filesystem into this one, with its record."""
+        self.blobs.adopt(staged.blobs, digest)
 
     def iter_blob(self, digest: str, chunk: int = CHUNK) -> Iterator[bytes]:
         """Yield a blob's raw bytes (unverified: callers that stream verify as they go)."""
@@ -257,9 +290,7 @@ class Store:
                 info = _INFOS.get(key)
             if info is None:
                 try:
-                    opened = StoredBundle(self, bundle_name, self.manifest(digest))
-                    info = BundleInfo.from_manifest(opened.manifest, name=bundle_name)
-                    info = dataclasses.replace(info, architecture=opened.architecture(trusted))
+                    info = StoredBundle(self, bundle_name, self.manifest(digest)).listed(trusted, [])
                 except ModelPackError:
                     continue  # fsck reports it; a listing shows what can be read
                 with _CACHE_LOCK:

@@ -5,6 +5,10 @@ Two writers: :meth:`Blobs.write_chunks` (bytes or a stream of chunks) and
 file). Both write a fresh temp file and rename it into place, so an existing
 blob (which may be hard-linked or mapped elsewhere) is never opened for writing.
 Reads refuse a blob that is a symbolic link: a store only ever holds files.
+
+Every writer hashes what it writes, and then leaves a verification record
+(:mod:`.records`); readers skip the re-hash of a large blob while its record still
+matches the file, and re-hash (refreshing the record) when it does not.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import IO
 
 from ..bundle.refs import DIGEST_RE
 from ..errors import IntegrityError, InvalidReference, StoreError
+from .records import Identity, Records, file_identity, identity
 
 CHUNK = 8 << 20
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -31,6 +36,9 @@ DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 # NBMODELPACK_FSYNC=1 also syncs blobs, for power-loss safety at the cost of disk speed.
 FSYNC_BLOBS = os.environ.get("NBMODELPACK_FSYNC", "") not in ("", "0")
 TEMP_PREFIX = ".tmp-"
+# Reads below this size always re-hash (manifests, configs, JSON layers: microseconds);
+# larger ones trust a matching verification record.
+RECORDED_READ_BYTES = 1 << 20
 
 
 def store_error(exc: OSError, what: str) -> StoreError:
@@ -139,10 +147,14 @@ class Blobs:
         >>> digest, size = blobs.write_chunks([b"hello"])
         >>> blobs.read(digest)
         b'hello'
+
+    ``records`` (the store's :class:`~.records.Records`) lets reads skip re-hashing
+    blobs this user's process hashed before and that have not changed since.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, records: Records | None = None) -> None:
         self.dir = directory
+        self.records = records
 
     def path(self, digest: str) -> Path:
         if not isinstance(digest, str) or not DIGEST_RE.match(digest):
@@ -204,15 +216,62 @@ class Blobs:
         return digest, size
 
     def _settle(self, tmp: Path, digest: str) -> None:
+        """Move a hashed temp file into place and record it as verified."""
         final = self.path(digest)
         if final.is_file() and not final.is_symlink():
             # Same content is already there: keep it (replacing a large file costs a
             # truncate), and mark it fresh so `gc` gives the writer its grace period.
             # A read-only or foreign-owned blob cannot be touched: commit's re-check under the lock still protects it.
+            # Touching it changes its ctime: a record that held before the touch is renewed (our touch changed no byte).
+            known = self.is_recorded(digest)
             with contextlib.suppress(OSError):
                 os.utime(final, follow_symlinks=False)
+            if known:
+                self.record(digest)
             return
         os.replace(tmp, final)
+        self.record(digest)
+
+    def record(self, digest: str, ident: Identity | None = None) -> None:
+        """Record that the blob (as it is now, or as `ident` says) was just hashed by us and matched."""
+        if self.records is not None:
+            self.records.record(digest, ident if ident is not None else file_identity(self.path(digest)))
+
+    def is_recorded(self, digest: str, ident: Identity | None = None) -> bool:
+        """Whether the blob file (as it is now, or as ``ident`` says) is unchanged since this user last hashed it."""
+        ident = ident if ident is not None else file_identity(self.path(digest))
+        return self.records is not None and self.records.matches(digest, ident)
+
+    @contextlib.contextmanager
+    def linking(self, digests: Iterable[str]) -> Iterator[None]:
+        """For a block that only adds and removes hard links to blobs (signature checks hash a directory of them).
+
+        A link changes a file's ctime but not a byte: a record that held before the block is
+        renewed after it, provided size, inode and mtime are still the recorded ones.
+        """
+        known = {}
+        for digest in set(digests):
+            ident = file_identity(self.path(digest))
+            if ident is not None and self.is_recorded(digest, ident):
+                known[digest] = ident
+        try:
+            yield
+        finally:
+            for digest, ident in known.items():
+                now = file_identity(self.path(digest))
+                if now is not None and now[:4] == ident[:4]:
+                    self.record(digest, now)
+
+    def adopt(self, source: Blobs, digest: str) -> None:
+        """Move a blob from ``source`` (a staging area on the same filesystem) into this directory.
+
+        Its verification record moves with it when ``source`` holds a valid one (the
+        rename changes the file's ctime, so the record is written anew).
+        """
+        known = source.is_recorded(digest)
+        os.replace(source.path(digest), self.path(digest))
+        if known:
+            self.record(digest)
 
     @contextlib.contextmanager
     def _open(self, digest: str, what: str) -> Iterator[IO[bytes]]:
@@ -231,22 +290,37 @@ class Blobs:
         with f:
             yield f
 
-    def read(self, digest: str, *, what: str = "", limit: int | None = None) -> bytes:
+    def read(self, digest: str, *, what: str = "", limit: int | None = None, verify: bool = False) -> bytes:
         """Read a blob and check it against its digest (the error names ``what``).
 
         ``limit`` refuses a larger file before reading it (manifests, configs).
+        Large blobs whose verification record matches the opened file are not re-hashed
+        (``verify=True`` re-hashes anyway); small ones always are.
         """
         name = what or digest
         with self._open(digest, name) as f:
-            if limit is not None and os.fstat(f.fileno()).st_size > limit:
+            before = identity(os.fstat(f.fileno()))
+            if limit is not None and before[0] > limit:
                 raise IntegrityError(f"{name} is larger than {limit:,} bytes", hint="it was not written by a ModelPack tool")
             try:
                 data = f.read()
             except OSError as exc:
                 raise StoreError(f"cannot read {name}: {exc.strerror}") from exc
+            unchanged = identity(os.fstat(f.fileno())) == before
+        recordable = self.records is not None and unchanged and len(data) >= RECORDED_READ_BYTES
+        if recordable and not verify and self.is_recorded(digest, before):
+            return data
         if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            self.forget_record(digest)
             raise corrupted(name, digest)
+        if recordable:
+            self.record(digest, before)
         return data
+
+    def forget_record(self, digest: str) -> None:
+        """Drop the blob's verification record (damaged, or removed)."""
+        if self.records is not None:
+            self.records.forget(digest)
 
     def verify_in_background(self, digest: str, *, what: str = "") -> Callable[[], None]:
         """Start hashing a blob file on a second thread; the returned ``check()`` waits and raises on a mismatch.
@@ -259,7 +333,10 @@ class Blobs:
 
         def work() -> None:
             try:
+                before = file_identity(path)
                 result.append(hash_file(path))
+                if result[0] == digest and before == file_identity(path):
+                    self.record(digest, before)  # the file did not change while we hashed it
             except OSError as exc:
                 result.append(exc)
 
@@ -271,7 +348,30 @@ class Blobs:
             if isinstance(result[0], BaseException):
                 raise IntegrityError(f"{what or digest} cannot be read: {result[0]}", hint="run `modelpack fsck`")
             if result[0] != digest:
+                self.forget_record(digest)
                 raise corrupted(what or digest, digest)
+
+        return check
+
+    def check_in_background(self, digest: str, *, what: str = "", verify: bool = False) -> Callable[[], None]:
+        """Like :meth:`verify_in_background`, but skips the hash while the blob's record matches.
+
+        The returned ``check()`` also notices a file that changed while it was in use
+        (its identity at ``check()`` differs from the one at the start) and re-hashes it then.
+        ``verify=True`` always hashes.
+
+        Example:
+            >>> check = blobs.check_in_background(digest)  # doctest: +SKIP
+            >>> check()  # raises IntegrityError if the blob was damaged  # doctest: +SKIP
+        """
+        path = self.path(digest)
+        before = file_identity(path)
+        if verify or self.records is None or not self.records.matches(digest, before):
+            return self.verify_in_background(digest, what=what)
+
+        def check() -> None:
+            if file_identity(path) != before:
+                self.verify_in_background(digest, what=what)()
 
         return check
 

@@ -1,4 +1,9 @@
-"""Keeping a store healthy: ``gc`` (unreferenced blobs, stale staging) and ``fsck`` (re-hash everything)."""
+"""Keeping a store healthy: ``gc`` (unreferenced blobs, stale staging) and ``fsck`` (re-hash everything).
+
+Both keep the verification records in step: ``gc`` drops the records of blobs it
+removes (and of blobs that are gone), ``fsck`` renews the record of every blob it
+finds intact and drops those of damaged or missing ones.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ModelPackError
 from .blobs import hash_file, open_blob
+from .records import file_identity
 
 if TYPE_CHECKING:
     from . import Store
@@ -103,8 +109,10 @@ def gc(store: Store, *, grace_seconds: float = 3600.0) -> tuple[int, int]:
             if stat.st_mtime > cutoff or path.is_dir():
                 continue
             path.unlink()
+            store.blobs.forget_record("sha256:" + path.name)
             count += 1
             freed += stat.st_size
+        _prune_records(store, cutoff)
         for path in stale_staging(store, cutoff):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
@@ -129,7 +137,22 @@ def fsck(store: Store) -> list[FsckProblem]:
                 problems.append(FsckProblem(desc.digest, what, "a symbolic link, not a blob"))
             elif not path.exists():
                 problems.append(FsckProblem(desc.digest, what, "missing"))
-            elif hash_file(path) != desc.digest:
-                problems.append(FsckProblem(desc.digest, what, "corrupted (content does not match digest)"))
+            else:
+                before = file_identity(path)
+                if hash_file(path) != desc.digest:
+                    problems.append(FsckProblem(desc.digest, what, "corrupted (content does not match digest)"))
+                    store.blobs.forget_record(desc.digest)
+                    continue
+                if before == file_identity(path):
+                    store.blobs.record(desc.digest, before)
+    for problem in problems:
+        store.blobs.forget_record(problem.digest)
+    _prune_records(store, time.time() - 3600.0)
     unique = {(p.digest, p.filepath): p for p in problems}
     return list(unique.values())
+
+
+def _prune_records(store: Store, cutoff: float) -> None:
+    """Drop records and signature notes whose blob is gone (removed by hand, or by a gc that was killed)."""
+    if store.blobs.records is not None:
+        store.blobs.records.prune(lambda digest: store.blob_path(digest).is_file(), cutoff=cutoff)

@@ -1,7 +1,7 @@
 """An opened bundle version (:class:`StoredBundle`) and the codecs that unwrap its layers.
 
-Layer codecs: a media-type suffix (``+age``, ``+zstd``) -> a function that unwraps
-one layer's bytes. Transforms register theirs (crypto registers ``+age``), so the
+Layer codecs: an encoding (``+age``, ``+zstd``: the layer's ``mt.ENCODING`` names, or the
+legacy media-type suffixes) -> a function that unwraps one layer's bytes. Transforms register theirs (crypto registers ``+age``), so the
 store never imports them. Decoding is bounded: ``+zstd`` is accepted on weight
 layers only and never inflates past the size the manifest records.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib.util
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,8 @@ from .._files import load_json_limited
 from ..bundle import mediatypes as mt
 from ..bundle.architecture import describe
 from ..bundle.card import Card
+from ..bundle.foreign import HF_CONFIG, config_facts, holdings, kind_of, load_plan
+from ..bundle.format import plain
 from ..bundle.info import BundleInfo
 from ..bundle.manifest import MAX_CONFIG_BYTES, Descriptor, Manifest
 from ..bundle.shards import weight_filepaths
@@ -57,6 +60,8 @@ def codec(suffix: str) -> Codec:
     try:
         return _CODECS[suffix]
     except KeyError:
+        if suffix not in (mt.AGE_SUFFIX, mt.ZSTD_SUFFIX):
+            raise BundleFormatError(f"a layer is wrapped as {suffix[1:]!r:.40}, which nbmodelpack does not know", hint="it was not written by nbmodelpack") from None
         # ``nbmodelpack.api`` imports crypto, which registers ``+age``: reached only below the API.
         raise StoreError(f"no codec for {suffix} layers", hint="import nbmodelpack.crypto first") from None
 
@@ -128,7 +133,11 @@ def inflate_zstd(bundle: StoredBundle, desc: Descriptor, data: bytes, identity: 
 
 
 class StoredBundle:
-    """One bundle version in a store, for reading its files (each verified on read)."""
+    """One bundle version in a store, for reading its files (each verified on read).
+
+    "Verified" means hashed now, or hashed by this user before with the blob file
+    unchanged since (its verification record matches); ``verify=True`` always re-hashes.
+    """
 
     def __init__(self, store: Store, name: str, manifest: Manifest) -> None:
         self.store = store
@@ -145,8 +154,23 @@ class StoredBundle:
     @functools.cached_property
     def info(self) -> BundleInfo:
         """Name, tags and summary; read once per opened bundle (tags come from index.json)."""
-        info = BundleInfo.from_manifest(self.manifest, name=self.name, tags=self.store.tags_of(self.name, self.digest))
-        return dataclasses.replace(info, architecture=self.architecture(trusted_modules()))
+        return self.listed(trusted_modules(), self.store.tags_of(self.name, self.digest))
+
+    def listed(self, trusted: Sequence[str], tags: list[str]) -> BundleInfo:
+        """The info a listing shows, with what ``load`` will do under ``trusted`` modules."""
+        # Our summary says it all; another tool's artifact says what it is in its config.
+        config = None if self.manifest.summary else self._config_or_none()
+        info = BundleInfo.from_manifest(self.manifest, name=self.name, tags=tags, config=config)
+        arch = self.architecture(trusted)
+        if "class" in info.architecture and "class" not in arch:
+            arch = {"class": info.architecture["class"], **arch}
+        return dataclasses.replace(info, architecture=arch)
+
+    def _config_or_none(self) -> dict[str, Any] | None:
+        try:
+            return self.config()
+        except ModelPackError:
+            return None  # a listing shows what can be read
 
     def architecture(self, trusted: Sequence[str]) -> dict[str, Any]:
         """What ``load`` will do, read from ``architecture.json`` itself.
@@ -156,7 +180,7 @@ class StoredBundle:
         ``"load"`` (the same allow-list ``load`` applies).
         """
         if not self.has("architecture.json"):
-            return {"load": "no architecture.json (not a bundle nbmodelpack can rebuild)"}
+            return {"load": self.foreign_plan()[1]}
         try:
             arch = self.read_json("architecture.json")
         except ModelPackError as exc:
@@ -165,6 +189,21 @@ class StoredBundle:
             return {"load": describe(arch, trusted)}
         out = {k: str(arch[k]) for k in ("strategy", "class") if isinstance(arch.get(k), str)}
         return {**out, "load": describe(arch, trusted)}
+
+    def foreign_plan(self) -> tuple[str | None, str]:
+        """For an artifact without ``architecture.json``: ``(model_type, line)`` as :func:`load_plan` says.
+
+        ``model_type`` is set when ``load`` can build the model through transformers from
+        ``config.json``; the line says what the artifact holds and what is missing otherwise.
+        """
+        hf = None
+        if self.has(HF_CONFIG):
+            try:
+                hf = self.read_json(HF_CONFIG)
+            except ModelPackError as exc:
+                return None, f"unreadable {HF_CONFIG} ({exc.message[:80]})"
+        model_type, line = load_plan(self.manifest.layers, hf, transformers=importlib.util.find_spec("transformers") is not None)
+        return model_type, line if model_type else f"{line}; holds {holdings(self.manifest.layers)}"
 
     def descriptor(self, filepath: str) -> Descriptor:
         desc = self.manifest.layer(filepath)
@@ -175,23 +214,27 @@ class StoredBundle:
     def has(self, filepath: str) -> bool:
         return self.manifest.layer(filepath) is not None
 
-    def read(self, filepath: str, *, limit: int | None = None) -> bytes:
+    def read(self, filepath: str, *, limit: int | None = None, verify: bool = False) -> bytes:
         """The stored (possibly compressed or encrypted) bytes of a layer, verified."""
-        return self.store.read_blob(self.descriptor(filepath).digest, what=filepath, limit=limit)
+        return self.store.read_blob(self.descriptor(filepath).digest, what=filepath, limit=limit, verify=verify)
 
-    def plaintext(self, filepath: str, *, identity: Any = None, inflate: bool = True, limit: int | None = None) -> bytes:
+    def plaintext(
+        self, filepath: str, *, identity: Any = None, inflate: bool = True, limit: int | None = None, verify: bool = False
+    ) -> bytes:
         """A layer's content with its wrappers removed: age-decrypted (in memory), then zstd-inflated.
 
         ``inflate=False`` stops after decryption (``decrypt`` keeps compressed layers compressed).
         """
         desc = self.descriptor(filepath)
-        data = self.read(filepath, limit=limit)  # ciphertext and compressed bytes are verified before decoding
-        media_type = desc.media_type
-        if media_type.endswith(mt.AGE_SUFFIX):
-            data = codec(mt.AGE_SUFFIX)(self, desc, data, identity)
-            media_type = media_type[: -len(mt.AGE_SUFFIX)]
-        if inflate and media_type.endswith(mt.ZSTD_SUFFIX):
-            data = codec(mt.ZSTD_SUFFIX)(self, desc, data, identity)
+        data = self.read(filepath, limit=limit, verify=verify)  # ciphertext and compressed bytes are verified before decoding
+        wrapping = desc.encodings
+        if len(set(wrapping)) != len(wrapping) or wrapping[-1:] == (mt.ZSTD,) and mt.AGE in wrapping:
+            # We compress before we encrypt (ciphertext does not compress); any other order is not ours.
+            raise BundleFormatError(f"{filepath} is wrapped as {','.join(wrapping)[:60]!r}, an order nbmodelpack never writes")
+        for encoding in reversed(wrapping):  # outermost wrapper first
+            if encoding == mt.ZSTD and not inflate:
+                break
+            data = codec("+" + encoding)(self, desc, data, identity)
         return data
 
     def weight_files(self) -> list[str]:
@@ -204,18 +247,19 @@ class StoredBundle:
 
         A plain layer is its blob file, checked against its digest before the block ends.
         A wrapped layer (age, zstd) is unwrapped into an anonymous in-memory file
-        (``memfd``): plaintext never touches the disk. ``verify`` asks for a full re-hash
-        even where the store already knows the blob is intact.
+        (``memfd``): plaintext never touches the disk. The blob is not re-hashed while its
+        verification record matches the file (it was hashed when it entered the store);
+        ``verify`` asks for a full re-hash anyway.
         """
         desc = self.descriptor(filepath)
-        if desc.media_type == mt.base_media_type(desc.media_type):
-            check = self.store.verify_in_background(desc.digest, what=filepath)
+        if not desc.encodings:
+            check = self.store.check_blob(desc.digest, what=filepath, verify=verify)
             try:
                 yield str(self.store.blob_path(desc.digest))
             finally:
                 check()  # a damaged blob is an integrity error before anything is handed out
             return
-        data = self.plaintext(filepath, identity=identity)
+        data = self.plaintext(filepath, identity=identity, verify=verify)
         fd = os.memfd_create(f"nbmodelpack-{filepath}", os.MFD_CLOEXEC)
         try:
             view = memoryview(data)
@@ -232,6 +276,15 @@ class StoredBundle:
         return load_json_limited(raw, what=filepath, max_bytes=MAX_JSON_LAYER_BYTES)
 
     def card(self) -> Card:
+        """The model card (``README.md``); for an artifact without one, a card made from its config and layers."""
+        if not self.has("README.md"):
+            info = self.info
+            front = {"name": self.name, "digest": self.digest, "model card": "none (README.md is not in this artifact)"}
+            front.update({k: v for k, v in config_facts(self._config_or_none()).items()})
+            lines = [f"# {plain(self.name)}", "", "This artifact has no model card (README.md).", ""]
+            lines += [f"- {plain(d.filepath or d.digest[:19])}: {kind_of(d)}, {d.size:,} bytes" for d in self.manifest.layers]
+            lines += ["", f"load: {info.architecture_line}"]
+            return Card(front, "\n".join(lines))
         return Card.parse(self.read("README.md", limit=MAX_JSON_LAYER_BYTES).decode("utf-8", "replace"))
 
     def config(self) -> dict[str, Any]:

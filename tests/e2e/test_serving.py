@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import jsonschema
 import numpy as np
 import pytest
 import requests
@@ -165,6 +166,46 @@ def test_seed_style_requests_client_posts_json_to_predict(servers, mlp_model):
     assert len(many["predictions"]) == 3 and many["predictions"][0]["prediction"] == body["prediction"]
 
 
+def test_predict_takes_the_request_shapes_seed_clients_send_and_compressed_bodies(servers, mlp_model):
+    import gzip
+    import zlib
+
+    model, _ = mlp_model
+    images, _ = mnist()
+    x = normalize(images[9100:9102])
+    expected = [str(int(i)) for i in model(x).argmax(1)]
+    flat = x.reshape(2, 784).tolist()
+    bodies = {
+        "input, flat vectors": {"input": flat},
+        "data, flat vectors": {"data": flat},
+        "instances, nested": {"instances": x.tolist()},
+    }
+    for case, doc in bodies.items():
+        r = requests.post(servers["mlp"].url + "/predict", json=doc, timeout=30)
+        assert r.status_code == 200, (case, r.text)
+        assert [p["prediction"] for p in r.json()["predictions"]] == expected, case
+    one = requests.post(servers["mlp"].url + "/predict", json={"data": flat[0]}, timeout=30)
+    assert one.status_code == 200 and one.json()["prediction"] == expected[0]
+    raw = json.dumps({"input": flat}).encode()
+    for encoding, packed in (("gzip", gzip.compress(raw)), ("deflate", zlib.compress(raw))):
+        r = requests.post(servers["mlp"].url + "/predict", data=packed, headers={"Content-Type": "application/json", "Content-Encoding": encoding}, timeout=30)
+        assert r.status_code == 200, (encoding, r.text)
+        assert [p["prediction"] for p in r.json()["predictions"]] == expected
+
+
+def test_tritonclient_gzip_compressed_infer_request_gets_200(servers, mlp_model):
+    import tritonclient.http as th
+
+    model, _ = mlp_model
+    images, _ = mnist()
+    x = normalize(images[9000:9008])
+    client = th.InferenceServerClient(servers["mlp"].url.removeprefix("http://"))
+    inp = th.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x.numpy(), binary_data=True)
+    result = client.infer("mnist-mlp", [inp], request_compression_algorithm="gzip", response_compression_algorithm="gzip")
+    assert (result.as_numpy("output").argmax(1) == model(x).argmax(1).numpy()).all()
+
+
 def test_predict_takes_png_as_raw_body_and_as_multipart_upload(servers, mlp_model):
     model, _ = mlp_model
     images, _ = mnist()
@@ -235,6 +276,11 @@ BAD = [
     ("predict: NaN", "/predict", b'{"input": [NaN]}', {}, 400, "NaN"),
     ("predict: empty body", "/predict", b"", {}, 400, "empty body"),
     ("predict: no input key", "/predict", b'{"x": 1}', {}, 400, '{"input"'),
+    ("predict: two input keys", "/predict", b'{"input": [1], "data": [1]}', {}, 400, '{"instances"'),
+    ("predict: flat vector of the wrong size", "/predict", json.dumps({"data": [0.0] * 783}).encode(), {}, 400, "flat vectors"),
+    ("gzip bomb", "/predict", __import__("gzip").compress(b'{"input": [' + b"0," * (MAX_BODY // 2) + b"0]}"), {"Content-Encoding": "gzip"}, 413, "once decompressed"),
+    ("not gzip data", "/predict", b"plain text", {"Content-Encoding": "gzip"}, 400, "not valid gzip"),
+    ("unknown encoding", "/v2/models/mnist-mlp/infer", _with(), {"Content-Encoding": "br"}, 415, "send gzip, deflate"),
 ]
 
 
@@ -487,6 +533,10 @@ def test_containerize_writes_a_context_whose_entrypoint_serves_the_bundle(mlp_mo
     assert [d["kind"] for d in docs] == ["ServingRuntime", "InferenceService"]
     assert docs[0]["spec"]["protocolVersions"] == ["v2"] and docs[1]["spec"]["predictor"]["model"]["protocolVersion"] == "v2"
     assert docs[0]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    for doc in docs:  # KServe's own schemas (tests/data/kserve, generated from its SDK)
+        jsonschema.validate(doc, json.loads((ROOT / "tests" / "data" / "kserve" / f"{doc['kind']}.schema.json").read_text()))
+    served_as = docs[0]["spec"]["containers"][0]["args"]
+    assert served_as[served_as.index("--model-name") + 1] == docs[1]["metadata"]["name"]
 
     env_vars, copies, runs, command, health = _dockerfile(ctx / "Dockerfile")
 
