@@ -103,6 +103,7 @@ def test_a_big_model_whose_rebuild_differs_is_still_run_and_refused() -> None:
         with pytest.raises(ArchitectureError, match="would not load back faithfully"):
             nbmodelpack.pack(model, "differs", example=X, shard_size=SHARD)
     assert nbmodelpack.get_store().list() == []
+    assert not list(nbmodelpack.get_store().blob_dir.glob(".tmp-*"))  # no half-written weights left behind
 
 
 def test_encrypt_covers_every_shard_and_the_index_and_the_key_loads_it(tmp_path: Path, home: Path) -> None:

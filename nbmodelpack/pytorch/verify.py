@@ -124,11 +124,18 @@ def store_and_check(store: Store, name: str, captured: Captured, model: torch.nn
     small = store_files(store, [f for f in captured.files if not isinstance(f[2], SafetensorsStream)])
     with ThreadPoolExecutor(1, thread_name_prefix="nbmodelpack-weights") as pool:
         writing = pool.submit(store_files, store, streams)
+        objects = [c for _, _, c in streams if isinstance(c, SafetensorsStream)]
         try:
-            written_state = {k: t for _, _, c in streams if isinstance(c, SafetensorsStream) for k, t in c.tensors.items()}
+            written_state = {k: t for c in objects for k, t in c.tensors.items()}
             check_loads(store, name, small, model, example, trust_code=trust_code, expected=captured.example_output, state=written_state)
-        finally:
-            written = writing.result()  # a refused check still waits: its blobs are left for gc, never half-written
+        except BaseException:
+            # A refused check or a Ctrl-C stops the writes at their next chunk (their temp files are removed).
+            for c in objects:
+                c.cancelled = True
+            with contextlib.suppress(Exception):
+                writing.result()
+            raise
+        written = writing.result()
     by_path = {d.filepath: d for d in [*small, *written]}
     return [by_path[f[0]] for f in captured.files]
 

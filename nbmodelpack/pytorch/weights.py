@@ -68,6 +68,7 @@ class SafetensorsStream:
 
     tensors: dict[str, torch.Tensor]
     metadata: dict[str, str]
+    cancelled: bool = False  # set from another thread: the stream stops at its next piece
 
     @property
     def nbytes(self) -> int:
@@ -92,6 +93,8 @@ class SafetensorsStream:
         for t in self.tensors.values():
             view = _flat_bytes(t)
             for start in range(0, len(view), _PIECE):
+                if self.cancelled:
+                    raise InterruptedError("the weights' write was stopped")
                 yield view[start : start + _PIECE]
 
 
