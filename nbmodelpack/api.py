@@ -156,7 +156,8 @@ def load(
     """Load a bundle version as a trainable module in eval mode.
 
     ``module.bundle_info`` says what it is; ``module.bundle_form`` which form came
-    back: ``"class"`` (an allowed importable class), ``"live class"`` (the class of
+    back: ``"class"`` (an allowed importable class), ``"modules"`` (a ``Sequential``/
+    ``ModuleList``/``ModuleDict`` of allowed layers, rebuilt from data), ``"live class"`` (the class of
     that name defined in this kernel), ``"source"`` (stored source, only with
     ``trust_code=True``; being in this store or signed does not grant it) or
     ``"graph"`` (the export graph: ``.train()``/``.eval()`` work, parameters require

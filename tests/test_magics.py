@@ -565,3 +565,21 @@ def test_pack_with_shard_size_through_the_magic_writes_shards_and_a_bad_size_is_
     assert len(nbmodelpack.get_store().open("sharded:1").weight_files()) == 2
     r = run("%modelpack pack model --name sharded --shard-size lots")
     assert not r.ok and "shard_size: 'lots' is not a size" in r.text and "Traceback" not in r.text
+
+
+def test_once_a_cell_imports_torch_the_export_machinery_is_imported_in_the_background(run_py) -> None:
+    out = run_py(
+        "import os, sys, threading\n"
+        "os.environ.pop('NBMODELPACK_NO_WARMUP', None)\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "sh = InteractiveShell.instance()\n"
+        "sh.run_line_magic('load_ext', 'nbmodelpack')\n"
+        "sh.run_cell('x = 1')\n"
+        "print('before torch:', [t.name for t in threading.enumerate() if t.name == 'nbmodelpack-warm-up'])\n"
+        "sh.run_cell('import torch')\n"
+        "for t in threading.enumerate():\n"
+        "    if t.name == 'nbmodelpack-warm-up':\n"
+        "        t.join()\n"
+        "print('warm:', 'torch._export.serde.serialize' in sys.modules and 'torch.export._trace' in sys.modules)\n"
+    ).stdout
+    assert "before torch: []" in out and "warm: True" in out

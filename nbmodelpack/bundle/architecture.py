@@ -1,7 +1,8 @@
 """What ``load`` will do with an ``architecture.json``: the trust rules, torch-free.
 
 One source of truth for the allow-list: the restorer checks a bundle with
-:func:`check_target` / :func:`plain_kwargs` before it imports anything, and the
+:func:`check_target` / :func:`plain_kwargs` (every node of a ``"modules"`` tree with
+:func:`tree_nodes`) before it imports anything, and the
 listings (``show``, ``ls``, the card, the sidebar) print :func:`describe` of the
 same document, so what is displayed is what ``load`` will actually do.
 
@@ -24,6 +25,15 @@ DEFAULT_MODULES: tuple[str, ...] = ("torch", "torchvision")
 MAX_KWARGS_DEPTH = 8
 MAX_KWARGS_ITEMS = 10_000
 MAX_STRING = 4096
+# A "modules" tree: containers built here, leaves checked like a class target.
+CONTAINERS = {
+    "torch.nn.modules.container:Sequential": "Sequential",
+    "torch.nn.modules.container:ModuleList": "ModuleList",
+    "torch.nn.modules.container:ModuleDict": "ModuleDict",
+}
+MAX_TREE_DEPTH = 16
+MAX_TREE_NODES = 10_000
+_CHILD = re.compile(r"[A-Za-z0-9_]{1,128}")
 
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 TRUST_HINT = "pass trust_code=True if you trust who packed it, or list its module under [trust] modules in config.toml"
@@ -122,6 +132,68 @@ def check_target(target: object, trusted: Sequence[str] = (), *, trust_code: boo
     return module, qualname
 
 
+def tree_nodes(tree: object, trusted: Sequence[str] = (), *, trust_code: bool = False) -> list[tuple[str, Mapping[str, Any]]]:
+    """Every node of a ``"modules"`` tree as ``(dotted path, node)``, parents first; checked, nothing imported.
+
+    A node is a container ``{"class": <Sequential|ModuleList|ModuleDict>, "children": {name: node}}``
+    or a leaf ``{"class": "module:Class", "kwargs": {...}}`` checked like a class target.
+
+    Example:
+        >>> leaf = {"class": "torch.nn.modules.linear:Linear", "kwargs": {"in_features": 2, "out_features": 1}}
+        >>> [p for p, _ in tree_nodes({"class": "torch.nn.modules.container:Sequential", "children": {"0": leaf}})]
+        ['', '0']
+    """
+    nodes: list[tuple[str, Mapping[str, Any]]] = []
+    pending: list[tuple[str, object, int]] = [("", tree, 0)]
+    while pending:
+        path, node, depth = pending.pop()
+        where = f" at {path[:80]!r}" if path else ""
+        if depth > MAX_TREE_DEPTH:
+            raise ArchitectureError(f"architecture.json module tree nests deeper than {MAX_TREE_DEPTH} levels", hint="re-pack the model")
+        if len(nodes) >= MAX_TREE_NODES:
+            raise ArchitectureError(f"architecture.json module tree has more than {MAX_TREE_NODES:,} modules", hint="re-pack the model")
+        if not isinstance(node, Mapping):
+            raise ArchitectureError(f"architecture.json module tree has a node{where} that is not an object", hint="re-pack the model")
+        target = node.get("class")
+        if target in CONTAINERS:
+            children = node.get("children")
+            if not isinstance(children, Mapping) or "kwargs" in node:
+                raise ArchitectureError(f"architecture.json container{where} has no children object", hint="re-pack the model")
+            if len(nodes) + len(pending) + len(children) >= MAX_TREE_NODES:
+                raise ArchitectureError(f"architecture.json module tree has more than {MAX_TREE_NODES:,} modules", hint="re-pack the model")
+            names = list(children)
+            if CONTAINERS[str(target)] == "ModuleList" and names != [str(i) for i in range(len(names))]:
+                raise ArchitectureError(f"architecture.json ModuleList{where} is not numbered 0..n-1", hint="re-pack the model")
+            for name in names:
+                if not isinstance(name, str) or not _CHILD.fullmatch(name) or name.startswith("__"):
+                    raise ArchitectureError(f"architecture.json module name {str(name)[:40]!r}{where} is not a plain name", hint="re-pack the model")
+            pending.extend((f"{path}.{n}" if path else n, children[n], depth + 1) for n in reversed(names))
+        else:
+            if "children" in node:
+                raise ArchitectureError(f"architecture.json node{where} has children but is not Sequential, ModuleList or ModuleDict", hint="re-pack the model")
+            check_target(target, trusted, trust_code=trust_code)
+            plain_kwargs(node.get("kwargs"))
+        nodes.append((path, node))
+    return nodes
+
+
+def _describe_modules(arch: Mapping[str, Any], trusted: Sequence[str]) -> str:
+    """``Sequential of 4 modules (Flatten, Linear, ReLU)``, or why load refuses the tree."""
+    tree = arch.get("tree")
+    try:
+        nodes = tree_nodes(tree, trusted, trust_code=True)
+    except ArchitectureError as exc:
+        return f"invalid module tree (refused — {exc.message})"
+    root = str(nodes[0][1].get("class")).rpartition(":")[2]
+    leaves = [str(node.get("class")) for _, node in nodes if node.get("class") not in CONTAINERS]
+    kinds = list(dict.fromkeys(t.rpartition(":")[2] for t in leaves))
+    text = f"{root} of {len(leaves)} module{'' if len(leaves) == 1 else 's'} ({', '.join(kinds[:6])}{', …' if len(kinds) > 6 else ''})"
+    refused = next((t for t in leaves if not module_allowed(t.partition(":")[0], trusted)), None)
+    if refused is not None:
+        return f"{text}; refused — {refused} is not an allowed module, needs trust_code"
+    return text
+
+
 def _describe_export(arch: Mapping[str, Any]) -> str:
     """An export graph, and the better forms ``load`` tries first (see ``pytorch.restore.rebuild``)."""
     try:
@@ -145,6 +217,9 @@ def describe(arch: Mapping[str, Any] | object, trusted: Sequence[str] = ()) -> s
         'torch.nn.modules.linear:Linear (class)'
         >>> describe({"strategy": "class", "class": "subprocess:run"})
         'subprocess:run (function; refused — not an allowed module, needs trust_code)'
+        >>> describe({"strategy": "modules", "tree": {"class": "torch.nn.modules.container:Sequential", "children": {
+        ...     "0": {"class": "torch.nn.modules.linear:Linear", "kwargs": {"in_features": 2, "out_features": 1}}}}})
+        'Sequential of 1 module (Linear)'
         >>> describe({"strategy": "export", "file": "model.pt2"})
         'export graph'
         >>> describe({"strategy": "export", "class": "__main__:Net", "kwargs": {}, "source": "model_src.py"})
@@ -157,6 +232,8 @@ def describe(arch: Mapping[str, Any] | object, trusted: Sequence[str] = ()) -> s
         return _describe_export(arch)
     if strategy == "source":
         return "source code (needs trust_code)"
+    if strategy == "modules":
+        return _describe_modules(arch, trusted)
     if strategy != "class":
         return f"unknown strategy {str(strategy)[:40]!r} (load refuses it)"
     target = arch.get("class")

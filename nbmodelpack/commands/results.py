@@ -70,7 +70,7 @@ class Loaded:
     var: str
     info: BundleInfo
     pulled: str | None = None  # the remote ref it was pulled from first, if any
-    form: str = ""  # which form came back: "class", "live class", "source" or "graph"
+    form: str = ""  # which form came back: "class", "modules", "live class", "source" or "graph"
     note: str | None = None  # for a graph: how to get the class back
 
     @property

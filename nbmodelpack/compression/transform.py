@@ -31,8 +31,9 @@ from ..pytorch import prune as pr
 from ..pytorch import quantize as qz
 from ..pytorch.capture import export_archive
 from ..pytorch.evaluate import accuracy, batches, top1_accuracy
-from ..pytorch.restore import load_state, restore
+from ..pytorch.restore import construct, load_state, restore
 from ..pytorch.tensors import split_aliases
+from ..pytorch.tree import describe_tree
 from ..pytorch.weights import shard_bytes, weight_files
 from ..store import Store, StoredBundle, get_store
 from .evaluate import (
@@ -281,15 +282,20 @@ def compress(
         _put_weights(target, draft, parent, state, meta, quantize in ("int8", "int4") or bool(prune and not structured))
         if structured:
             arch = parent.read_json("architecture.json")
-            new_arch = {"strategy": "export", "class": arch.get("class", type(work).__name__), "file": "model.pt2", "aliases": aliases, "torch": torch.__version__.split("+")[0]}
-            try:
-                pt2 = export_archive(work, small)
-            except Exception as exc:  # torch.export raises many types
-                raise CompressionError(f"cannot export the pruned model: {str(exc).splitlines()[0][:160]}") from exc
-            draft.layers = [d for d in draft.layers if d.filepath != "model_src.py"]
-            draft.replace_layer(target.put_layer("model.pt2", mt.CODE, pt2))
+            tree = describe_tree(work, construct)  # pruning keeps each layer's init attributes true to its weights
+            if tree is not None:
+                new_arch = {"strategy": "modules", "class": tree["class"], "tree": tree, "aliases": aliases, "torch": torch.__version__.split("+")[0]}
+                draft.layers = [d for d in draft.layers if d.filepath not in ("model_src.py", "model.pt2")]
+            else:
+                new_arch = {"strategy": "export", "class": arch.get("class", type(work).__name__), "file": "model.pt2", "aliases": aliases, "torch": torch.__version__.split("+")[0]}
+                try:
+                    pt2 = export_archive(work, small)
+                except Exception as exc:  # torch.export raises many types
+                    raise CompressionError(f"cannot export the pruned model: {str(exc).splitlines()[0][:160]}") from exc
+                draft.layers = [d for d in draft.layers if d.filepath != "model_src.py"]
+                draft.replace_layer(target.put_layer("model.pt2", mt.CODE, pt2))
             draft.replace_layer(target.put_layer("architecture.json", mt.WEIGHT_CONFIG, json.dumps(new_arch, indent=1).encode()))
-            draft.architecture = {"strategy": "export", "class": new_arch["class"]}
+            draft.architecture = {"strategy": new_arch["strategy"], "class": new_arch["class"]}
         draft.parameters = sum(p.numel() for p in work.parameters())
         draft.quantization = quantize if quantize in ("int8", "int4") else None
         if quantize:

@@ -5,20 +5,21 @@ The architecture is captured in the first way that works:
    ``resnet18``) and plain JSON init arguments; ``load`` imports it only from an allowed
    module (see :mod:`nbmodelpack.bundle.architecture`), so for a class from any other
    module the export graph is stored too (``"file": "model.pt2"``);
-2. ``export`` – a ``torch.export`` graph (every dimension dynamic that the model allows)
+2. ``modules`` – a ``Sequential``/``ModuleList``/``ModuleDict`` tree of allow-listed layers,
+   described as data (see :mod:`nbmodelpack.pytorch.tree`): no graph, no ``torch.export``;
+3. ``export`` – a ``torch.export`` graph (every dimension dynamic that the model allows)
    whose weights are stripped (meta tensors), so ``model.safetensors`` stays the only
    copy of the weights. For a ``__main__``/notebook class it also records the init
    arguments (so ``load`` can rebuild the same class defined in the loading kernel) and,
    when Python can find it, the class source with what it uses (``model_src.py``, run
    only with ``trust_code``; see :mod:`nbmodelpack.pytorch.source`);
-3. ``source`` – the class source alone, stored only when the caller passes
+4. ``source`` – the class source alone, stored only when the caller passes
    ``trust_code=True`` and the model cannot be exported.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import inspect
 import json
 import textwrap
@@ -42,12 +43,14 @@ from .exporting import (
 )
 from .graph import LOADED_ARCHITECTURE
 from .resolve import resolve_architecture
+from .restore import construct
 from .source import main_source
 from .tensors import V2_DATATYPES, dtype_name, split_aliases
+from .tree import class_path as _class_path
+from .tree import describe_tree
+from .tree import guess_init_kwargs as _guess_init_kwargs
+from .tree import is_json as _is_json
 from .weights import SafetensorsStream, weight_files
-
-_JSON_SCALARS = (bool, int, float, str, type(None))
-
 
 # A captured file: its bytes, a function that writes it to a path, or a stream of the weights' own memory.
 FileContent = bytes | Callable[[Path], None] | SafetensorsStream
@@ -65,52 +68,6 @@ class Captured:
 
 
 # ---- architecture ---------------------------------------------------------------------------
-def _class_path(cls: type) -> str | None:
-    """``module:Qualname`` if a fresh process can import ``cls`` by that name."""
-    module = getattr(cls, "__module__", "")
-    qualname = getattr(cls, "__qualname__", "")
-    if not module or module == "__main__" or "<locals>" in qualname or module.startswith("__"):
-        return None
-    try:
-        obj: Any = importlib.import_module(module)  # the class's own module: already imported
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError):
-        return None
-    return f"{module}:{qualname}" if obj is cls else None
-
-
-def _guess_init_kwargs(model: torch.nn.Module) -> dict[str, Any] | None:
-    """Init arguments recovered from same-named attributes (``self.hidden = hidden``) or defaults."""
-    try:
-        params = inspect.signature(type(model).__init__).parameters
-    except (TypeError, ValueError):
-        return None
-    kwargs: dict[str, Any] = {}
-    for pname, p in list(params.items())[1:]:
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        for attr in (pname, f"_{pname}"):
-            value = model.__dict__.get(attr, inspect.Parameter.empty)
-            if value is not inspect.Parameter.empty:
-                break
-        if value is not inspect.Parameter.empty and _is_json(value):
-            kwargs[pname] = list(value) if isinstance(value, tuple) else value
-        elif p.default is p.empty:
-            return None
-    return kwargs
-
-
-def _is_json(value: Any) -> bool:
-    if isinstance(value, _JSON_SCALARS):
-        return True
-    if isinstance(value, list | tuple):
-        return all(_is_json(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _is_json(v) for k, v in value.items())
-    return False
-
-
 def _shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     return {k: (tuple(v.shape), v.dtype) for k, v in state.items()}
 
@@ -196,6 +153,9 @@ def capture_architecture(
     built = _torchvision_builder(model) if path else None
     if built is not None:
         return {"strategy": "class", "class": built[0], "kwargs": built[1]}, []
+    tree = describe_tree(model, construct, _torchvision_builder)
+    if tree is not None:
+        return {"strategy": "modules", "class": tree["class"], "tree": tree}, []
     # A graph loaded from a bundle keeps the class it was packed from (not torch.fx's GraphModuleImpl).
     loaded = getattr(model, LOADED_ARCHITECTURE, None)
     init: dict[str, Any] | None

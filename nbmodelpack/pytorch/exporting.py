@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import logging
 import warnings
@@ -139,3 +140,23 @@ def export_archive(model: torch.nn.Module, example: Any) -> bytes:
     buf = io.BytesIO()
     torch.export.save(ep, buf)
     return strip_pickles(buf.getvalue())
+
+
+# What the first export (pack) and the first graph load of a process import: torch's
+# export tracer and its serializer, which pulls in torch._dynamo and sympy (seconds, once).
+GRAPH_MODULES = (
+    "torch.export._trace", "torch._export.serde.serialize", "torch.export._unlift",
+    "torch.fx.experimental.validator", "torch._inductor.sizevars",  # imported by the first deserialization
+)
+
+
+def warm_up() -> None:
+    """Import what ``torch.export`` needs now, so the first export or graph load does not wait for it.
+
+    Example:
+        >>> warm_up(); import sys; "torch.export._trace" in sys.modules
+        True
+    """
+    for name in GRAPH_MODULES:
+        with contextlib.suppress(ImportError):  # torch internals: another torch version may lack one
+            importlib.import_module(name)

@@ -13,6 +13,7 @@ import io
 import sys
 import types
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -28,6 +29,7 @@ from .pt2archive import check_archive
 from .quantize import use_int8_kernels
 from .resolve import Factory, resolve_architecture
 from .tensors import join_aliases, owner_and_attr
+from .tree import build_tree
 from .weights import check_device, load_state
 
 # A module's __init__ may make buffers the state dict lacks (non-persistent caches); building it
@@ -35,7 +37,7 @@ from .weights import check_device, load_state
 _EXTRA_BUFFER_BYTES = 256 * 2**20
 
 
-def construct(factory: Factory, kwargs: dict[str, Any], state: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
+def construct(factory: Factory, kwargs: dict[str, Any], state: Mapping[str, torch.Tensor] | None = None) -> torch.nn.Module:
     """Build ``factory(**kwargs)`` on the meta device (no random init of big weights).
 
     Built for real only when ``__init__`` fails on meta, or makes buffers that
@@ -203,7 +205,8 @@ def rebuild(
 ) -> tuple[torch.nn.Module, str]:
     """Rebuild the module ``architecture.json`` describes, load ``state``; return it and its form.
 
-    Forms, best first: ``class`` (an allowed importable class), ``live class`` (the
+    Forms, best first: ``class`` (an allowed importable class), ``modules`` (a container
+    tree of allowed layers, built from data), ``live class`` (the
     same class defined in this process's ``__main__``), ``source`` (stored source,
     only with ``trust_code``), ``graph`` (the export graph, made trainable).
     ``live=False`` skips the class of this process (what a fresh process gets).
@@ -223,6 +226,8 @@ def rebuild(
                 raise
             return _graph(bundle, arch, state, identity), "graph"
         return put_weights(construct(factory, kwargs, state), state, versions), "class"
+    if strategy == "modules":
+        return put_weights(build_tree(arch.get("tree"), state, construct, trust_code=trust_code), state, versions), "modules"
     if strategy == "export":
         same = live_class(arch, state) if live else None
         if same is not None:
@@ -304,5 +309,5 @@ def finish(module: torch.nn.Module, form: str, bundle: StoredBundle, device: str
     module = module.to(device)
     module.eval()
     module.bundle_info = bundle.info  # type: ignore[assignment]  # plain attribute, not a submodule
-    module.bundle_form = form  # type: ignore[assignment]  # "class", "live class", "source" or "graph"
+    module.bundle_form = form  # type: ignore[assignment]  # "class", "modules", "live class", "source" or "graph"
     return module

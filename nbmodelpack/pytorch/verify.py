@@ -79,7 +79,7 @@ def check_loads(
     except Exception as exc:  # rebuilding runs torch and the model's own code, which raise anything
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise ArchitectureError(f"{name} would not load back: {reason}", hint=_hint(reason)) from exc
-    if example is None or (shared and form == "class" and same_structure(model, loaded)):
+    if example is None or (shared and form in ("class", "modules") and same_structure(model, loaded)):
         return
     args = tuple(example) if isinstance(example, tuple | list) else (example,)
     was_training = model.training

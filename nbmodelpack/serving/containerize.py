@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from ..bundle.architecture import tree_nodes
 from ..errors import UsageError
 from .kserve import isvc_name
 
@@ -64,19 +65,30 @@ def _model_code(arch: dict[str, Any], src: Path) -> list[str]:
 
     A class from an installed distribution becomes a pinned requirement; a class
     from a local module or package (``models.py`` next to a notebook) is copied
-    into ``src/``. Exported graphs and stored source need nothing.
+    into ``src/``; so is every leaf class of a ``modules`` tree. Exported graphs and
+    stored source need nothing.
     """
-    if arch.get("strategy") != "class":
+    if arch.get("strategy") == "class":
+        targets = [str(arch.get("class", ""))]
+    elif arch.get("strategy") == "modules":  # every leaf of the tree (checked, so bounded)
+        targets = [str(node.get("class", "")) for _, node in tree_nodes(arch.get("tree"), trust_code=True)]
+    else:
         return []
-    top = str(arch.get("class", "")).split(":", 1)[0].split(".", 1)[0]
-    if not top or top in ("torch", "nbmodelpack"):
-        return []
+    extra: list[str] = []
+    for top, target in {t.split(":", 1)[0].split(".", 1)[0]: t for t in targets}.items():
+        if top and top not in ("torch", "nbmodelpack"):
+            extra += _code_of(top, target, src)
+    return extra
+
+
+def _code_of(top: str, target: str, src: Path) -> list[str]:
+    """The requirement that provides package ``top``, or ``[]`` after copying its source into ``src``."""
     dists = md.packages_distributions().get(top)
     if dists:
         return list(dists)
     spec = importlib.util.find_spec(top)
     if spec is None or spec.origin is None:
-        raise UsageError(f"the model class {arch['class']} is not importable here, so it cannot go into the image")
+        raise UsageError(f"the model class {target} is not importable here, so it cannot go into the image")
     origin = Path(spec.origin)
     if origin.name == "__init__.py":
         shutil.copytree(origin.parent, src / top, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))

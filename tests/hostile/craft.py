@@ -222,6 +222,29 @@ def craft_all(linear: Base, exported: Base, sentinels: Path, *, huge_manifest: i
     deep = b'{"strategy": "class", "class": "torch.nn.modules.linear:Linear", "kwargs": {"in_features": ' + b"[" * 100_000 + b"8" + b"]" * 100_000 + b', "out_features": 4}}'
     add("class-deep-json", REFUSE, "kwargs nested 100,000 deep", assemble(linear, replace={"architecture.json": deep}))
 
+    # -- the modules strategy: every node of the tree is checked like a class target, before any import
+    seq = "torch.nn.modules.container:Sequential"
+    lin = {"class": "torch.nn.modules.linear:Linear", "kwargs": {"in_features": 8, "out_features": 4}}
+
+    def tree_case(case: str, tree: Any, what: str, expect: str = REFUSE) -> None:
+        arch = {"strategy": "modules", "class": seq, "tree": tree, "aliases": {}, "torch": "2.14.1"}
+        add(case, expect, what, assemble(linear, replace={"architecture.json": json.dumps(arch).encode()}))
+
+    def nested(depth: int) -> dict[str, Any]:
+        node: dict[str, Any] = lin
+        for _ in range(depth):
+            node = {"class": seq, "children": {"0": node}}
+        return node
+
+    tree_case("modules-linear-control", lin, "a tree that is one allowed Linear (must keep loading)", LOADS)
+    tree_case("modules-subprocess-leaf", {"class": seq, "children": {"0": {"class": "subprocess:run", "kwargs": {"args": ["touch", s("modules-subprocess-leaf")]}}}}, "a Sequential holding subprocess:run")
+    tree_case("modules-private-leaf", {"class": seq, "children": {"0": {"class": "torch.testing._internal.common_utils:TestCase", "kwargs": {}}}}, "a leaf in a private torch module")
+    tree_case("modules-sidefx-leaf", {"class": seq, "children": {"0": {"class": "hostile.sidefx_class:Net", "kwargs": {}}}}, "a leaf from a non-allowed module whose import writes")
+    tree_case("modules-huge-kwargs", {"class": seq, "children": {"0": {**lin, "kwargs": {"in_features": 8, "out_features": 4, "device": list(range(20_000))}}}}, "a leaf with 20,000 kwargs items")
+    tree_case("modules-deep-tree", nested(20), "Sequentials nested 20 deep")
+    tree_case("modules-leaf-with-children", {"class": "torch.nn.modules.linear:Linear", "kwargs": {"in_features": 8, "out_features": 4}, "children": {"x": lin}}, "a leaf that claims children")
+    tree_case("modules-child-named-forward", {"class": seq, "children": {"forward": lin}}, "a child named like an attribute of Sequential")
+
     # -- model.pt2: only the entries our packer writes; no pickle torch would unpickle
     def pt2_case(case: str, what: str, edit: Callable[[dict[str, bytes]], None]) -> None:
         add(case, REFUSE, what, assemble(exported, replace={"model.pt2": _pt2(exported, edit)}))
