@@ -87,9 +87,15 @@ def pack(
     trust_code: bool = False,
     license: str | None = None,
     datasets: Iterable[str] | None = None,
+    shard_size: int | str | None = None,
     store: Store | str | None = None,
 ) -> BundleInfo:
     """Pack a module as the next version of bundle ``name``.
+
+    Weights larger than ``shard_size`` (bytes, or text such as ``"500MB"``; default
+    ``[pack] shard_size`` in config.toml, else 2 GiB) are written as Hugging Face style
+    shards (``model-00001-of-00003.safetensors`` … and ``model.safetensors.index.json``),
+    each its own layer.
 
     ``metrics="auto"`` takes the metrics of the last :func:`nbmodelpack.fit` of this model
     (labelled ``train`` and ``validation``; a flat dict is kept as given and shown as ``reported``,
@@ -103,10 +109,12 @@ def pack(
         >>> info.ref  # doctest: +SKIP
         'mnist-mlp:1'
     """
-    from .pytorch.capture import capture, draft_from, store_files
-    from .pytorch.verify import check_loads
+    from .pytorch.capture import capture, draft_from
+    from .pytorch.verify import store_and_check
+    from .pytorch.weights import shard_bytes
 
     validate_name(name)
+    limit = shard_bytes(shard_size)
     target = get_store(store)
     if metrics == "auto":
         metrics = getattr(model, "_nbmodelpack_metrics", None) or {}
@@ -115,12 +123,11 @@ def pack(
     elif metrics is not None and not isinstance(metrics, dict):
         raise UsageError(f"metrics: expected a dict or 'auto', got {type(metrics).__name__}")
     with progress(total=4, desc=f"pack {name}", unit="step") as bar:
-        captured = capture(model, example=example, labels=labels, preprocess=preprocess, arch=arch, arch_kwargs=arch_kwargs, trust_code=trust_code)
+        captured = capture(model, example=example, labels=labels, preprocess=preprocess, arch=arch, arch_kwargs=arch_kwargs, trust_code=trust_code, shard_size=limit)
         bar.update(1)
-        layers = store_files(target, captured.files)
-        bar.update(1)
-        check_loads(target, name, layers, model, example, trust_code=trust_code)  # a version that would not load is never committed
-        bar.update(1)
+        # Writes the layers and proves they load back: a version that would not load is never committed.
+        layers = store_and_check(target, name, captured, model, example, trust_code=trust_code)
+        bar.update(2)
         draft = draft_from(captured, layers, name=name, metrics=metrics, description=description, license=license, datasets=list(datasets or []))
         parent = getattr(model, "bundle_info", None)
         if isinstance(parent, BundleInfo):

@@ -9,6 +9,9 @@
     keys = ["~/.config/team-signing.pub"]
     modules = ["timm", "mylab.models"]   # classes load may import besides torch, torchvision
 
+    [pack]
+    shard_size = "2GiB"                  # weights above this are written as several shards
+
 Read with :mod:`tomllib`, written with ``tomli_w`` atomically under a lock.
 """
 
@@ -85,3 +88,16 @@ def trusted_modules() -> list[str]:
     if not isinstance(modules, list) or not all(isinstance(m, str) and m.strip(".") == m and m for m in modules):
         raise UsageError(f"{paths.config_file()}: [trust] modules is not a list of module names", hint='e.g. modules = ["timm", "mylab.models"]')
     return list(modules)
+
+
+def pack_options() -> dict[str, Any]:
+    """``[pack]``: defaults for ``pack``, e.g. ``shard_size = "2GiB"`` (weights above it are sharded).
+
+    Example:
+        >>> pack_options()  # doctest: +SKIP
+        {'shard_size': '2GiB'}
+    """
+    table = load_config().get("pack", {})
+    if not isinstance(table, dict):
+        raise UsageError(f"{paths.config_file()}: [pack] is not a table", hint='e.g. [pack] shard_size = "2GiB"')
+    return dict(table)

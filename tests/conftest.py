@@ -61,6 +61,7 @@ SLOW = {
     "test_architecture_trust.py::test_cli_compress_of_a_hostile_target_is_one_line_naming_trust_code_and_config",
     "test_trainable_loads.py::test_recurrent_graph_takes_other_sequence_lengths_and_trains",
     "test_magics.py::test_the_serve_widget_follows_its_server_and_predict_answers_in_one_line",
+    "test_shards.py::test_a_big_model_is_checked_without_reading_its_weights_back_or_running_it",
 }
 
 

@@ -558,6 +558,15 @@ def test_finetune_verb_bad_lines_are_one_line_and_bind_nothing(run, shell: Inter
     assert "child" not in shell.user_ns
 
 
+def test_pack_with_shard_size_through_the_magic_writes_shards_and_a_bad_size_is_one_line(run, shell: InteractiveShell) -> None:
+    shell.user_ns.update(model=MLP(hidden=32))
+    r = run("%modelpack pack model --name sharded --shard-size 50kB")
+    assert r.ok, r.text
+    assert len(nbmodelpack.get_store().open("sharded:1").weight_files()) == 2
+    r = run("%modelpack pack model --name sharded --shard-size lots")
+    assert not r.ok and "shard_size: 'lots' is not a size" in r.text and "Traceback" not in r.text
+
+
 def test_once_a_cell_imports_torch_the_export_machinery_is_imported_in_the_background(run_py) -> None:
     out = run_py(
         "import os, sys, threading\n"

@@ -61,6 +61,7 @@ def default_var_name(ref: str) -> str:
     arg("--description", help="one line for the card"),
     arg("--tag", action="append", default=[], help="extra tag (repeatable)"),
     arg("--trust-code", action="store_true", help="allow storing the class source as a last resort"),
+    arg("--shard-size", metavar="SIZE", help="write weights above SIZE (e.g. 500MB, 2GiB; default [pack] shard_size, else 2GiB) as shards"),
     notebook_only=True,
 )
 def pack_verb(args: argparse.Namespace, ctx: Context) -> BundleInfo:
@@ -74,7 +75,7 @@ def pack_verb(args: argparse.Namespace, ctx: Context) -> BundleInfo:
         raise UsageError(f"--labels {args.labels} is a {type(labels).__name__}, not a list of labels")
     return api.pack(
         model, args.name, example=example, labels=labels, preprocess=preprocess, metrics=_metrics_arg(args.metrics, ctx),
-        description=args.description, tags=args.tag, trust_code=args.trust_code,
+        description=args.description, tags=args.tag, trust_code=args.trust_code, shard_size=args.shard_size,
     )
 
 

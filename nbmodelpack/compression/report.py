@@ -30,7 +30,7 @@ class Row:
     label: str
     ref: str
     bundle_bytes: int  # every layer except the card (which embeds these numbers)
-    weight_bytes: int  # model.safetensors as stored (after zstd)
+    weight_bytes: int  # the weight layers as stored (after zstd)
     parameters: int
     nonzeros: int
     metric: float | None = None

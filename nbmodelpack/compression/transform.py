@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import safetensors.torch
 import torch
 import zstandard
 
@@ -27,6 +26,7 @@ from ..bundle.draft import Draft
 from ..bundle.manifest import Descriptor, Manifest, sha256_digest
 from ..bundle.metrics import COMPRESSION, VALIDATION
 from ..bundle.refs import validate_name
+from ..bundle.shards import INDEX
 from ..errors import CompressionError, ModelPackError, UsageError
 from ..progress import progress
 from ..pytorch import prune as pr
@@ -38,6 +38,7 @@ from ..pytorch.int8dynamic import check_int8_kernel
 from ..pytorch.restore import construct, load_state, restore
 from ..pytorch.tensors import split_aliases
 from ..pytorch.tree import describe_tree
+from ..pytorch.weights import shard_bytes, weight_files
 from ..store import Store, StoredBundle, get_store
 from .evaluate import (
     LATENCY_BATCH,
@@ -125,14 +126,34 @@ def _prune_and_finetune(work: torch.nn.Module, prune: float, structured: bool, s
     return pruned_info
 
 
-def _weights_layer(target: Store, raw: bytes, compressible: bool) -> tuple[Descriptor, str | None]:
-    """``model.safetensors`` as stored: zstd when that is smaller (integer or sparse weights), else raw."""
+def _weights_layer(target: Store, filepath: str, raw: bytes, compressible: bool) -> tuple[Descriptor, str | None]:
+    """A weight layer as stored: zstd when that is smaller (integer or sparse weights), else raw."""
     packed = zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(raw) if compressible else None
     if packed is not None and len(packed) < len(raw):
-        layer = target.put_layer("model.safetensors", mt.WEIGHT, packed, encodings=(mt.ZSTD,))
+        layer = target.put_layer(filepath, mt.WEIGHT, packed, encodings=(mt.ZSTD,))
         # The inflated size caps decompression on load.
         return replace(layer, annotations={**layer.annotations, mt.PLAIN_SIZE: str(len(raw))}), sha256_digest(raw)
-    return target.put_layer("model.safetensors", mt.WEIGHT, raw), None
+    return target.put_layer(filepath, mt.WEIGHT, raw), None
+
+
+def _put_weights(target: Store, draft: Draft, parent: StoredBundle, state: dict[str, torch.Tensor], meta: dict[str, Any] | None, compressible: bool) -> None:
+    """The child's weights in place of the parent's: one file, or shards (one in memory at a time) and their index."""
+
+    def per_shard(names: list[str]) -> dict[str, str]:
+        if not meta:
+            return {}
+        held = set(names)
+        part = {**meta, "tensors": {k: v for k, v in meta.get("tensors", {}).items() if k in held}}
+        return {qz.META_KEY: json.dumps(part, separators=(",", ":"))}
+
+    old = {*parent.weight_files(), INDEX}
+    draft.layers = [d for d in draft.layers if d.filepath not in old]
+    for filepath, media_type, content in weight_files(state, shard_size=shard_bytes(None), per_shard=per_shard):
+        if isinstance(content, bytes):
+            draft.replace_layer(target.put_layer(filepath, media_type, content))
+            continue
+        layer, diff_id = _weights_layer(target, filepath, b"".join(content.chunks()), compressible)
+        draft.replace_layer(layer, diff_id=diff_id)
 
 
 def _draft_view(store: Store, name: str, parent: StoredBundle, layers: list[Any]) -> StoredBundle:
@@ -162,13 +183,12 @@ def _measure(m: _Measured, params: dict[str, Any], child_parameters: int, exampl
     # yet: until it is committed, count the parent's for them.
     overhead = m.parent.info.size - payload(m.parent)
     for label, bundle, model in (("parent", m.parent, m.models[0]), (describe_params(params), m.view, m.models[1])):
-        layers = bundle.manifest.layers
-        weights = next(d for d in layers if d.filepath == "model.safetensors")
+        weight_bytes = sum(bundle.descriptor(f).size for f in bundle.weight_files())
         m.rows.append(Row(
             label=label,
             ref=m.parent.info.ref if bundle is m.parent else "(this version)",
             bundle_bytes=payload(bundle) + overhead,
-            weight_bytes=weights.size,
+            weight_bytes=weight_bytes,
             parameters=sum(p.numel() for p in model.parameters()) if bundle is m.parent else child_parameters,
             nonzeros=nonzeros(load_state(bundle)),
             metric=accuracy(model, m.pairs, metric=m.metric) if m.pairs else None,
@@ -278,13 +298,8 @@ def compress(
             left_float = chosen.skipped
         elif quantize:
             state, meta = qz.quantize_state(state, [], quantize, group_size)
-        metadata = {"format": "pt"}
-        if meta:
-            metadata[qz.META_KEY] = json.dumps(meta, separators=(",", ":"))
-        raw = safetensors.torch.save(state, metadata=metadata)
         draft = Draft.from_parent(parent.manifest, name=child_name, op="compress", params=params)
-        layer, diff_id = _weights_layer(target, raw, quantize in ("int8", "int4") or bool(prune and not structured))
-        draft.replace_layer(layer, diff_id=diff_id)
+        _put_weights(target, draft, parent, state, meta, quantize in ("int8", "int4") or bool(prune and not structured))
         if structured:
             arch = parent.read_json("architecture.json")
             tree = describe_tree(work, construct)  # pruning keeps each layer's init attributes true to its weights

@@ -1,9 +1,10 @@
 """Encryption: age-encrypted layers, decrypted in memory only.
 
-``encrypt`` turns the layers that hold weights or code (``model.safetensors``,
-``model.pt2``, ``model_src.py``: media types ``…weight.v1.raw`` and
-``…code.v1.raw``) into standard age files (media type kept, ``mt.ENCODING`` gains
-``age``, the title ``.age``), so
+``encrypt`` turns the layers that hold weights or code (``model.safetensors`` or
+its shards and their index, which names every tensor; ``model.pt2``,
+``model_src.py``: media types ``…weight.v1.raw`` and ``…code.v1.raw``) into
+standard age files (media type kept, ``mt.ENCODING`` gains ``age``, the title
+``.age``), so
 anyone with the key can open them with the ``age`` tool. Everything else stays
 readable so that an encrypted bundle still lists with its card and badges:
 ``README.md``, ``architecture.json`` (class name and init arguments, which the
@@ -43,6 +44,7 @@ from ..bundle import mediatypes as mt
 from ..bundle.draft import Draft
 from ..bundle.info import BundleInfo
 from ..bundle.manifest import Descriptor, Manifest
+from ..bundle.shards import INDEX
 from ..errors import IntegrityError, ModelPackError, UsageError
 from ..store import Store, StoredBundle, get_store, register_codec
 from .age import cli_encrypts, decrypt_layer, decrypt_stream, encrypt_bytes, encrypt_stream
@@ -90,7 +92,7 @@ def encrypt(
     parent = target.open(ref)
     if parent.info.encrypted:
         raise UsageError(f"{parent.info.ref} is already encrypted", hint="encrypt its plaintext parent, or decrypt it first")
-    chosen = [d for d in parent.manifest.layers if mt.base_media_type(d.media_type) in ENCRYPTED_TYPES]
+    chosen = [d for d in parent.manifest.layers if mt.base_media_type(d.media_type) in ENCRYPTED_TYPES or d.filepath == INDEX]
     params: dict[str, Any] = {"layers": [d.filepath for d in chosen]}
     if parsed:
         params["recipients"] = [str(r) for r in parsed]

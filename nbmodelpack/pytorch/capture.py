@@ -20,7 +20,6 @@ The architecture is captured in the first way that works:
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 import json
 import textwrap
@@ -29,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import safetensors.torch
 import torch
 
 from ..bundle import mediatypes as mt
@@ -52,9 +50,10 @@ from .tree import class_path as _class_path
 from .tree import describe_tree
 from .tree import guess_init_kwargs as _guess_init_kwargs
 from .tree import is_json as _is_json
+from .weights import SafetensorsStream, weight_files
 
-# A captured file: its bytes, or a function that writes it to a path.
-FileContent = bytes | Callable[[Path], None]
+# A captured file: its bytes, a function that writes it to a path, or a stream of the weights' own memory.
+FileContent = bytes | Callable[[Path], None] | SafetensorsStream
 
 
 @dataclass
@@ -65,6 +64,7 @@ class Captured:
     architecture: dict[str, Any] = field(default_factory=dict)
     parameters: int = 0
     precision: str = "float32"
+    example_output: Any = None  # the model's output on the example, in eval mode (pack's load check reuses it)
 
 
 # ---- architecture ---------------------------------------------------------------------------
@@ -203,18 +203,42 @@ def _tensor_spec(name: str, t: torch.Tensor) -> dict[str, Any]:
 
 def infer_signature(model: torch.nn.Module, example: Any) -> dict[str, Any]:
     """Inputs and outputs (v2 names, datatypes, shapes with -1 batch) from one example call."""
+    return signature_and_output(model, example)[0]
+
+
+# Above this many bytes of weights the signature is inferred on the meta device (shapes only, no compute).
+META_SIGNATURE_BYTES = 256 << 20
+
+
+def _meta_call(model: torch.nn.Module, args: tuple[Any, ...]) -> Any:
+    """``model(*args)`` with every tensor on the meta device: output shapes and dtypes without reading a weight."""
+    tensors = {k: v.to("meta") for k, v in [*model.named_parameters(), *model.named_buffers()]}
+    return torch.func.functional_call(model, tensors, tuple(a.to("meta") for a in args))
+
+
+def signature_and_output(model: torch.nn.Module, example: Any) -> tuple[dict[str, Any], Any]:
+    """:func:`infer_signature` and the example's output (pack's load check reuses it: one forward, not two).
+
+    For a big model the call runs on the meta device where it can (the output is then ``None``).
+    """
     args = example_args(example)
     if not all(isinstance(a, torch.Tensor) for a in args):
         raise UsageError("example must be a tensor or a tuple of tensors")
+    out: Any = None
+    outs: tuple[Any, ...] | None = None
     with torch.no_grad():
-        out = model(*args)
-    outs = example_args(out)
+        if sum(t.numel() * t.element_size() for t in model.state_dict().values()) > META_SIGNATURE_BYTES:
+            with contextlib.suppress(Exception):  # data-dependent code cannot run on meta: it runs for real below
+                outs = tuple(example_args(_meta_call(model, args)))
+        if outs is None:
+            out = model(*args)
+            outs = tuple(example_args(out))
     in_names = ["input"] if len(args) == 1 else [f"input_{i}" for i in range(len(args))]
     out_names = ["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))]
     return {
         "inputs": [_tensor_spec(n, a) for n, a in zip(in_names, args, strict=True)],
         "outputs": [_tensor_spec(n, o) for n, o in zip(out_names, outs, strict=True) if isinstance(o, torch.Tensor)],
-    }
+    }, out
 
 
 _PREPROCESS_KEYS = {"mode", "size", "invert", "scale", "mean", "std", "layout"}
@@ -270,8 +294,9 @@ def capture(
     arch: str | None = None,
     arch_kwargs: dict[str, Any] | None = None,
     trust_code: bool = False,
+    shard_size: int | None = None,
 ) -> Captured:
-    """Turn a module into bundle files (not yet stored)."""
+    """Turn a module into bundle files (not yet stored); weights above ``shard_size`` bytes are sharded."""
     if not isinstance(model, torch.nn.Module):
         raise UsageError(f"pack needs a torch.nn.Module, got {type(model).__name__}")
     was_training = model.training
@@ -279,7 +304,7 @@ def capture(
         model.eval()  # a raw ExportedProgram.module() (not one load returns) refuses .eval()
     try:
         arch_doc, extra = capture_architecture(model, example=example, arch=arch, arch_kwargs=arch_kwargs, trust_code=trust_code)
-        signature = infer_signature(model, example) if example is not None else {"inputs": [], "outputs": []}
+        signature, output = signature_and_output(model, example) if example is not None else ({"inputs": [], "outputs": []}, None)
     finally:
         with contextlib.suppress(NotImplementedError):
             model.train(was_training)
@@ -289,21 +314,26 @@ def capture(
     if versions:
         arch_doc["versions"] = versions
     arch_doc["torch"] = torch.__version__.split("+")[0]
-    # The weights are written by safetensors straight into the store (no 1 GiB bytes object).
-    files: list[tuple[str, str, FileContent]] = [("model.safetensors", mt.WEIGHT, functools.partial(safetensors.torch.save_file, kept, metadata={"format": "pt"})), ("architecture.json", mt.WEIGHT_CONFIG, json.dumps(arch_doc, indent=1).encode())]
+    # The weights stream from the tensors' own memory into the store (no second copy of the model).
+    files: list[tuple[str, str, FileContent]] = [*weight_files(kept, shard_size=shard_size), ("architecture.json", mt.WEIGHT_CONFIG, json.dumps(arch_doc, indent=1).encode())]
     files += extra
     files.append(("signature.json", mt.WEIGHT_CONFIG, json.dumps(signature, indent=1).encode()))
     if labels is not None or preprocess:
         files.append(("processing.json", mt.WEIGHT_CONFIG, json.dumps(processing_doc(labels, preprocess), indent=1).encode()))
-    return Captured(files=files, architecture={"strategy": arch_doc["strategy"], "class": arch_doc["class"]}, parameters=params, precision=precision)
+    return Captured(files=files, architecture={"strategy": arch_doc["strategy"], "class": arch_doc["class"]}, parameters=params, precision=precision, example_output=output)
 
 
 def store_files(store: Store, files: list[tuple[str, str, FileContent]]) -> list[Descriptor]:
     """Write captured files as blobs (outside the index lock)."""
-    return [
-        store.put_layer(path, media_type, data) if isinstance(data, bytes) else store.put_written(path, media_type, data)
-        for path, media_type, data in files
-    ]
+    out = []
+    for path, media_type, data in files:
+        if isinstance(data, bytes):
+            out.append(store.put_layer(path, media_type, data))
+        elif isinstance(data, SafetensorsStream):
+            out.append(store.put_stream(path, media_type, data.chunks()))
+        else:
+            out.append(store.put_written(path, media_type, data))
+    return out
 
 
 def draft_from(

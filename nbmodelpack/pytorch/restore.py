@@ -16,7 +16,6 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-import safetensors.torch
 import torch
 
 from ..bundle.architecture import check_target, parse_target, plain_kwargs
@@ -26,38 +25,16 @@ from ..store import StoredBundle
 from .graph import LOADED_ARCHITECTURE, trainable
 from .int8dynamic import check_int8_kernel, chosen_int8_kernel, use_int8_kernels
 from .pt2archive import check_archive
-from .quantize import dequantize_state, read_meta
 from .resolve import Factory, resolve_architecture
 from .tensors import join_aliases, owner_and_attr
 from .tree import build_tree
+from .weights import check_device, load_state
+
+__all__ = ["construct", "load_state", "put_weights", "rebuild", "restore"]
 
 # A module's __init__ may make buffers the state dict lacks (non-persistent caches); building it
 # for real may allocate at most this much beyond the stored weights.
 _EXTRA_BUFFER_BYTES = 256 * 2**20
-
-
-def load_state(
-    bundle: StoredBundle, *, identity: Any = None, packed: dict[str, Any] | None = None, verify: bool = False
-) -> dict[str, torch.Tensor]:
-    """The tensors of ``model.safetensors``, decrypted/decompressed in memory, verified.
-
-    Quantized or cast weights come back as float tensors; int8 Linear weights
-    are also put in ``packed`` (name → (int8, scale)) for the opt-in dynamic kernel.
-    ``verify=True`` re-hashes the weights even when the store recorded them as intact.
-    """
-    try:
-        # safetensors maps the file (a verified blob, or an in-memory plaintext); no copy here.
-        with bundle.plain_file("model.safetensors", identity=identity, verify=verify) as path:
-            state = safetensors.torch.load_file(path)
-            with open(path, "rb") as f:
-                head = f.read(8)
-                head += f.read(int.from_bytes(head, "little")) if len(head) == 8 else b""
-    except ModelPackError:
-        raise
-    except Exception as exc:  # safetensors raises its own SafetensorError and others
-        raise BundleFormatError(f"model.safetensors cannot be read: {str(exc)[:120]}", hint="the file is truncated or not safetensors") from exc
-    meta = read_meta(head)
-    return dequantize_state(state, meta, packed=packed) if meta else state
 
 
 def construct(factory: Factory, kwargs: dict[str, Any], state: Mapping[str, torch.Tensor] | None = None) -> torch.nn.Module:
@@ -110,7 +87,7 @@ def put_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], version
     expected = set(module.state_dict().keys())
     missing = sorted(expected - state.keys())
     if missing:
-        raise BundleFormatError(f"model.safetensors lacks {len(missing)} tensors (e.g. {missing[0]})")
+        raise BundleFormatError(f"the weights lack {len(missing)} tensors (e.g. {missing[0]})")
     # assign=True replaces each parameter one by one, which would untie tied weights:
     # remember which names share one tensor and tie them again afterwards.
     groups: dict[int, list[str]] = {}
@@ -310,11 +287,13 @@ def restore(
     recorded in the recipe; ``dequantize=True`` is ``int8_kernel="weight-only"``.
     ``verify=True`` re-hashes the weights even when the store recorded them as intact.
     """
+    dev = check_device(device)
     kernel = chosen_int8_kernel(bundle.manifest.recipe, "weight-only" if dequantize else check_int8_kernel(int8_kernel))
     try:
-        dynamic = kernel == "dynamic" and device == "cpu"
+        dynamic = kernel == "dynamic" and dev.type == "cpu"
         packed: dict[str, Any] = {}  # int8 copies are kept only for the dynamic kernel
-        state = load_state(bundle, identity=identity, packed=packed if dynamic else None, verify=verify)
+        # Weights are mapped straight onto the device (safetensors copies each tensor there, no CPU copy of the model).
+        state = load_state(bundle, identity=identity, packed=packed if dynamic else None, device=dev, verify=verify)
         module, form = rebuild(bundle, state, trust_code=trust_code, identity=identity)
         if packed and dynamic:
             use_int8_kernels(module, packed)
@@ -322,10 +301,10 @@ def restore(
         raise
     except Exception as exc:
         raise ArchitectureError(f"cannot rebuild {bundle.name}: {str(exc).splitlines()[0][:200]}") from exc
-    return finish(module, form, bundle, device)
+    return finish(module, form, bundle, dev)
 
 
-def finish(module: torch.nn.Module, form: str, bundle: StoredBundle, device: str) -> torch.nn.Module:
+def finish(module: torch.nn.Module, form: str, bundle: StoredBundle, device: str | torch.device) -> torch.nn.Module:
     """The loaded module on ``device``, in eval mode, carrying ``bundle_info`` and ``bundle_form``.
 
     Example:

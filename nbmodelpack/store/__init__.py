@@ -187,6 +187,11 @@ class Store:
         digest, size = self.blobs.write_with(write, what=filepath)
         return layer(filepath, media_type, digest, size, encodings)
 
+    def put_stream(self, filepath: str, media_type: str, chunks: Iterable[bytes | memoryview]) -> Descriptor:
+        """Store a layer streamed as chunks, hashed on a second thread as they are written; return its descriptor."""
+        digest, size = self.blobs.write_chunks(chunks, what=filepath)
+        return layer(filepath, media_type, digest, size)
+
     def put_layer(self, filepath: str, media_type: str, data: bytes | memoryview, *, encodings: tuple[str, ...] = ()) -> Descriptor:
         """Store bytes as a layer blob and return its descriptor (``encodings`` as in :meth:`put_written`)."""
         digest, size = self.put_bytes(data, what=filepath)

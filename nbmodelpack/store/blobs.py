@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import mmap
 import os
 import re
 import stat
@@ -90,12 +89,17 @@ def read_regular(path: Path, limit: int) -> bytes:
 
 
 def hash_file(path: Path) -> str:
-    """sha256 of a blob file through a read-only map (no copy; hashlib drops the GIL)."""
+    """sha256 of a blob file, read in 8 MiB blocks into one reused buffer (hashlib drops the GIL).
+
+    Not a map of the whole file: mapped pages count in the process's memory, so hashing a
+    big blob that way would add its whole size to the peak memory of a load.
+    """
     h = hashlib.sha256()
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
     with open_blob(path) as f:
-        if os.fstat(f.fileno()).st_size:
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
-                h.update(view)
+        while n := os.readv(f.fileno(), [buf]):
+            h.update(view[:n])
     return "sha256:" + h.hexdigest()
 
 

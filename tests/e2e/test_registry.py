@@ -116,6 +116,24 @@ def test_publish_sends_the_exact_manifest_and_tags_then_pull_loads_the_same_mode
     assert api.fsck(store=fresh) == []
 
 
+def test_a_sharded_bundle_publishes_every_shard_and_pulls_back_loading_the_same_model(team: remote.Remote, registry: Registry, tmp_path: Path) -> None:
+    from models import MLP
+
+    torch.manual_seed(0)
+    model = MLP(hidden=32).eval()
+    x = torch.randn(4, 1, 28, 28)
+    info = api.pack(model, "sharded", example=x[:1], shard_size=50_000)
+    assert len(api.get_store().open(info.ref).weight_files()) == 2
+    result = remote.publish(info.ref, "team")
+    assert result.blobs_sent == len(info.layers) + 1
+    fresh = fresh_store(tmp_path)
+    pulled = remote.pull("team/sharded:1", store=fresh)
+    assert pulled.digest == info.digest
+    assert fresh.open(pulled.ref).weight_files() == api.get_store().open(info.ref).weight_files()
+    assert torch.equal(api.load(pulled.ref, store=fresh)(x), model(x))
+    assert api.fsck(store=fresh) == []
+
+
 def test_pull_by_host_reference_and_digest_works_without_a_named_remote(team: remote.Remote, registry: Registry, tmp_path: Path) -> None:
     ref = random_bundle()
     digest = api.show(ref).digest
