@@ -1,6 +1,9 @@
 """Big models: pack vs ``safetensors.save_file``, second load + touch vs ``load_file`` + touch, extra memory.
 
-Run: .venv/bin/python bench/big_models.py --gib 3 [--trials 3] [--shard-size 2GiB]
+Run: .venv/bin/python bench/big_models.py --gib 3 [--trials 3] [--shard-size 2GiB] [--before DIR]
+
+``--before DIR`` also times another checkout's code (e.g. an older commit) in the same run,
+in a store of its own.
 
 Every measurement runs in a fresh Python process (so peak RSS is its own), trials
 interleaved (ours and the peer, who goes first alternating); prints medians and ratios.
@@ -70,13 +73,16 @@ if op.startswith("pack"):
         info = nbmodelpack.pack(model, "big", example=example, shard_size=shard, metrics=None)
         out["layers"] = len(nbmodelpack.get_store().open(info.ref).weight_files())
         out["form"] = info.architecture.get("load")
+    elif op == "pack-before":  # an older checkout: no shard_size, one weights file
+        info = nbmodelpack.pack(model, "big", example=example, metrics=None)
+        out["layers"], out["form"] = 1, info.architecture.get("load")
     else:
         safetensors.torch.save_file(model.state_dict(), peer_file)
     out["seconds"] = time.perf_counter() - t
     out["extra"] = status("VmHWM") - before
 else:
     def once():
-        if op == "load-ours":
+        if op in ("load-ours", "load-before"):
             tensors = list(nbmodelpack.load("big:latest").state_dict().values())
         else:
             tensors = list(safetensors.torch.load_file(peer_file).values())
@@ -94,8 +100,9 @@ print(json.dumps(out))
 """
 
 
-def run(op: str, layers: int, work: Path, shard: str) -> dict[str, Any]:
-    env = {**os.environ, "NBMODELPACK_HOME": str(work / "home"), "NBMODELPACK_NO_PROGRESS": "1", "PYTHONPATH": f"{ROOT / 'bench'}:{ROOT}"}
+def run(op: str, layers: int, work: Path, shard: str, before: str | None = None) -> dict[str, Any]:
+    code, home = (before, work / "home-before") if op.endswith("-before") and before else (str(ROOT), work / "home")
+    env = {**os.environ, "NBMODELPACK_HOME": str(home), "NBMODELPACK_NO_PROGRESS": "1", "PYTHONPATH": f"{ROOT / 'bench'}:{code}"}
     proc = subprocess.run([sys.executable, "-c", CHILD, op, str(layers), str(WIDTH), str(work), shard], capture_output=True, text=True, env=env, timeout=3600)
     if proc.returncode:
         raise SystemExit(f"{op} failed:\n{proc.stderr[-2000:]}")
@@ -107,23 +114,26 @@ def main() -> None:
     ap.add_argument("--gib", type=float, default=1.0)
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--shard-size", default=None, help="default: half the model, so even --gib 1 gives >= 2 layers (pack's own default is 2GiB)")
+    ap.add_argument("--before", help="another checkout whose code is timed too, in the same run")
     args = ap.parse_args()
     layers = max(2, round(args.gib * 2**30 / (WIDTH * WIDTH * 4)))
     nbytes = layers * WIDTH * WIDTH * 4
     shard = args.shard_size or str(max(nbytes // 2, 1))
     work = Path(tempfile.mkdtemp(prefix="big-models-"))
-    (work / "home").mkdir()
-    # The bench's class is allowed to load by class (no export graph), as a user's own package would be.
-    (work / "home" / "config.toml").write_text('[trust]\nmodules = ["wide_net"]\n')
+    for home in ("home", "home-before"):
+        (work / home).mkdir()
+        # The bench's class is allowed to load by class (no export graph), as a user's own package would be.
+        (work / home / "config.toml").write_text('[trust]\nmodules = ["wide_net"]\n')
     print(f"model: {layers} x Linear({WIDTH}, {WIDTH}) = {nbytes / 2**30:.2f} GiB fp32; shard size {shard}; {args.trials} interleaved trials")
-    results: dict[str, list[dict[str, Any]]] = {op: [] for op in ("pack-ours", "pack-peer", "load-ours", "load-peer")}
+    sides = ("ours", "peer", "before") if args.before else ("ours", "peer")
+    results: dict[str, list[dict[str, Any]]] = {f"{kind}-{side}": [] for kind in ("pack", "load") for side in sides}
     try:
         for trial in range(args.trials):
-            # Who goes first alternates (the disk's write-back and the page cache favour neither side).
-            first = 0 if trial % 2 == 0 else 1
-            for pair in (("pack-ours", "pack-peer"), ("load-ours", "load-peer")):
-                for op in (pair[first], pair[1 - first]):
-                    results[op].append(run(op, layers, work, shard))
+            # Who goes first rotates (the disk's write-back and the page cache favour no side).
+            order = sides[trial % len(sides) :] + sides[: trial % len(sides)]
+            for kind in ("pack", "load"):
+                for side in order:
+                    results[f"{kind}-{side}"].append(run(f"{kind}-{side}", layers, work, shard, args.before))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -134,8 +144,11 @@ def main() -> None:
         return statistics.median(a["seconds"] / b["seconds"] for a, b in zip(results[ours], results[peer], strict=True))
 
     print(f"{'operation':34} {'median s':>9} {'GiB/s':>7} {'extra memory':>14}")
-    names = {"pack-ours": "nbmodelpack.pack", "pack-peer": "safetensors save_file", "load-ours": "nbmodelpack.load + touch", "load-peer": "safetensors load_file + touch"}
+    names = {"pack-ours": "nbmodelpack.pack", "pack-before": "nbmodelpack.pack (before)", "pack-peer": "safetensors save_file",
+             "load-ours": "nbmodelpack.load + touch", "load-before": "nbmodelpack.load + touch (before)", "load-peer": "safetensors load_file + touch"}
     for op, label in names.items():
+        if op not in results:
+            continue
         secs, extra = med(op, "seconds"), med(op, "extra")
         print(f"{label:34} {secs:9.3f} {nbytes / 2**30 / secs:7.2f} {extra / 2**20:9.0f} MiB ({extra / nbytes:5.1%})")
     pack_r, load_r = ratio("pack-ours", "pack-peer"), ratio("load-ours", "load-peer")
@@ -143,6 +156,9 @@ def main() -> None:
     weight_layers = int(results["pack-ours"][0]["layers"])
     print(f"packed as: {results['pack-ours'][0]['form']}")
     print(f"\npack = {pack_r:.2f}x save_file (goal <= 1.2x); load = {load_r:.2f}x load_file (goal <= 1.2x) [medians of paired ratios]")
+    if args.before:
+        before_extra = max(med("pack-before", "extra"), med("load-before", "extra")) / nbytes
+        print(f"before: pack = {ratio('pack-before', 'pack-peer'):.2f}x save_file; load = {ratio('load-before', 'load-peer'):.2f}x load_file; extra memory <= {before_extra:.1%}")
     print(f"extra memory <= {worst_extra:.1%} of the model (goal <= 10%); weights in {weight_layers} layers (goal >= 2)")
     speed = _sha256_speed()
     print(f"sha256 on this box now: {speed:.2f} GiB/s (pack hashes on a second thread while it writes)")

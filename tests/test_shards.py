@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import safetensors
@@ -123,6 +124,37 @@ def test_encrypt_covers_every_shard_and_the_index_and_the_key_loads_it(tmp_path:
     nbmodelpack.rm(opened.ref)
     nbmodelpack.gc(grace_seconds=0)
     assert files_containing([home], plaintext_marker(model)) == []
+
+
+def test_encrypted_shards_are_decrypted_side_by_side(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    from nbmodelpack.store import opened
+
+    model = marked_mlp().eval()
+    packed = nbmodelpack.pack(model, "sealed", example=X, shard_size=SHARD)
+    key = tmp_path / "key.txt"
+    _, recipient = nbmodelpack.keygen_age(key)
+    sealed = nbmodelpack.encrypt(packed.ref, recipients=[recipient])
+    assert len(nbmodelpack.get_store().open(sealed.ref).weight_files()) >= 2
+    decode = opened._STREAM_CODECS[mt.AGE_SUFFIX]
+    active, most, lock = [0], [0], threading.Lock()
+
+    def watched(*args: Any) -> None:
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        try:
+            time.sleep(0.3)  # long enough for a second shard to start beside this one
+            decode(*args)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setitem(opened._STREAM_CODECS, mt.AGE_SUFFIX, watched)
+    assert torch.equal(nbmodelpack.load(sealed.ref, identity=key)(X), model(X))
+    assert most[0] >= 2
 
 
 def test_compress_of_a_sharded_parent_writes_a_sharded_child_that_loads() -> None:

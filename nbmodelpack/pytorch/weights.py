@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,6 +200,11 @@ def _header(path: str, filepath: str) -> dict[str, Any]:
     return doc
 
 
+# Shards unwrapped at once: each holds its plaintext in memory only as the tensors map it,
+# so this bounds CPU work (decryption processes), not memory.
+_PARALLEL_SHARDS = 4
+
+
 def _merge_meta(total: dict[str, Any] | None, meta: dict[str, Any] | None, filepath: str) -> dict[str, Any] | None:
     if meta is None:
         return total
@@ -229,9 +235,8 @@ def load_state(
     dev = check_device(device)
     files = bundle.weight_files()
     expected = check_index_of(bundle, identity=identity)
-    state: dict[str, torch.Tensor] = {}
-    meta: dict[str, Any] | None = None
-    for filepath in files:
+
+    def read(filepath: str) -> tuple[dict[str, torch.Tensor], Any]:
         try:
             # safetensors maps the file (a verified blob, or an in-memory plaintext); no copy here.
             with bundle.plain_file(filepath, identity=identity, verify=verify) as path:
@@ -246,6 +251,15 @@ def load_state(
             raise
         except Exception as exc:  # safetensors raises its own SafetensorError and others
             raise BundleFormatError(f"{filepath} cannot be read: {str(exc)[:120]}", hint="the file is truncated or not safetensors") from exc
+        return part, raw_meta
+
+    # Shards are read side by side: encrypted or compressed ones are unwrapped in parallel
+    # (the age command runs as its own process per shard); results are merged in order.
+    with ThreadPoolExecutor(max(1, min(len(files), _PARALLEL_SHARDS))) as pool:
+        parts = list(pool.map(read, files))
+    state: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] | None = None
+    for filepath, (part, raw_meta) in zip(files, parts, strict=True):
         if raw_meta is not None:
             meta = _merge_meta(meta, read_meta(_meta_head(raw_meta)), filepath)
         if state.keys() & part.keys():
