@@ -13,7 +13,7 @@ import io
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from .. import paths
@@ -87,12 +87,26 @@ def _cli_encrypt(cli: str, source: IO[bytes], out: IO[bytes], recipients: Sequen
     os.lseek(source.fileno(), 0, os.SEEK_SET)
     direct = _direct_fd(out)
     args = [cli, "--encrypt"] + [part for r in recipients for part in ("-r", str(r))]
-    proc = subprocess.Popen(args, stdin=source, stdout=subprocess.PIPE if direct is None else direct, stderr=subprocess.PIPE)
+    returncode, err = _run_cli(args, source, out.write, direct)
+    if direct is not None:
+        out.seek(0, os.SEEK_END)  # the child wrote past the writer's position
+    if returncode != 0:
+        lines = [line for line in err.splitlines() if "error:" in line] or [f"age exited with {returncode}"]
+        raise CryptoError(f"cannot encrypt: {lines[0].split('error:', 1)[-1].strip()}")
+
+
+def _run_cli(args: list[str], source: IO[bytes], write: Callable[[bytes], Any], direct: int | None, pass_fds: tuple[int, ...] = ()) -> tuple[int, str]:
+    """Run the ``age`` command on ``source``: its output goes to file descriptor ``direct``, else through ``write`` in 1 MiB pieces.
+
+    Returns the exit status and the start of its stderr. If ``write`` raises (a cap),
+    the child is killed rather than left blocked on a full pipe.
+    """
+    proc = subprocess.Popen(args, stdin=source, stdout=subprocess.PIPE if direct is None else direct, stderr=subprocess.PIPE, pass_fds=pass_fds)
     assert proc.stderr is not None
     finished = False
     try:
         while proc.stdout is not None and (block := proc.stdout.read(CLI_BLOCK)):
-            out.write(block)
+            write(block)
         finished = True
     finally:
         if not finished:
@@ -102,11 +116,7 @@ def _cli_encrypt(cli: str, source: IO[bytes], out: IO[bytes], recipients: Sequen
             proc.stdout.close()
         proc.stderr.close()
         proc.wait()
-    if direct is not None:
-        out.seek(0, os.SEEK_END)  # the child wrote past the writer's position
-    if proc.returncode != 0:
-        lines = [line for line in err.splitlines() if "error:" in line] or [f"age exited with {proc.returncode}"]
-        raise CryptoError(f"cannot encrypt: {lines[0].split('error:', 1)[-1].strip()}")
+    return proc.returncode, err
 
 
 class _TooLarge(Exception):
@@ -198,35 +208,18 @@ def _cli_decrypt(cli: str, source: IO[bytes], sink: IO[bytes], capped: CappedWri
     finally:
         os.close(write_end)
     try:
-        proc = subprocess.Popen(
-            [cli, "--decrypt", "-i", f"/dev/fd/{read_end}"],
-            stdin=source, stdout=subprocess.PIPE if direct is None else direct, stderr=subprocess.PIPE, pass_fds=(read_end,),
-        )
+        returncode, err = _run_cli([cli, "--decrypt", "-i", f"/dev/fd/{read_end}"], source, capped.write, direct, (read_end,))
     finally:
         os.close(read_end)
-    assert proc.stderr is not None
-    finished = False
-    try:
-        while proc.stdout is not None and (block := proc.stdout.read(CLI_BLOCK)):
-            capped.write(block)
-        finished = True
-    finally:
-        if not finished:  # the cap (or an error) stopped reading: the child may be blocked writing
-            proc.kill()
-        err = proc.stderr.read(4096).decode("utf-8", "replace")
-        if proc.stdout is not None:
-            proc.stdout.close()
-        proc.stderr.close()
-        proc.wait()
-    if direct is not None and proc.returncode == 0:
+    if direct is not None and returncode == 0:
         written = os.fstat(direct).st_size
         if written > capped.limit:
             raise _TooLarge
         sink.seek(written)  # the child wrote past the buffered writer's position
-    if proc.returncode != 0:
+    if returncode != 0:
         if "no identity matched" in err:
             raise _decrypt_error("No matching keys")
-        lines = [line for line in err.splitlines() if "error:" in line] or [f"age exited with {proc.returncode}"]
+        lines = [line for line in err.splitlines() if "error:" in line] or [f"age exited with {returncode}"]
         raise _decrypt_error(lines[0].split("error:", 1)[-1].strip())
     return True
 

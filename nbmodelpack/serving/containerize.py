@@ -29,7 +29,7 @@ import yaml
 
 from ..bundle.architecture import tree_nodes
 from ..errors import UsageError
-from .kserve import isvc_name
+from .kserve import isvc_name, serving_runtime
 
 APP = "/opt/modelpack"
 HOME = "/home/modelpack"
@@ -140,27 +140,8 @@ def kserve_manifest(*, name: str, image: str, port: int, ref: str, workers: int)
     """
     k8s_name = isvc_name(name)
     token_env = {"name": "NBMODELPACK_SERVE_TOKEN", "valueFrom": {"secretKeyRef": {"name": f"{k8s_name}-token", "key": "token"}}}
-    probe = {"httpGet": {"path": "/v2/health/ready", "port": port}, "periodSeconds": 10}
-    runtime = {
-        "apiVersion": "serving.kserve.io/v1alpha1",
-        "kind": "ServingRuntime",
-        "metadata": {"name": f"modelpack-{k8s_name}"},
-        "spec": {
-            "supportedModelFormats": [{"name": "modelpack", "version": "1", "autoSelect": True}],
-            "protocolVersions": ["v2"],
-            "containers": [{
-                "name": "kserve-container",
-                "image": image,
-                "args": [ref, "--model-name", k8s_name, "--host", "0.0.0.0", "--port", str(port), "--workers", str(workers)],
-                "ports": [{"containerPort": port, "protocol": "TCP"}],
-                "env": [token_env],
-                "readinessProbe": probe,
-                "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": port}, "periodSeconds": 20},
-                "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "allowPrivilegeEscalation": False},
-                "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
-            }],
-        },
-    }
+    args = [ref, "--model-name", k8s_name, "--host", "0.0.0.0", "--port", str(port), "--workers", str(workers)]
+    runtime = serving_runtime(f"modelpack-{k8s_name}", image=image, port=port, args=args, env=[token_env])
     isvc = {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",

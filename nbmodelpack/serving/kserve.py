@@ -145,32 +145,14 @@ def manifests(*, name: str, uri: str, image: str, port: int = 8080, encrypted: b
             "supportedUriFormats": [{"prefix": SCHEME}],
         },
     }
-    runtime = {
-        "apiVersion": "serving.kserve.io/v1alpha1",
-        "kind": "ServingRuntime",
-        "metadata": {"name": RUNTIME},
-        "spec": {
-            "supportedModelFormats": [{"name": "modelpack", "version": "1", "autoSelect": True}],
-            "protocolVersions": ["v2"],
-            "containers": [{
-                "name": "kserve-container",
-                "image": image,
-                "command": ["modelpack", "serve"],
-                # {{.Name}} is the InferenceService name: clients call /v2/models/<that name>/infer.
-                "args": [LOCAL_NAME, "--model-name", "{{.Name}}", "--host", "0.0.0.0", "--port", str(port), "--workers", "1"],
-                "env": [
-                    {"name": "NBMODELPACK_STORE", "value": f"{MOUNT}/{STORE_SUBDIR}"},
-                    {"name": "NBMODELPACK_HOME", "value": "/tmp/modelpack"},
-                    {"name": "NBMODELPACK_NO_PROGRESS", "value": "1"},
-                ],
-                "ports": [{"containerPort": port, "protocol": "TCP"}],
-                "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": port}, "periodSeconds": 10},
-                "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": port}, "periodSeconds": 20},
-                "securityContext": non_root,
-                "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
-            }],
-        },
-    }
+    # {{.Name}} is the InferenceService name: clients call /v2/models/<that name>/infer.
+    args = [LOCAL_NAME, "--model-name", "{{.Name}}", "--host", "0.0.0.0", "--port", str(port), "--workers", "1"]
+    env = [
+        {"name": "NBMODELPACK_STORE", "value": f"{MOUNT}/{STORE_SUBDIR}"},
+        {"name": "NBMODELPACK_HOME", "value": "/tmp/modelpack"},
+        {"name": "NBMODELPACK_NO_PROGRESS", "value": "1"},
+    ]
+    runtime = serving_runtime(RUNTIME, image=image, port=port, args=args, env=env, command=["modelpack", "serve"])
     model: dict[str, Any] = {
         "modelFormat": {"name": "modelpack"},
         "runtime": RUNTIME,
@@ -191,6 +173,33 @@ def manifests(*, name: str, uri: str, image: str, port: int = 8080, encrypted: b
         "spec": {"predictor": predictor},
     }
     return [storage, runtime, service]
+
+
+def serving_runtime(name: str, *, image: str, port: int, args: list[str], env: list[dict[str, Any]], command: list[str] | None = None) -> dict[str, Any]:
+    """A ``ServingRuntime`` running ``modelpack serve`` (v2 protocol) as a non-root user, with health probes.
+
+    Example:
+        >>> serving_runtime("rt", image="i", port=8080, args=[], env=[])["spec"]["protocolVersions"]
+        ['v2']
+    """
+    container: dict[str, Any] = {"name": "kserve-container", "image": image, **({"command": command} if command else {}), "args": args, "env": env}
+    container.update({
+        "ports": [{"containerPort": port, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": port}, "periodSeconds": 10},
+        "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": port}, "periodSeconds": 20},
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "allowPrivilegeEscalation": False},
+        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
+    })
+    return {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ServingRuntime",
+        "metadata": {"name": name},
+        "spec": {
+            "supportedModelFormats": [{"name": "modelpack", "version": "1", "autoSelect": True}],
+            "protocolVersions": ["v2"],
+            "containers": [container],
+        },
+    }
 
 
 def manifest_text(*, name: str, uri: str, image: str, port: int = 8080, encrypted: bool = False) -> str:
