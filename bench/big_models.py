@@ -103,7 +103,8 @@ print(json.dumps(out))
 def run(op: str, layers: int, work: Path, shard: str, before: str | None = None) -> dict[str, Any]:
     code, home = (before, work / "home-before") if op.endswith("-before") and before else (str(ROOT), work / "home")
     env = {**os.environ, "NBMODELPACK_HOME": str(home), "NBMODELPACK_NO_PROGRESS": "1", "PYTHONPATH": f"{ROOT / 'bench'}:{code}"}
-    proc = subprocess.run([sys.executable, "-c", CHILD, op, str(layers), str(WIDTH), str(work), shard], capture_output=True, text=True, env=env, timeout=3600)
+    # cwd: not this checkout, so PYTHONPATH decides which code runs (python -c puts the cwd first).
+    proc = subprocess.run([sys.executable, "-c", CHILD, op, str(layers), str(WIDTH), str(work), shard], capture_output=True, text=True, env=env, cwd=work, timeout=3600)
     if proc.returncode:
         raise SystemExit(f"{op} failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

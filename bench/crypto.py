@@ -138,18 +138,18 @@ def run(gib: float, trials: int, before: str | None, work: Path, shm: Path) -> N
     print(f"model.safetensors {mib:,.0f} MiB; {trials} interleaved trials; age -d writes to /dev/shm (tmpfs); code: {codes}")
 
     rows: dict[str, list[dict[str, float]]] = {}
-    sealed = ""
+    sealed: dict[str, str] = {}  # each checkout loads what it encrypted (the layer annotations differ)
     for _ in range(trials):
         rows.setdefault("age -r (CLI)", []).append(child({"mode": "age-encrypt", "recipient": recipient, "plain": str(plain), "out": str(work / "cli.age")}, ours, work))
         for label, code in codes.items():
             result = child({"mode": "encrypt", "ref": info.ref, "recipient": recipient}, code, work)
             rows.setdefault(f"nbmodelpack.encrypt [{label}]", []).append(result)
-            sealed = sealed or str(result["ref"])
+            sealed.setdefault(label, str(result["ref"]))
         out = shm / "model.safetensors"
         rows.setdefault("age -d to tmpfs + load_file + touch", []).append(child({"mode": "age-load", "key": str(key), "cipher": str(work / "cli.age"), "out": str(out)}, ours, work))
         out.unlink()
         for label, code in codes.items():
-            rows.setdefault(f"nbmodelpack.load(identity) + touch [{label}]", []).append(child({"mode": "load", "ref": sealed, "key": str(key)}, code, work))
+            rows.setdefault(f"nbmodelpack.load(identity) + touch [{label}]", []).append(child({"mode": "load", "ref": sealed[label], "key": str(key)}, code, work))
 
     def report(name: str, base: str | None) -> None:
         secs = [r["secs"] for r in rows[name]]

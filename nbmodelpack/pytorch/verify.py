@@ -107,6 +107,10 @@ def check_loads(
         )
 
 
+# Weight files written at once by pack.
+PARALLEL_WRITES = 2
+
+
 def store_and_check(store: Store, name: str, captured: Captured, model: torch.nn.Module, example: Any, *, trust_code: bool = False) -> list[Descriptor]:
     """Write the captured files as blobs and run :func:`check_loads` on them; return the layers in capture order.
 
@@ -122,20 +126,23 @@ def store_and_check(store: Store, name: str, captured: Captured, model: torch.nn
         check_loads(store, name, layers, model, example, trust_code=trust_code, expected=captured.example_output)
         return layers
     small = store_files(store, [f for f in captured.files if not isinstance(f[2], SafetensorsStream)])
-    with ThreadPoolExecutor(1, thread_name_prefix="nbmodelpack-weights") as pool:
-        writing = pool.submit(store_files, store, streams)
+    # Shards are written side by side: each is hashed as it is written, and sha256 (one core
+    # per stream) rather than the disk sets the pace, so two shards use both cores.
+    with ThreadPoolExecutor(min(len(streams), PARALLEL_WRITES), thread_name_prefix="nbmodelpack-weights") as pool:
+        writing = [pool.submit(store_files, store, [stream]) for stream in streams]
         objects = [c for _, _, c in streams if isinstance(c, SafetensorsStream)]
         try:
             written_state = {k: t for c in objects for k, t in c.tensors.items()}
             check_loads(store, name, small, model, example, trust_code=trust_code, expected=captured.example_output, state=written_state)
+            written = [d for w in writing for d in w.result()]
         except BaseException:
-            # A refused check or a Ctrl-C stops the writes at their next chunk (their temp files are removed).
+            # A refused check, a failed write or a Ctrl-C stops the writes at their next chunk (their temp files are removed).
             for c in objects:
                 c.cancelled = True
-            with contextlib.suppress(Exception):
-                writing.result()
+            for w in writing:
+                with contextlib.suppress(Exception):
+                    w.result()
             raise
-        written = writing.result()
     by_path = {d.filepath: d for d in [*small, *written]}
     return [by_path[f[0]] for f in captured.files]
 
