@@ -181,11 +181,13 @@ def _text(cell) -> str:
     return "".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in cell.outputs)
 
 
-def test_transfer_learning_tutorial_runs_headless_and_packs_a_child_with_its_lineage(home: Path) -> None:
+def test_transfer_learning_tutorial_runs_headless_and_packs_a_child_with_its_lineage(home: Path, tmp_path: Path) -> None:
     kernels.ensure_python3_kernelspec()
     nb = nbformat.read(TRANSFER, as_version=4)
     started = time.monotonic()
-    execute_notebook(nb, cwd=TRANSFER.parent, env=kernel_env(NBMODELPACK_HOME=str(home), NBMODELPACK_NO_PROGRESS="1"), timeout=240)
+    # TMPDIR: the tutorial's own work directory (mkdtemp) lands in this test's, which pytest removes.
+    env = kernel_env(NBMODELPACK_HOME=str(home), NBMODELPACK_NO_PROGRESS="1", TMPDIR=str(tmp_path))
+    execute_notebook(nb, cwd=TRANSFER.parent, env=env, timeout=240)
     seconds = time.monotonic() - started
     assert error_outputs(nb) == []
     assert seconds < 300, f"the tutorial took {seconds:.0f} s"  # about 35 s on 2 idle cores; the bound allows a busy machine
