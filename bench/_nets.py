@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -45,3 +47,14 @@ class BenchLSTM(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         h, _ = self.rnn(self.embed(ids))
         return self.head(h)
+
+
+def pack_square_linear(gib: float) -> Any:
+    """Pack one bias-free square ``nn.Linear`` of about ``gib`` GiB (normal weights) by class; return its BundleInfo."""
+    import nbmodelpack
+
+    side = int((gib * (1 << 30) / 4) ** 0.5)
+    model = nn.Linear(side, side, bias=False)
+    with torch.no_grad():
+        model.weight.normal_()
+    return nbmodelpack.pack(model, "bench-big", arch="torch.nn:Linear", arch_kwargs={"in_features": side, "out_features": side, "bias": False}, metrics={})

@@ -119,18 +119,14 @@ def main() -> None:
 def run(gib: float, trials: int, before: str | None, work: Path, shm: Path) -> None:
     os.environ["NBMODELPACK_HOME"] = str(work / "home")
     os.environ["NBMODELPACK_NO_PROGRESS"] = "1"
-    import torch
 
     import nbmodelpack
 
     ours = str(Path(__file__).resolve().parents[1])
     codes = {"ours": ours, **({"before": str(Path(before).resolve())} if before else {})}
-    side = int((gib * (1 << 30) / 4) ** 0.5)
-    model = torch.nn.Linear(side, side, bias=False)
-    with torch.no_grad():
-        model.weight.normal_()
-    info = nbmodelpack.pack(model, "bench-big", arch="torch.nn:Linear", arch_kwargs={"in_features": side, "out_features": side, "bias": False}, metrics={})
-    del model
+    from _nets import pack_square_linear
+
+    info = pack_square_linear(gib)
     size = nbmodelpack.get_store().open(info.ref).descriptor("model.safetensors").size
     mib = size / (1 << 20)
     key, recipient = nbmodelpack.keygen_age(work / "key.txt")

@@ -41,16 +41,12 @@ def main() -> None:
 
 
 def run(gib: float, work: Path) -> None:
-    import torch
+
+    from _nets import pack_square_linear
 
     import nbmodelpack
 
-    side = int((gib * (1 << 30) / 4) ** 0.5)
-    model = torch.nn.Linear(side, side, bias=False)
-    with torch.no_grad():
-        model.weight.normal_()
-    info = nbmodelpack.pack(model, "bench-big", arch="torch.nn:Linear", arch_kwargs={"in_features": side, "out_features": side, "bias": False}, metrics={})
-    del model
+    info = pack_square_linear(gib)
     store = nbmodelpack.get_store()
     mib = store.open(info.ref).descriptor("model.safetensors").size / (1 << 20)
     _, recipient = nbmodelpack.keygen_age(work / "key.txt")

@@ -155,13 +155,9 @@ def test_torchvision_models_load_trainable_in_a_fresh_process(run_py, tmp_path, 
     assert got["eval_training"] is False and got["train_training"] is True
 
 
-@pytest.mark.slow  # fresh Python processes importing torch
-def test_class_defined_in_the_loading_process_comes_back_as_itself_without_running_bundle_code(run_py, tmp_path):
-    marker = tmp_path / "ran.txt"
-    script = tmp_path / "notebook.py"  # a file, so the packer finds the class source and stores it
-    script.write_text(MAIN_MODELS + textwrap.dedent(f"""
-        import os, nbmodelpack
-
+def _marked_class(marker: Path) -> str:
+    """Source of a notebook-style class that appends to ``marker`` whenever its definition runs."""
+    return textwrap.dedent(f"""
         class Marked(nn.Module):
             open({str(marker)!r}, "a").write("x")  # runs whenever this class definition is executed
 
@@ -172,7 +168,14 @@ def test_class_defined_in_the_loading_process_comes_back_as_itself_without_runni
 
             def forward(self, x):
                 return self.l(x)
+    """)
 
+
+@pytest.mark.slow  # fresh Python processes importing torch
+def test_class_defined_in_the_loading_process_comes_back_as_itself_without_running_bundle_code(run_py, tmp_path):
+    marker = tmp_path / "ran.txt"
+    script = tmp_path / "notebook.py"  # a file, so the packer finds the class source and stores it
+    script.write_text(MAIN_MODELS + "import os, nbmodelpack\n\n" + _marked_class(marker) + textwrap.dedent(f"""
         info = nbmodelpack.pack(Marked(6), "marked", example=torch.randn(2, 6))
         assert nbmodelpack.get_store().open(info.ref).has("model_src.py")
         os.remove({str(marker)!r})
@@ -190,21 +193,7 @@ def test_stored_source_of_a_delivered_bundle_runs_only_with_trust_code(run_py, t
     marker = tmp_path / "ran.txt"
     script = tmp_path / "notebook.py"
     sender = tmp_path / "sender-home"
-    script.write_text(textwrap.dedent(f"""
-        import os, torch, nbmodelpack
-        from torch import nn
-
-        class Marked(nn.Module):
-            open({str(marker)!r}, "a").write("x")
-
-            def __init__(self, n: int = 4):
-                super().__init__()
-                self.n = n
-                self.l = nn.Linear(n, 2)
-
-            def forward(self, x):
-                return self.l(x)
-
+    script.write_text("import os, torch, nbmodelpack\nfrom torch import nn\n\n" + _marked_class(marker) + textwrap.dedent(f"""
         nbmodelpack.pack(Marked(), "marked", example=torch.randn(2, 4))
         nbmodelpack.export("marked:1", {str(tmp_path / "marked.tar")!r})
         os.remove({str(marker)!r})
