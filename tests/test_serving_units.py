@@ -197,3 +197,26 @@ def test_a_worker_whose_model_fails_to_load_answers_not_ready_in_one_line(capfd)
         assert client.get("/v2/health/live").status_code == 200
     err = capfd.readouterr().err
     assert err.strip() == "error: bundle not found: nothing:1 (run `modelpack ls` to see what exists)"
+
+
+@pytest.mark.parametrize("name", ["Has Space", "UPPER", "-leading", "x" * 64])
+def test_a_model_name_clients_cannot_use_in_a_url_is_one_line(name: str) -> None:
+    from nbmodelpack.errors import UsageError
+    from nbmodelpack.serving.options import validate
+
+    with pytest.raises(UsageError, match="--model-name") as err:
+        validate(ServeOptions(ref="m:1", model_name=name))
+    assert "\n" not in str(err.value)
+
+
+def test_docker_auth_config_that_is_not_json_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbmodelpack.errors import UsageError
+    from nbmodelpack.remote.credentials import AUTH_CONFIG_ENV, read_credentials
+
+    monkeypatch.setenv(AUTH_CONFIG_ENV, "{not json")
+    with pytest.raises(UsageError, match="DOCKER_AUTH_CONFIG is not valid JSON") as err:
+        read_credentials("registry.example:5000")
+    assert "\n" not in str(err.value)
+    monkeypatch.setenv(AUTH_CONFIG_ENV, '{"auths": {"registry.example:5000": {"auth": "dTpw"}}}')  # u:p
+    creds = read_credentials("registry.example:5000")
+    assert creds is not None and (creds.username, creds.password) == ("u", "p")
