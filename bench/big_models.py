@@ -7,6 +7,12 @@ in a store of its own.
 
 Every measurement runs in a fresh Python process (so peak RSS is its own), trials
 interleaved (ours and the peer, who goes first alternating); prints medians and ratios.
+Both sides start each measurement from the same state (see ``_fresh_start``): a pack finds
+the other side's output on disk and none of its own; a load starts with every file out of the
+page cache, so its first (untimed) load reads from disk and the timed second one finds its
+files cached. On a VM that hands freed memory back to its host (free page reporting, as on
+the box these figures come from), memory touched for the first time costs about a second per
+GiB: absolute times swing from run to run, which is why only same-run ratios count.
 - pack: ``nbmodelpack.pack(model, example=…)`` (class strategy, the pack-time load check
   included) vs ``safetensors.torch.save_file(model.state_dict())``.
 - load: a second load in the process (after a first one, discarded; files in the page cache)
@@ -100,8 +106,42 @@ print(json.dumps(out))
 """
 
 
+def _evict(work: Path) -> None:
+    """Drop every file the bench wrote from the page cache (they stay on disk)."""
+    for path in work.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # dirty pages cannot be dropped
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def _fresh_start(op: str, work: Path) -> None:
+    """Put both sides in the same state before each measurement.
+
+    pack: the side's own earlier output is deleted (save_file overwrites its file; ours
+    would otherwise add a second copy beside its earlier blobs), so each writer finds the
+    other's output on disk and nothing of its own. load: every file is dropped from the page
+    cache, so each side's first (untimed) load reads its files from disk and its second load
+    finds them cached the same way. Without this, a model that with both outputs fills the
+    RAM (8 GiB here: model + two 8 GiB files > 23 GiB) leaves cached whichever file was
+    written last, and the load comparison measures the pack order.
+    """
+    if op.startswith("pack-"):
+        side = op.split("-", 1)[1]
+        if side == "peer":
+            (work / "peer.safetensors").unlink(missing_ok=True)
+        else:
+            shutil.rmtree(work / ("home-before" if side == "before" else "home") / "store", ignore_errors=True)
+    else:
+        _evict(work)
+
+
 def run(op: str, layers: int, work: Path, shard: str, before: str | None = None) -> dict[str, Any]:
     code, home = (before, work / "home-before") if op.endswith("-before") and before else (str(ROOT), work / "home")
+    _fresh_start(op, work)
     env = {**os.environ, "NBMODELPACK_HOME": str(home), "NBMODELPACK_NO_PROGRESS": "1", "PYTHONPATH": f"{ROOT / 'bench'}:{code}"}
     # cwd: not this checkout, so PYTHONPATH decides which code runs (python -c puts the cwd first).
     proc = subprocess.run([sys.executable, "-c", CHILD, op, str(layers), str(WIDTH), str(work), shard], capture_output=True, text=True, env=env, cwd=work, timeout=3600)
