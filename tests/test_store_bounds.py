@@ -76,6 +76,20 @@ def test_a_frame_header_that_understates_its_size_is_refused(tmp_path):
         bundle.plaintext("model.safetensors")
 
 
+@pytest.mark.parametrize("cut", [0, 3], ids=["empty", "three-bytes"])
+def test_a_zstd_layer_without_a_whole_frame_header_is_refused(tmp_path, cut):
+    bundle = _bundle(Store(tmp_path / "s"), "model.safetensors", mt.WEIGHT + mt.ZSTD_SUFFIX, zstandard.compress(b"weights")[:cut])
+    with pytest.raises(IntegrityError, match="not valid zstd data"):
+        bundle.plaintext("model.safetensors")
+
+
+def test_zstd_weights_that_inflate_short_of_their_recorded_size_are_refused_in_memory_too(tmp_path):
+    # The in-memory path and the streaming load share one inflater, so both hold the manifest to its word.
+    bundle = _bundle(Store(tmp_path / "s"), "model.safetensors", mt.WEIGHT + mt.ZSTD_SUFFIX, zstandard.compress(b"w" * 1000), plain_size=1001)
+    with pytest.raises(IntegrityError, match="inflates to 1,000 bytes, not the 1,001"):
+        bundle.plaintext("model.safetensors")
+
+
 def test_a_non_numeric_recorded_size_is_a_format_error(tmp_path):
     bundle = _bundle(Store(tmp_path / "s"), "model.safetensors", mt.WEIGHT + mt.ZSTD_SUFFIX, zstandard.compress(b"x"))
     desc = bundle.descriptor("model.safetensors")

@@ -247,8 +247,6 @@ class Store:
         """The raw entries of ``index.json`` (for importing foreign layouts)."""
         return self.index.read().entries
 
-    _entries = entries  # the name api's import used; callers should move to entries()
-
     def manifest(self, digest: str) -> Manifest:
         """Read and verify one manifest (at most 4 MiB)."""
         return parse_manifest(self.read_blob(digest, what="manifest", limit=MAX_MANIFEST_BYTES), digest)

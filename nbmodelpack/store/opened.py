@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import functools
 import importlib.util
+import io
 import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
@@ -27,7 +28,7 @@ from ..bundle.info import BundleInfo
 from ..bundle.manifest import MAX_CONFIG_BYTES, Descriptor, Manifest
 from ..bundle.shards import weight_filepaths
 from ..config import trusted_modules
-from ..errors import BundleFormatError, BundleNotFound, IntegrityError, ModelPackError, StoreError
+from ..errors import BundleFormatError, BundleNotFound, ModelPackError, StoreError
 from .streams import CappedWriter, InflatingWriter
 
 if TYPE_CHECKING:
@@ -117,39 +118,34 @@ def inflate_limit(desc: Descriptor, stored: int) -> int:
     return min(by_ratio, UNRECORDED_CEILING)
 
 
-def inflate_zstd(bundle: StoredBundle, desc: Descriptor, data: bytes, identity: Any) -> bytes:
-    """Inflate a weight layer, never allocating more than :func:`inflate_limit` allows.
+def zstd_inflater(desc: Descriptor, out: IO[bytes], stored: int) -> InflatingWriter:
+    """The one zstd inflater: writes into ``out``, refusing more than :func:`inflate_limit` allows.
 
-    The frame header's declared size is only an upper bound we check against the
-    limit; zstd then refuses output that does not fit that size. A frame that
-    declares nothing is streamed and stopped at the limit.
+    ``stored`` is the compressed size. zstd hands its output over in small pieces and the
+    cap is checked on each, so a bomb stops at the limit, never allocating more; a frame
+    header's declared size and the manifest's ``PLAIN_SIZE`` are checked by ``finish()``.
+
+    Example:
+        >>> inflater = zstd_inflater(desc, out, desc.size)  # doctest: +SKIP
+        >>> inflater.write(compressed); inflater.finish()  # doctest: +SKIP
     """
-    import zstandard
-
     if mt.base_media_type(desc.media_type) != mt.WEIGHT:
         raise BundleFormatError(f"{desc.filepath} is zstd-compressed, which only weight layers may be")
-    limit = inflate_limit(desc, len(data))
+    limit = inflate_limit(desc, stored)
     too_big = BundleFormatError(
         f"{desc.filepath} inflates to more than {limit:,} bytes, more than its manifest allows",
         hint="the bundle may be a decompression bomb; it was not loaded",
     )
-    try:
-        declared = zstandard.frame_content_size(data)
-        if declared > limit:
-            raise too_big
-        if declared >= 0:
-            return zstandard.ZstdDecompressor().decompress(data, allow_extra_data=False)
-        chunks: list[bytes] = []
-        total = 0
-        with zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True) as reader:
-            while block := reader.read(min(8 << 20, limit + 1 - total)):
-                chunks.append(block)
-                total += len(block)
-                if total > limit:
-                    raise too_big
-        return b"".join(chunks)
-    except zstandard.ZstdError as exc:
-        raise IntegrityError(f"{desc.filepath} is not valid zstd data ({exc})") from exc
+    return InflatingWriter(CappedWriter(out, limit, too_big), what=desc.filepath, expected=plain_size(desc))
+
+
+def inflate_zstd(bundle: StoredBundle, desc: Descriptor, data: bytes, identity: Any) -> bytes:
+    """Inflate a weight layer held in memory, through :func:`zstd_inflater` (the codec for ``+zstd`` layers)."""
+    out = io.BytesIO()
+    inflater = zstd_inflater(desc, out, len(data))
+    inflater.write(data)
+    inflater.finish()
+    return out.getvalue()  # shares the buffer: no copy
 
 
 def _wrapping(desc: Descriptor) -> tuple[str, ...]:
@@ -318,14 +314,7 @@ class StoredBundle:
         sink = out
         inflater = None
         if mt.ZSTD in wrapping:
-            if mt.base_media_type(desc.media_type) != mt.WEIGHT:
-                raise BundleFormatError(f"{desc.filepath} is zstd-compressed, which only weight layers may be")
-            limit = inflate_limit(desc, desc.size)
-            too_big = BundleFormatError(
-                f"{desc.filepath} inflates to more than {limit:,} bytes, more than its manifest allows",
-                hint="the bundle may be a decompression bomb; it was not loaded",
-            )
-            inflater = InflatingWriter(CappedWriter(out, limit, too_big), what=desc.filepath, expected=plain_size(desc))
+            inflater = zstd_inflater(desc, out, desc.size)
             sink = cast(IO[bytes], inflater)
         with self.store.open_blob(desc.digest, what=desc.filepath) as source:
             if encrypted:

@@ -94,6 +94,8 @@ class InflatingWriter(io.RawIOBase):
             self._writer.flush()
         except self._zstd.ZstdError as exc:
             raise IntegrityError(f"{self.what} is not valid zstd data ({exc})") from exc
+        if self.declared is None:  # not even one whole frame header arrived
+            raise IntegrityError(f"{self.what} is not valid zstd data (no frame)", hint="the layer is truncated or damaged; it was not loaded")
         total = self.out.total
         # The manifest's size is the whole layer's; a frame header's only its own (more frames may follow).
         if self.expected is not None and total != self.expected:
