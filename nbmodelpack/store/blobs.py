@@ -103,24 +103,28 @@ def hash_file(path: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
+# Pieces this large are hashed on a second thread while they are written (hashlib drops
+# the GIL); smaller ones are hashed, then written, on this thread, while still in the
+# core's cache (measured faster for the 1 MiB blocks a pull receives).
+THREADED_HASH_BYTES = 8 << 20
+
+
 def _hash_and_write(chunks: Iterable[bytes | memoryview], out: IO[bytes]) -> tuple[str, int]:
-    """Write chunks while hashing them on a second thread (hashlib drops the GIL)."""
+    """Write chunks while hashing them; done with each before the next is asked for (a source may reuse its buffer)."""
     h = hashlib.sha256()
     size = 0
-    pending: threading.Thread | None = None
     for chunk in chunks:
-        if pending is not None:
-            pending.join()
-        if len(chunk) >= (1 << 20):
-            pending = threading.Thread(target=h.update, args=(chunk,))
-            pending.start()
+        if len(chunk) >= THREADED_HASH_BYTES:
+            hashing = threading.Thread(target=h.update, args=(chunk,))
+            hashing.start()
+            try:
+                out.write(chunk)
+            finally:
+                hashing.join()
         else:
             h.update(chunk)
-            pending = None
-        out.write(chunk)
+            out.write(chunk)
         size += len(chunk)
-    if pending is not None:
-        pending.join()
     return "sha256:" + h.hexdigest(), size
 
 
