@@ -89,7 +89,7 @@ def export(ref: str, out: str | Path, *, format: ExportFormat = "tar", store: St
     if format != "tar":
         raise UsageError(f"format={format!r}: use 'tar', 'dir' or 'files'")
     if str(out).endswith("/") or out_path.is_dir():
-        raise UsageError(f"{out_path} is a directory", hint="give a FILE.tar, or export with format='dir' (--dir)")
+        raise UsageError(f"{out_path} is a directory", hint='give a FILE.tar, or export with format="dir"')
     with tempfile.TemporaryDirectory(dir=out_path.parent if out_path.parent.exists() else None) as tmp:
         layout_root = fill(Path(tmp) / "layout")
         part = out_path.with_name(out_path.name + ".part")
@@ -296,7 +296,7 @@ def _import_tags(name: str, manifest: Manifest, ref_names: list[str], existing: 
     if len(wanted) > _MAX_TAGS:
         raise UsageError(f"not an OCI layout we import: {len(wanted):,} tags on one manifest (at most {_MAX_TAGS})")
     mine = {t: d for (n, t), d in existing.items() if n == name}
-    return arrival_tags(name, manifest.digest, sorted(wanted), mine, origin="the one imported", hint="import it under another name with --name NAME", move_named=False)
+    return arrival_tags(name, manifest.digest, sorted(wanted), mine, origin="the one imported", hint="import it under another name with name=NAME", move_named=False)
 
 
 def _check_blob(layout: Store, digest: str, what: str, *, most: int | None = None, exactly: int | None = None) -> None:
@@ -327,7 +327,7 @@ def _name_from_refs(ref_names: list[str]) -> str:
     for r in ref_names:
         if ":" in r:
             return r.rsplit(":", 1)[0].rsplit("/", 1)[-1]
-    raise UsageError("cannot tell the bundle's name", hint="pass --name")
+    raise UsageError("cannot tell the bundle's name", hint="pass name=NAME")
 
 
 __all__ = ["ExportFormat", "export", "import_", "layout_members", "ref_text"]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -171,6 +173,68 @@ def test_cli_errors_use_flags_and_commands_not_python_keywords(cli, packed, tmp_
     # The Python API keeps Python's spelling.
     with pytest.raises(nbmodelpack.CryptoError, match="identity=FILE"):
         nbmodelpack.decrypt(sealed)
+
+
+def test_a_refused_option_is_spelled_for_the_door_it_came_through(cli, packed):
+    # Raised once, in the API's words; the CLI re-spells the same refusal as flags.
+    with pytest.raises(nbmodelpack.CompressionError, match=r"pass quantize= \(int8, int4, fp16 or bf16\) and/or prune=FRACTION"):
+        nbmodelpack.compress(packed.ref)
+    line = _one_error_line(cli("compress", packed.ref))
+    assert "--quantize (int8, int4, fp16 or bf16) and/or --prune FRACTION" in line and "quantize=" not in line
+    with pytest.raises(nbmodelpack.CompressionError, match=r"e\.g\. prune=0\.5, structured=True"):
+        nbmodelpack.compress(packed.ref, structured=True)
+
+
+def _string_texts(node: object) -> list[str]:
+    """The strings in an expression; an f-string as one text, its fields as ``{}``."""
+    import ast
+
+    texts, inside = [], set()
+    for n in ast.walk(node):  # type: ignore[arg-type]
+        if isinstance(n, ast.JoinedStr):
+            inside.update(id(v) for v in n.values)
+            texts.append("".join(v.value if isinstance(v, ast.Constant) else "{}" for v in n.values))
+    texts += [n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in inside]  # type: ignore[arg-type]
+    return texts
+
+
+def test_messages_raised_below_the_doors_never_name_a_cli_flag():
+    """The API speaks Python (``key=PUB``); commands/spelling.py turns that into ``--key PUB`` for the CLI and magic."""
+    import ast
+
+    flag = re.compile(r"(?<![\w`-])--[a-z][a-z0-9-]*")
+    package = Path(nbmodelpack.__file__).parent
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        if path.parent.name == "commands" or path.name in ("cli.py", "magics.py", "__main__.py"):
+            continue  # the doors themselves
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            is_error = isinstance(node.func, ast.Name) and node.func.id.endswith("Error")
+            parts = [*node.args, *(k.value for k in node.keywords if k.arg == "hint")] if is_error else [k.value for k in node.keywords if k.arg == "hint"]
+            for part in parts:
+                for text in _string_texts(part):
+                    if flag.search(re.sub(r"`[^`]*`", "", text)):  # a whole command in backquotes is fine
+                        found.append(f"{path.relative_to(package)}:{node.lineno}: {text[:80]}")
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize(
+    ("api", "cli_words"),
+    [
+        ('pass recipients=["age1…"] (or identity=nbmodelpack.Passphrase(...))', "pass --to age1… (or --passphrase)"),
+        ("pull it under another name with as_name=NAME", "pull it under another name with --as NAME"),
+        ('give a FILE.tar, or export with format="dir"', "give a FILE.tar, or export with --dir DIR"),
+        ("model_name='3d unet' is not a model name", "--model-name '3d unet' is not a model name"),
+        ("port=0 for any free one; drop int8_kernel=", "--port 0 for any free one; drop --int8-kernel"),
+    ],
+)
+def test_api_words_become_the_clis_flags(api, cli_words):
+    from nbmodelpack.commands.spelling import spell
+
+    assert spell(api, "modelpack") == cli_words
+    assert spell(api, "python") == api
 
 
 def test_a_mistyped_verb_or_flag_gets_did_you_mean_and_that_verbs_usage(cli):

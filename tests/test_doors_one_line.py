@@ -302,7 +302,7 @@ def test_import_never_replaces_a_local_version_with_another_bundle(packed, tmp_p
     torch.manual_seed(1)
     local = nbmodelpack.pack(MLP(hidden=4), "tiny", example=torch.randn(1, 1, 28, 28), metrics={}, store=mine)
     assert local.ref == "tiny:1" and local.digest != packed.digest
-    with pytest.raises(UsageError, match=r"local tiny:1 is a different bundle than the one imported \(import it under another name with --name NAME\)"):
+    with pytest.raises(UsageError, match=r"local tiny:1 is a different bundle than the one imported \(import it under another name with name=NAME\)"):
         nbmodelpack.import_(tar, store=mine)
     assert [(i.ref, i.digest) for i in nbmodelpack.ls(store=mine)] == [("tiny:1", local.digest)]
     renamed = nbmodelpack.import_(tar, name="theirs", store=mine)

@@ -44,11 +44,11 @@ def test_run_items_fails_only_the_bad_request():
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"replicas": 0}, "--replicas must be ≥ 1"),
-        ({"min_replicas": 2}, "--min-replicas needs --max-replicas"),
-        ({"min_replicas": 3, "max_replicas": 2}, "--max-replicas ≥ max(1, --min-replicas"),
-        ({"max_replicas": 2, "target_ongoing": 0}, "--target-ongoing > 0"),
-        ({"engine": "triton"}, "--engine 'triton' is not one of: modelpack, ray"),
+        ({"replicas": 0}, "replicas= must be ≥ 1"),
+        ({"min_replicas": 2}, "min_replicas= needs max_replicas="),
+        ({"min_replicas": 3, "max_replicas": 2}, "max_replicas= ≥ max(1, min_replicas="),
+        ({"max_replicas": 2, "target_ongoing": 0}, "target_ongoing= > 0"),
+        ({"engine": "triton"}, "engine='triton' is not one of: modelpack, ray"),
     ],
 )
 def test_engine_ray_refuses_impossible_scaling_options(changes, message):

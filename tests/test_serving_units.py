@@ -204,9 +204,12 @@ def test_a_model_name_clients_cannot_use_in_a_url_is_one_line(name: str) -> None
     from nbmodelpack.errors import UsageError
     from nbmodelpack.serving.options import validate
 
-    with pytest.raises(UsageError, match="--model-name") as err:
+    from nbmodelpack.commands.spelling import spell
+
+    with pytest.raises(UsageError, match="model_name=") as err:
         validate(ServeOptions(ref="m:1", model_name=name))
     assert "\n" not in str(err.value)
+    assert spell(str(err.value), "modelpack").startswith("--model-name ")  # as the CLI and the magic say it
 
 
 def test_docker_auth_config_that_is_not_json_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -59,15 +59,15 @@ def _validate(quantize: str | None, group_size: int, prune: float, structured: b
     if quantize is not None and quantize not in SCHEMES:
         raise CompressionError(f"unknown scheme {quantize!r}", hint=f"use one of {', '.join(SCHEMES)}")
     if check_int8_kernel(int8_kernel) is not None and quantize != "int8":
-        raise CompressionError(f"an int8 kernel ({int8_kernel}) needs quantize='int8'", hint="pass --quantize int8, or drop --int8-kernel")
+        raise CompressionError(f"an int8 kernel ({int8_kernel}) needs quantize='int8'", hint='pass quantize="int8", or drop int8_kernel=')
     if isinstance(prune, bool) or not isinstance(prune, int | float) or not 0.0 <= float(prune) < 1.0:
-        raise CompressionError(f"prune={prune!r} is outside [0, 1)", hint="e.g. --prune 0.5 removes half the weights")
+        raise CompressionError(f"prune={prune!r} is outside [0, 1)", hint="e.g. prune=0.5 removes half the weights")
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2 or group_size % 2:
         raise CompressionError(f"group size {group_size!r} must be an even number ≥ 2", hint="e.g. 32, 64 or 128")
     if structured and not prune:
-        raise CompressionError("structured pruning needs prune > 0", hint="e.g. --prune 0.5 --structured")
+        raise CompressionError("structured pruning needs prune > 0", hint="e.g. prune=0.5, structured=True")
     if quantize is None and not prune:
-        raise CompressionError("nothing to do", hint="pass --quantize int8|int4|fp16|bf16 and/or --prune FRACTION")
+        raise CompressionError("nothing to do", hint="pass quantize= (int8, int4, fp16 or bf16) and/or prune=FRACTION")
     if finetune is not None and not callable(finetune):
         raise UsageError("finetune must be a function (model) -> None")
 
@@ -279,7 +279,7 @@ def compress(
         work = restore(parent, trust_code=trust_code, dequantize=True)
         targets = qz.matmul_weights(work)
         if quantize in ("int8", "int4") and not qplan.plan(work, work.state_dict()).targets:
-            raise CompressionError(f"{quantize} needs Linear or Conv layers (or Embedding, RNN); {parent.name} has none", hint="use --quantize fp16 or bf16")
+            raise CompressionError(f"{quantize} needs Linear or Conv layers (or Embedding, RNN); {parent.name} has none", hint='use quantize="fp16" or quantize="bf16"')
         if prune and not targets:
             raise CompressionError(f"pruning needs Linear or Conv layers; {parent.name} has none")
         if structured and example is None:

@@ -85,7 +85,7 @@ def encrypt(
     """
     recipient_list = list(recipients or [])
     if bool(recipient_list) == (passphrase is not None):
-        raise UsageError("give recipients or a passphrase (exactly one)", hint="--to age1… [--to …] or --passphrase")
+        raise UsageError("give recipients or a passphrase (exactly one)", hint='recipients=["age1…"] or identity=nbmodelpack.Passphrase(...)')
     parsed = parse_recipients(recipient_list) if recipient_list else []
     secret = passphrase if isinstance(passphrase, Passphrase) or passphrase is None else Passphrase(passphrase)
     target = get_store(store)

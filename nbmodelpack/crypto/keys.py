@@ -56,7 +56,7 @@ def write_private(path: Path, data: bytes, *, force: bool = False) -> None:
     """Create ``path`` with mode 0600 (never briefly world-readable); refuse to overwrite unless ``force``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and not force:
-        raise UsageError(f"{path} already exists", hint="pick another path or pass --force")
+        raise UsageError(f"{path} already exists", hint="pick another path or pass force=True")
     atomic_write(path, data, mode=0o600)
 
 
@@ -109,7 +109,7 @@ def own_recipient() -> tuple[Path, str]:
     """
     path = own_identity_file()
     if path is None:
-        raise UsageError("you have no age identity to encrypt to", hint="make one with `modelpack keygen --age`, or give --to age1…")
+        raise UsageError("you have no age identity to encrypt to", hint='make one with `modelpack keygen --age`, or give recipients=["age1…"]')
     return path, recipient_of(path)
 
 
@@ -224,5 +224,5 @@ def parse_recipients(recipients: Iterable[str]) -> list[Any]:
         except RecipientError as exc:
             raise UsageError(f"{text[:24]!r} is not an age recipient ({exc})", hint="a recipient looks like age1… (print yours with `modelpack keygen --age`)") from exc
     if not out:
-        raise UsageError("no recipients given", hint="pass --to age1… (or --passphrase)")
+        raise UsageError("no recipients given", hint='pass recipients=["age1…"] (or identity=nbmodelpack.Passphrase(...))')
     return out

@@ -138,7 +138,7 @@ def capture_architecture(
         if not _rebuilds(factory, kwargs, model):
             raise ArchitectureError(
                 f"{arch}(**{kwargs}) does not build a module with this model's parameters",
-                hint="check --arch and its arguments",
+                hint="check arch= and its arguments",
             )
         return {"strategy": "class", "class": arch, "kwargs": kwargs}, []
     path = _class_path(cls)

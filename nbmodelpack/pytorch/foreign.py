@@ -136,7 +136,7 @@ def restore_foreign(
     if arch is None:
         model_type, line = bundle.foreign_plan()
         if model_type is None:
-            raise ArchitectureError(f"cannot load {bundle.name}: {line}", hint="pass arch='module.Class' (--arch) for weights whose class you know")
+            raise ArchitectureError(f"cannot load {bundle.name}: {line}", hint='pass arch="module.Class" for weights whose class you know')
     if not bundle.weight_files():
         raise BundleFormatError(f"cannot load {bundle.name}: no model.safetensors; it holds {holdings(bundle.manifest.layers)}")
     try:

@@ -176,7 +176,7 @@ def prune_structured(model: nn.Module, amount: float, example: Any) -> dict[str,
     if not groups:
         raise CompressionError(
             "no layer can lose channels: none feeds exactly one next Linear/Conv through channel-wise ops",
-            hint="use unstructured pruning (without --structured)",
+            hint="use unstructured pruning (without structured=True)",
         )
     state = {k: v.detach() for k, v in model.state_dict().items()}
     new: dict[str, torch.Tensor] = {}

@@ -207,7 +207,7 @@ class RegistryClient:
             try:
                 resp = self.session.request(method, url, headers=hdrs, data=data, stream=True, timeout=_TIMEOUT, allow_redirects=False)
             except requests.exceptions.SSLError as exc:
-                raise RemoteUnavailable(f"TLS handshake with {self.host} failed", hint="for a plain-HTTP registry add the remote with --insecure") from exc
+                raise RemoteUnavailable(f"TLS handshake with {self.host} failed", hint="for a plain-HTTP registry add the remote with insecure=True") from exc
             except (requests.ConnectionError, requests.Timeout) as exc:
                 raise RemoteUnavailable(f"cannot reach {self.host}", hint="is the registry running and the URL right? see `modelpack remote ls`") from exc
             except requests.RequestException as exc:

@@ -212,7 +212,7 @@ def pull(remote_ref: str, *, as_name: str | None = None, store: Store | str | No
     target, ref, repo = split_remote_ref(remote_ref)
     name = as_name or repo.rsplit("/", 1)[-1]
     if not NAME_RE.match(name):
-        raise UsageError(f"cannot use {name!r} as a local name", hint="pass --as NAME")
+        raise UsageError(f"cannot use {name!r} as a local name", hint="pass as_name=NAME")
     reference = ref.digest or ref.tag or "latest"
     return pull_from(open_transport(target), local, repo, reference, name=name, tag=ref.tag, origin=remote_ref)
 
@@ -278,7 +278,7 @@ def _local_tags(local: Store, name: str, manifest: Manifest, tag: str | None, or
     if tag and not tag.isdigit():
         wanted.append(tag)
     existing = {t: d for (n, d), ts in local.refs().items() if n == name for t in ts}
-    tags = arrival_tags(name, manifest.digest, wanted, existing, origin=origin, hint="pull it under another name with --as NAME", move_named=True)
+    tags = arrival_tags(name, manifest.digest, wanted, existing, origin=origin, hint="pull it under another name with as_name=NAME", move_named=True)
     return tags or ["latest"]
 
 

@@ -110,31 +110,31 @@ def validate(options: ServeOptions) -> None:
     Example:
         >>> validate(ServeOptions(ref="m:1", host="0.0.0.0"))
         Traceback (most recent call last):
-        nbmodelpack.errors.ServingError: serve: refusing to listen on 0.0.0.0 without a token (pass --token (or set NBMODELPACK_SERVE_TOKEN), or keep the default --host 127.0.0.1)
+        nbmodelpack.errors.ServingError: serve: refusing to listen on 0.0.0.0 without a token (pass token=TOKEN (or set NBMODELPACK_SERVE_TOKEN), or keep the default host="127.0.0.1")
     """
     if not is_loopback(options.host) and not options.token:
         raise ServingError(
             f"refusing to listen on {options.host} without a token",
-            hint="pass --token (or set NBMODELPACK_SERVE_TOKEN), or keep the default --host 127.0.0.1",
+            hint='pass token=TOKEN (or set NBMODELPACK_SERVE_TOKEN), or keep the default host="127.0.0.1"',
         )
     if options.workers < 1 or options.max_batch < 1 or options.max_delay_ms < 0 or options.max_body < 1024:
-        raise UsageError("--workers and --max-batch must be ≥ 1, --max-delay-ms ≥ 0, --max-body ≥ 1024")
+        raise UsageError("workers= and max_batch= must be ≥ 1, max_delay_ms= ≥ 0, max_body= ≥ 1024")
     if options.model_name is not None and not _MODEL_NAME.fullmatch(options.model_name):
-        raise UsageError(f"--model-name {options.model_name[:40]!r} is not a model name", hint="use lowercase letters, digits, '.', '_' and '-' (at most 63)")
+        raise UsageError(f"model_name={options.model_name[:40]!r} is not a model name", hint="use lowercase letters, digits, '.', '_' and '-' (at most 63)")
     if not 0 <= options.port <= 65535:
-        raise UsageError(f"--port {options.port} is not a port number")
+        raise UsageError(f"port={options.port} is not a port number")
     if options.int8_kernel not in (None, "weight-only", "dynamic"):
         raise UsageError(f"int8 kernel {str(options.int8_kernel)[:40]!r} is not one of weight-only, dynamic", hint="the default, weight-only, matches compress's weights exactly")
     if options.engine not in ENGINES:
-        raise UsageError(f"--engine {options.engine[:20]!r} is not one of: {', '.join(ENGINES)}")
+        raise UsageError(f"engine={options.engine[:20]!r} is not one of: {', '.join(ENGINES)}")
     if options.engine == "ray":
         if importlib.util.find_spec("ray") is None:  # said before any bundle is read or process started
             raise UsageError(RAY_NOT_INSTALLED)
         low, high = options.min_replicas, options.max_replicas
         if options.replicas < 1 or (low is not None and low < 0) or (high is not None and high < max(1, low or 0)) or options.target_ongoing <= 0:
-            raise UsageError("--replicas must be ≥ 1, --max-replicas ≥ max(1, --min-replicas ≥ 0), --target-ongoing > 0")
+            raise UsageError("replicas= must be ≥ 1, max_replicas= ≥ max(1, min_replicas= ≥ 0), target_ongoing= > 0")
         if low is not None and high is None:
-            raise UsageError("--min-replicas needs --max-replicas (autoscaling is on when --max-replicas is given)")
+            raise UsageError("min_replicas= needs max_replicas= (autoscaling is on when max_replicas= is given)")
 
 
 __all__ = ["ENGINES", "IDENTITY_ENV", "OPTIONS_ENV", "PASSPHRASE_ENV", "RAY_NOT_INSTALLED", "SECRETS", "TOKEN_ENV", "ServeOptions", "is_loopback", "validate"]

@@ -91,7 +91,7 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind((host.strip("[]"), port))
     except OSError as exc:
         sock.close()
-        raise ServingError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint="pick another --port, or --port 0 for any free one") from exc
+        raise ServingError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint="pick another port=PORT, or port=0 for any free one") from exc
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock

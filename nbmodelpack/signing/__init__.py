@@ -66,7 +66,7 @@ def _default_verify_keys() -> list[str]:
     try:
         private = find_signing_key()
     except SignatureError:
-        raise SignatureError("no public key to verify with", hint="pass --key PUB, or list trusted keys under [trust] in config.toml") from None
+        raise SignatureError("no public key to verify with", hint="pass key=PUB, or list trusted keys under [trust] in config.toml") from None
     pub = private.with_name(private.name + ".pub")
     return [str(pub if pub.is_file() else private)]
 
@@ -192,7 +192,7 @@ def verify_bundle(bundle: StoredBundle, keys: Sequence[str | os.PathLike[str]]) 
         return result
     pems = public_key_pems(keys)
     if not pems:
-        raise SignatureError("no public key to verify with", hint="pass --key PUB")
+        raise SignatureError("no public key to verify with", hint="pass key=PUB")
     files = [d for d in bundle.manifest.layers if d.filepath != SIGNATURE_FILE]
     result.files = [d.filepath for d in files]
     problems: list[str] = []

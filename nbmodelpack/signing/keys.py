@@ -39,7 +39,7 @@ def keygen_signing(out: str | os.PathLike[str] | None = None, *, force: bool = F
     private_path = Path(out).expanduser() if out else paths.keys_dir() / DEFAULT_KEY_FILE
     public_path = private_path.with_name(private_path.name + ".pub")
     if public_path.exists() and not force:
-        raise UsageError(f"{public_path} already exists", hint="pick another path or pass --force")
+        raise UsageError(f"{public_path} already exists", hint="pick another path or pass force=True")
     key = ec.generate_private_key(ec.SECP256R1())
     private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     write_private(private_path, private_pem, force=force)
@@ -72,7 +72,7 @@ def find_signing_key(key: str | os.PathLike[str] | None = None) -> Path:
     else:
         path = paths.keys_dir() / DEFAULT_KEY_FILE
         if not path.exists():
-            raise SignatureError("no signing key", hint=f"pass --key PEM, set {SIGNING_ENV}, or run `modelpack keygen --signing`")
+            raise SignatureError("no signing key", hint=f"pass key=PEM, set {SIGNING_ENV}, or run `modelpack keygen --signing`")
     if not path.is_file():
         raise SignatureError(f"no signing key at {path}", hint="make one with `modelpack keygen --signing FILE`")
     return path
