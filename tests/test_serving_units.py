@@ -201,10 +201,9 @@ def test_a_worker_whose_model_fails_to_load_answers_not_ready_in_one_line(capfd)
 
 @pytest.mark.parametrize("name", ["Has Space", "UPPER", "-leading", "x" * 64])
 def test_a_model_name_clients_cannot_use_in_a_url_is_one_line(name: str) -> None:
+    from nbmodelpack.commands.spelling import spell
     from nbmodelpack.errors import UsageError
     from nbmodelpack.serving.options import validate
-
-    from nbmodelpack.commands.spelling import spell
 
     with pytest.raises(UsageError, match="model_name=") as err:
         validate(ServeOptions(ref="m:1", model_name=name))

@@ -157,6 +157,30 @@ def test_encrypted_shards_are_decrypted_side_by_side(tmp_path: Path, monkeypatch
     assert most[0] >= 2
 
 
+def test_a_decrypt_that_fails_on_a_later_shard_makes_no_version_and_leaves_no_plaintext(tmp_path: Path, home: Path) -> None:
+    model = marked_mlp().eval()
+    packed = nbmodelpack.pack(model, "sealed", example=X, shard_size=SHARD)
+    key = tmp_path / "key.txt"
+    _, recipient = nbmodelpack.keygen_age(key)
+    sealed = nbmodelpack.encrypt(packed.ref, recipients=[recipient])
+    nbmodelpack.rm(packed.ref)
+    nbmodelpack.gc(grace_seconds=0)  # only the ciphertext is left
+    store = nbmodelpack.get_store()
+    bundle = store.open(sealed.ref)
+    first, last = bundle.weight_files()[0], bundle.weight_files()[-1]
+    assert files_containing([home], plaintext_marker(model)) == []
+    damaged = store.blob_path(bundle.descriptor(last).digest)
+    data = bytearray(damaged.read_bytes())
+    data[-1] ^= 1
+    damaged.chmod(0o644)
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(nbmodelpack.ModelPackError, match=last):
+        nbmodelpack.decrypt(sealed.ref, identity=key)
+    # The first shard was decrypted into the store before the last one failed; it is gone again.
+    assert [i.ref for i in nbmodelpack.ls()] == [sealed.ref]
+    assert files_containing([home], plaintext_marker(model)) == [], first
+
+
 def test_compress_of_a_sharded_parent_writes_a_sharded_child_that_loads() -> None:
     with edit_config() as cfg:
         cfg["pack"] = {"shard_size": "20kB"}

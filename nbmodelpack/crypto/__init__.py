@@ -47,6 +47,7 @@ from ..bundle.manifest import Descriptor, Manifest
 from ..bundle.shards import INDEX
 from ..errors import IntegrityError, ModelPackError, UsageError
 from ..store import Store, StoredBundle, get_store, register_codec
+from ..store.maintenance import drop_unreferenced
 from .age import cli_encrypts, decrypt_layer, decrypt_stream, encrypt_bytes, encrypt_stream
 from .keys import (
     DEFAULT_IDENTITY_FILE,
@@ -145,7 +146,9 @@ def _write_file(path: Path, *, write: Callable[[IO[bytes]], None]) -> None:
 def decrypt(ref: str, *, identity: Any = None, tags: Iterable[str] = (), store: Store | str | None = None) -> BundleInfo:
     """Make an explicit plaintext version of an encrypted bundle (its layers written to the store).
 
-    Every layer is decrypted in memory first; if any fails, nothing is written.
+    Each layer is streamed from its ciphertext into the store (memory stays bounded
+    whatever the model's size); if any fails, no version is made and the plaintext
+    blobs already written are removed again.
 
     Example:
         >>> nbmodelpack.decrypt("mnist-mlp:2", identity="~/.age/me.txt").badges  # doctest: +SKIP
@@ -159,15 +162,24 @@ def decrypt(ref: str, *, identity: Any = None, tags: Iterable[str] = (), store: 
     params = {"layers": [d.filepath for d in encrypted]}
     draft = Draft.from_parent(parent.manifest, name=parent.name, op="decrypt", params=params)
     draft.layers = [d for d in draft.layers if d.filepath != SIGNATURE_FILE]
-    opened = {d.filepath: parent.plaintext(d.filepath, identity=identity, inflate=False) for d in encrypted}
-    for desc in encrypted:
-        diff_id = draft.diff_ids.get(desc.digest)
-        inner = tuple(e for e in desc.encodings if e != mt.AGE)
-        plain = target.put_layer(desc.filepath, mt.base_media_type(desc.media_type), opened[desc.filepath], encodings=inner)
-        if mt.ZSTD in inner and mt.PLAIN_SIZE in desc.annotations:
-            plain = dataclasses.replace(plain, annotations={**plain.annotations, mt.PLAIN_SIZE: desc.annotations[mt.PLAIN_SIZE]})
-        draft.replace_layer(plain, diff_id=diff_id)
-    return target.commit(draft, tags=tags)
+    written: list[str] = []
+    try:
+        for desc in encrypted:
+            diff_id = draft.diff_ids.get(desc.digest)
+            inner = tuple(e for e in desc.encodings if e != mt.AGE)
+
+            def unwrap(out: IO[bytes], filepath: str = desc.filepath) -> None:
+                parent.unwrap_into(filepath, out, identity=identity, inflate=False)
+
+            plain = target.put_streamed(desc.filepath, mt.base_media_type(desc.media_type), unwrap, encodings=inner)
+            written.append(plain.digest)
+            if mt.ZSTD in inner and mt.PLAIN_SIZE in desc.annotations:
+                plain = dataclasses.replace(plain, annotations={**plain.annotations, mt.PLAIN_SIZE: desc.annotations[mt.PLAIN_SIZE]})
+            draft.replace_layer(plain, diff_id=diff_id)
+        return target.commit(draft, tags=tags)
+    except BaseException:
+        drop_unreferenced(target, written)  # no version: none of its plaintext stays
+        raise
 
 
 def check_binding(manifest: Manifest, desc: Descriptor) -> None:

@@ -47,10 +47,11 @@ from ..errors import (
 from ..progress import progress
 from ..store import Store, StoredBundle, get_store
 from ..store.index import arrival_tags
+from ..store.maintenance import drop_unreferenced
 from . import published
 from .config import Remote, get_remote, list_remotes, split_remote_ref
 from .connect import open_transport
-from .transfers import drop_arrived, in_parallel, receive, workers
+from .transfers import in_parallel, receive, workers
 from .transport import Transport, check_manifest_bytes
 
 PullCheck = Callable[[StoredBundle], Any]
@@ -255,7 +256,7 @@ def pull_from(
         raise  # interrupted, or the connection was lost: the verified blobs stay for the next pull
     except BaseException:
         with contextlib.suppress(ModelPackError, OSError):  # the refusal is the error to show; gc removes what stays
-            drop_arrived(local, arrived)  # refused: nothing of it stays
+            drop_unreferenced(local, arrived)  # refused: nothing of it stays
         raise
 
 

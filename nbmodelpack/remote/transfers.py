@@ -9,8 +9,6 @@
   bytes) and renames the file into place only when the digest matches. A blob is
   therefore in the store only when whole and verified, which is what lets an
   interrupted pull keep what it finished.
-- :func:`drop_arrived` removes the blobs a refused pull brought in, unless a
-  version now refers to them.
 
 Example:
     >>> in_parallel(lambda d, on_bytes: d.size, [], print)
@@ -21,13 +19,12 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 from ..bundle.manifest import Descriptor
 from ..store import Store
-from ..store.maintenance import referenced
 
 DEFAULT_WORKERS = 4
 T = TypeVar("T")
@@ -106,19 +103,3 @@ def receive(store: Store, chunks: Iterator[bytes], *, expected: str, what: str) 
         close = getattr(chunks, "close", None)  # a generator: closes the HTTP response, however it ended
         if close is not None:
             close()
-
-
-def drop_arrived(store: Store, digests: Iterable[str]) -> None:
-    """Remove blobs a refused pull brought into ``store``, keeping any a version refers to (checked under the store lock).
-
-    Example:
-        >>> drop_arrived(store, ["sha256:" + "0" * 64])  # doctest: +SKIP
-    """
-    wanted = list(digests)
-    if not wanted:
-        return
-    with store.lock():
-        live = referenced(store)
-        for digest in wanted:
-            if digest not in live:
-                store.blobs.remove(digest)

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,6 +52,24 @@ def referenced(store: Store) -> set[str]:
         live.add(manifest.config.digest)
         live.update(d.digest for d in manifest.layers)
     return live
+
+
+def drop_unreferenced(store: Store, digests: Iterable[str]) -> None:
+    """Remove blobs an unfinished operation wrote (a refused pull, a failed decrypt), keeping any a version refers to.
+
+    Checked under the store lock, so a version committed meanwhile keeps its blobs.
+
+    Example:
+        >>> drop_unreferenced(store, ["sha256:" + "0" * 64])  # doctest: +SKIP
+    """
+    wanted = list(digests)
+    if not wanted:
+        return
+    with store.lock():
+        live = referenced(store)
+        for digest in wanted:
+            if digest not in live:
+                store.blobs.remove(digest)
 
 
 def _digests_named_in(store: Store, digest: str) -> set[str]:

@@ -288,10 +288,10 @@ class StoredBundle:
         finally:
             os.close(fd)
 
-    def unwrap_into(self, filepath: str, out: IO[bytes], *, identity: Any = None, verify: bool = False) -> None:
+    def unwrap_into(self, filepath: str, out: IO[bytes], *, identity: Any = None, verify: bool = False, inflate: bool = True) -> None:
         """Stream a wrapped layer's plaintext into ``out``: decrypted and inflated on the way, one chunk at a time.
 
-        The stored bytes are hashed on another thread while they are decoded; a
+        ``inflate=False`` stops after decryption, as in :meth:`plaintext`. The stored bytes are hashed on another thread while they are decoded; a
         mismatch is raised (in preference to any decoding error) before this
         returns, so nothing written to ``out`` may be used until it returns.
 
@@ -302,18 +302,18 @@ class StoredBundle:
         desc = self.descriptor(filepath)
         check = self.store.check_blob(desc.digest, what=filepath, verify=verify)  # no hash while its record matches
         try:
-            self._decode_stream(desc, out, identity)
+            self._decode_stream(desc, out, identity, inflate=inflate)
         except ModelPackError:
             check()  # a damaged blob is reported as such, not as the decoding error it caused
             raise
         check()
 
-    def _decode_stream(self, desc: Descriptor, out: IO[bytes], identity: Any) -> None:
+    def _decode_stream(self, desc: Descriptor, out: IO[bytes], identity: Any, *, inflate: bool = True) -> None:
         wrapping = _wrapping(desc)
         encrypted = mt.AGE in wrapping
         sink = out
         inflater = None
-        if mt.ZSTD in wrapping:
+        if mt.ZSTD in wrapping and inflate:
             inflater = zstd_inflater(desc, out, desc.size)
             sink = cast(IO[bytes], inflater)
         with self.store.open_blob(desc.digest, what=desc.filepath) as source:
