@@ -243,18 +243,14 @@ class StoredBundle:
         """The stored (possibly compressed or encrypted) bytes of a layer, verified."""
         return self.store.read_blob(self.descriptor(filepath).digest, what=filepath, limit=limit, verify=verify)
 
-    def plaintext(
-        self, filepath: str, *, identity: Any = None, inflate: bool = True, limit: int | None = None, verify: bool = False
-    ) -> bytes:
-        """A layer's content with its wrappers removed: age-decrypted (in memory), then zstd-inflated.
+    def plaintext(self, filepath: str, *, identity: Any = None, limit: int | None = None, verify: bool = False) -> bytes:
+        """A small layer's content with its wrappers removed: age-decrypted (in memory), then zstd-inflated.
 
-        ``inflate=False`` stops after decryption (``decrypt`` keeps compressed layers compressed).
+        For weights, :meth:`plain_file` and :meth:`unwrap_into` stream instead.
         """
         desc = self.descriptor(filepath)
         data = self.read(filepath, limit=limit, verify=verify)  # ciphertext and compressed bytes are verified before decoding
         for encoding in reversed(_wrapping(desc)):  # outermost wrapper first
-            if encoding == mt.ZSTD and not inflate:
-                break
             data = codec("+" + encoding)(self, desc, data, identity)
         return data
 
@@ -291,7 +287,8 @@ class StoredBundle:
     def unwrap_into(self, filepath: str, out: IO[bytes], *, identity: Any = None, verify: bool = False, inflate: bool = True) -> None:
         """Stream a wrapped layer's plaintext into ``out``: decrypted and inflated on the way, one chunk at a time.
 
-        ``inflate=False`` stops after decryption, as in :meth:`plaintext`. The stored bytes are hashed on another thread while they are decoded; a
+        ``inflate=False`` stops after decryption (``decrypt`` keeps compressed layers compressed).
+        The stored bytes are hashed on another thread while they are decoded; a
         mismatch is raised (in preference to any decoding error) before this
         returns, so nothing written to ``out`` may be used until it returns.
 
