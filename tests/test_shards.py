@@ -107,12 +107,17 @@ def test_a_big_model_whose_rebuild_differs_is_still_run_and_refused() -> None:
     assert not list(nbmodelpack.get_store().blob_dir.glob(".tmp-*"))  # no half-written weights left behind
 
 
-def test_encrypt_covers_every_shard_and_the_index_and_the_key_loads_it(tmp_path: Path, home: Path) -> None:
+def _sealed_shards(tmp_path: Path) -> tuple[Any, nbmodelpack.BundleInfo, nbmodelpack.BundleInfo, Path]:
+    """The marked MLP packed as shards, and its version encrypted to a new key: (model, packed, sealed, key file)."""
     model = marked_mlp().eval()
     packed = nbmodelpack.pack(model, "sealed", example=X, shard_size=SHARD)
     key = tmp_path / "key.txt"
     _, recipient = nbmodelpack.keygen_age(key)
-    sealed = nbmodelpack.encrypt(packed.ref, recipients=[recipient])
+    return model, packed, nbmodelpack.encrypt(packed.ref, recipients=[recipient]), key
+
+
+def test_encrypt_covers_every_shard_and_the_index_and_the_key_loads_it(tmp_path: Path, home: Path) -> None:
+    model, packed, sealed, key = _sealed_shards(tmp_path)
     bundle = nbmodelpack.get_store().open(sealed.ref)
     for filepath in [*bundle.weight_files(), INDEX]:
         desc = bundle.descriptor(filepath)
@@ -132,11 +137,7 @@ def test_encrypted_shards_are_decrypted_side_by_side(tmp_path: Path, monkeypatch
 
     from nbmodelpack.store import opened
 
-    model = marked_mlp().eval()
-    packed = nbmodelpack.pack(model, "sealed", example=X, shard_size=SHARD)
-    key = tmp_path / "key.txt"
-    _, recipient = nbmodelpack.keygen_age(key)
-    sealed = nbmodelpack.encrypt(packed.ref, recipients=[recipient])
+    model, packed, sealed, key = _sealed_shards(tmp_path)
     assert len(nbmodelpack.get_store().open(sealed.ref).weight_files()) >= 2
     decode = opened._STREAM_CODECS[mt.AGE_SUFFIX]
     active, most, lock = [0], [0], threading.Lock()
@@ -158,11 +159,7 @@ def test_encrypted_shards_are_decrypted_side_by_side(tmp_path: Path, monkeypatch
 
 
 def test_a_decrypt_that_fails_on_a_later_shard_makes_no_version_and_leaves_no_plaintext(tmp_path: Path, home: Path) -> None:
-    model = marked_mlp().eval()
-    packed = nbmodelpack.pack(model, "sealed", example=X, shard_size=SHARD)
-    key = tmp_path / "key.txt"
-    _, recipient = nbmodelpack.keygen_age(key)
-    sealed = nbmodelpack.encrypt(packed.ref, recipients=[recipient])
+    model, packed, sealed, key = _sealed_shards(tmp_path)
     nbmodelpack.rm(packed.ref)
     nbmodelpack.gc(grace_seconds=0)  # only the ciphertext is left
     store = nbmodelpack.get_store()
