@@ -204,10 +204,6 @@ class Store:
         """
         return self.blobs.read(digest, what=what, limit=limit, verify=verify)
 
-    def verify_in_background(self, digest: str, *, what: str = "") -> Callable[[], None]:
-        """Hash a blob on a second thread; the returned ``check()`` waits and raises on a mismatch."""
-        return self.blobs.verify_in_background(digest, what=what)
-
     def check_blob(self, digest: str, *, what: str = "", verify: bool = False) -> Callable[[], None]:
         """Verify a blob before use: no hash while its record matches (unless ``verify``), else one on a second thread.
 
@@ -225,7 +221,7 @@ class Store:
         return self.blobs.is_recorded(digest)
 
     def open_blob(self, digest: str, *, what: str = "") -> contextlib.AbstractContextManager[IO[bytes]]:
-        """A blob file opened for reading, unverified: callers hash it alongside (:meth:`verify_in_background`)."""
+        """A blob file opened for reading (no links, FIFOs or devices), unverified: callers verify it alongside (:meth:`check_blob`)."""
         return self.blobs._open(digest, what)
 
     def put_streamed(

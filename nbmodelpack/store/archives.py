@@ -45,9 +45,9 @@ def _stream(bundle: StoredBundle, desc: Descriptor) -> Iterator[IO[bytes]]:
     """The layer's tar stream (decompressed as its media type says), from its verified blob."""
     import zstandard
 
-    check = bundle.store.verify_in_background(desc.digest, what=desc.filepath)
+    check = bundle.store.check_blob(desc.digest, what=desc.filepath)
     try:
-        with open(bundle.store.blob_path(desc.digest), "rb") as raw:
+        with bundle.store.open_blob(desc.digest, what=desc.filepath) as raw:
             kind = mt.archive_of(desc.media_type)
             if kind == "gz":
                 with gzip.GzipFile(fileobj=raw) as unzipped:

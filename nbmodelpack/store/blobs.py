@@ -391,7 +391,7 @@ class Blobs:
         """
         path = self.path(digest)
         before = file_identity(path)
-        if verify or self.records is None or not self.records.matches(digest, before):
+        if verify or not self.is_recorded(digest, before):
             return self.verify_in_background(digest, what=what)
 
         def check() -> None:

@@ -160,9 +160,7 @@ def fsck(store: Store) -> list[FsckProblem]:
                 before = file_identity(path)
                 if hash_file(path) != desc.digest:
                     problems.append(FsckProblem(desc.digest, what, "corrupted (content does not match digest)"))
-                    store.blobs.forget_record(desc.digest)
-                    continue
-                if before == file_identity(path):
+                elif before == file_identity(path):
                     store.blobs.record(desc.digest, before)
     for problem in problems:
         store.blobs.forget_record(problem.digest)

@@ -26,13 +26,12 @@ import re
 import secrets
 import stat
 import threading
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .. import paths
-from .._files import create_once
+from .._files import atomic_write, create_once
 
 RECORD_DIR = ".verified"
 KEY_FILE = ".verified.key"
@@ -106,6 +105,24 @@ def _mac(key: bytes, digest: str, ident: Identity) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
+def _read_json(path: Path, cap: int) -> Any:
+    """A small JSON file of ours: a regular file (no link, FIFO or device), at most ``cap`` bytes read.
+
+    Raises ``OSError`` or ``ValueError``; every caller treats either as "no record".
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise ValueError(f"{path.name} is not a regular file")
+        return json.loads(f.read(cap + 1)[:cap])
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    # Not fsynced: a record lost in a crash only costs a re-hash.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(doc).encode(), fsync=False)
+
+
 class Records:
     """The verification records of one store (``root/.verified``).
 
@@ -129,11 +146,7 @@ class Records:
         if ident is None:
             return False
         try:
-            fd = os.open(self.path(digest), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-            with os.fdopen(fd, "rb") as f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    return False
-                doc = json.loads(f.read(_MAX_RECORD_BYTES + 1)[:_MAX_RECORD_BYTES])
+            doc = _read_json(self.path(digest), _MAX_RECORD_BYTES)
             recorded = tuple(int(doc[k]) for k in _FIELDS)
             mac = str(doc["mac"])
             key = _key()
@@ -149,16 +162,9 @@ class Records:
         if ident is None:
             return
         with contextlib.suppress(OSError, PermissionError):
-            doc = dict(zip(_FIELDS, ident, strict=True))
-            doc["mac"] = _mac(_key(), digest, ident)  # type: ignore[assignment]
-            self.dir.mkdir(exist_ok=True)
-            tmp = self.dir / f".tmp-{uuid.uuid4().hex}"
-            try:
-                with open(tmp, "x") as f:
-                    json.dump(doc, f)
-                os.replace(tmp, self.path(digest))
-            finally:
-                tmp.unlink(missing_ok=True)
+            doc: dict[str, Any] = dict(zip(_FIELDS, ident, strict=True))
+            doc["mac"] = _mac(_key(), digest, ident)
+            _write_json(self.path(digest), doc)
 
     def forget(self, digest: str) -> None:
         """Drop a blob's record (it was removed, or found damaged)."""
@@ -173,24 +179,12 @@ class Records:
         with contextlib.suppress(OSError, PermissionError, TypeError, ValueError):
             body = json.dumps(doc, sort_keys=True)
             mac = hmac.new(_key(), f"{kind}|{key}|{body}".encode(), hashlib.sha256).hexdigest()
-            folder = self.dir / kind
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f".tmp-{uuid.uuid4().hex}"
-            try:
-                with open(tmp, "x") as f:
-                    json.dump({"doc": body, "mac": mac}, f)
-                os.replace(tmp, folder / key)
-            finally:
-                tmp.unlink(missing_ok=True)
+            _write_json(self.dir / kind / key, {"doc": body, "mac": mac})
 
     def read_note(self, kind: str, key: str) -> dict[str, Any] | None:
         """A document :meth:`write_note` kept, or ``None`` (none, garbled, or not MAC'd by this user)."""
         try:
-            fd = os.open(self.dir / kind / key, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-            with os.fdopen(fd, "rb") as f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    return None
-                outer = json.loads(f.read(_MAX_NOTE_BYTES + 1)[:_MAX_NOTE_BYTES])
+            outer = _read_json(self.dir / kind / key, _MAX_NOTE_BYTES)
             body, mac = str(outer["doc"]), str(outer["mac"])
             expected = hmac.new(_key(), f"{kind}|{key}|{body}".encode(), hashlib.sha256).hexdigest()
             doc = json.loads(body) if hmac.compare_digest(mac, expected) else None
@@ -211,7 +205,7 @@ class Records:
                 continue
             for path in entries:
                 with contextlib.suppress(OSError):
-                    if path.name.startswith(".tmp-"):
+                    if ".tmp-" in path.name:  # atomic_write's temp file, left by a killed writer
                         if path.lstat().st_mtime < cutoff:
                             path.unlink()
                     elif _HEX64.fullmatch(path.name) and not present("sha256:" + path.name):
@@ -222,11 +216,3 @@ class Records:
             return [p for p in self.dir.iterdir() if p.is_dir() and not p.is_symlink()]
         except OSError:
             return []
-
-    def digests(self) -> list[str]:
-        """Every digest that has a record file (valid or not)."""
-        try:
-            names = [p.name for p in self.dir.iterdir()]
-        except OSError:
-            return []
-        return ["sha256:" + n for n in names if _HEX64.fullmatch(n)]
