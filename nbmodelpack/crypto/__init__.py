@@ -34,6 +34,7 @@ passphrase-encrypted layers ``$NBMODELPACK_PASSPHRASE``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from collections.abc import Callable, Iterable
@@ -178,7 +179,8 @@ def decrypt(ref: str, *, identity: Any = None, tags: Iterable[str] = (), store: 
             draft.replace_layer(plain, diff_id=diff_id)
         return target.commit(draft, tags=tags)
     except BaseException:
-        drop_unreferenced(target, written)  # no version: none of its plaintext stays
+        with contextlib.suppress(ModelPackError, OSError):  # the failure is the error to show; gc removes what stays
+            drop_unreferenced(target, written)  # no version: none of its plaintext stays
         raise
 
 

@@ -202,7 +202,8 @@ def _mount_sources(local: Store, target: Remote, repo: str) -> dict[str, str]:
 def pull(remote_ref: str, *, as_name: str | None = None, store: Store | str | None = None) -> BundleInfo:
     """Pull ``REMOTE/NAME:TAG`` into the local store, re-hashing every blob and the manifest.
 
-    Nothing is written unless every byte verifies. The local version keeps the
+    No version is made unless every byte verifies (blobs enter the store one by one, each
+    whole and hashed; an interrupted pull keeps them for the next). The local version keeps the
     remote's version number (and a non-numeric tag such as ``latest``).
 
     Example:

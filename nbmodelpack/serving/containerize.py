@@ -29,7 +29,7 @@ import yaml
 
 from ..bundle.architecture import tree_nodes
 from ..errors import UsageError
-from .kserve import isvc_name, serving_runtime
+from .kserve import isvc_name, serving_runtime, token_env
 
 APP = "/opt/modelpack"
 HOME = "/home/modelpack"
@@ -139,9 +139,8 @@ def kserve_manifest(*, name: str, image: str, port: int, ref: str, workers: int)
     that name (``--model-name``), so ``/v2/models/<isvc>/infer`` reaches the model.
     """
     k8s_name = isvc_name(name)
-    token_env = {"name": "NBMODELPACK_SERVE_TOKEN", "valueFrom": {"secretKeyRef": {"name": f"{k8s_name}-token", "key": "token"}}}
     args = [ref, "--model-name", k8s_name, "--host", "0.0.0.0", "--port", str(port), "--workers", str(workers)]
-    runtime = serving_runtime(f"modelpack-{k8s_name}", image=image, port=port, args=args, env=[token_env])
+    runtime = serving_runtime(f"modelpack-{k8s_name}", image=image, port=port, args=args, env=[token_env(k8s_name)])
     isvc = {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",

@@ -25,13 +25,20 @@ from typing import Any
 
 import yaml
 
-from ..errors import UsageError
+from ..errors import IntegrityError, UsageError
+from .options import IDENTITY_ENV, TOKEN_ENV
 
 SCHEME = "modelpack://"
 MOUNT = "/mnt/models"  # where KServe's storage initializer writes and the predictor reads
 STORE_SUBDIR = "store"
 LOCAL_NAME = "model"  # the one bundle a storage-initialized store holds
 RUNTIME = "modelpack-v2"
+# The pod's store is the initializer's download; home (records key, config) is scratch.
+_STORE_ENV = (
+    {"name": "NBMODELPACK_STORE", "value": f"{MOUNT}/{STORE_SUBDIR}"},
+    {"name": "NBMODELPACK_HOME", "value": "/tmp/modelpack"},
+    {"name": "NBMODELPACK_NO_PROGRESS", "value": "1"},
+)
 KEY_DIR = "/var/run/secrets/modelpack-key"
 KEY_FILE = "identity.txt"
 # KServe derives Service and Deployment names from the InferenceService name (adding
@@ -133,12 +140,7 @@ def manifests(*, name: str, uri: str, image: str, port: int = 8080, encrypted: b
                 "command": ["modelpack", "storage-init"],  # KServe appends [storageUri, /mnt/models]
                 # The store on the shared volume holds the record key too, so the server believes
                 # the records this pull wrote and maps the weights without hashing them again.
-                "env": [
-                    {"name": "NBMODELPACK_STORE", "value": f"{MOUNT}/{STORE_SUBDIR}"},
-                    {"name": "NBMODELPACK_HOME", "value": "/tmp/modelpack"},
-                    {"name": "NBMODELPACK_NO_PROGRESS", "value": "1"},
-                    registry_auth,
-                ],
+                "env": [*_STORE_ENV, registry_auth],
                 "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
                 "securityContext": non_root,
             },
@@ -147,23 +149,18 @@ def manifests(*, name: str, uri: str, image: str, port: int = 8080, encrypted: b
     }
     # {{.Name}} is the InferenceService name: clients call /v2/models/<that name>/infer.
     args = [LOCAL_NAME, "--model-name", "{{.Name}}", "--host", "0.0.0.0", "--port", str(port), "--workers", "1"]
-    env = [
-        {"name": "NBMODELPACK_STORE", "value": f"{MOUNT}/{STORE_SUBDIR}"},
-        {"name": "NBMODELPACK_HOME", "value": "/tmp/modelpack"},
-        {"name": "NBMODELPACK_NO_PROGRESS", "value": "1"},
-    ]
-    runtime = serving_runtime(RUNTIME, image=image, port=port, args=args, env=env, command=["modelpack", "serve"])
+    runtime = serving_runtime(RUNTIME, image=image, port=port, args=args, env=list(_STORE_ENV), command=["modelpack", "serve"])
     model: dict[str, Any] = {
         "modelFormat": {"name": "modelpack"},
         "runtime": RUNTIME,
         "protocolVersion": "v2",
         "storageUri": uri,
         # The server listens on 0.0.0.0 in the pod, so it requires a bearer token.
-        "env": [{"name": "NBMODELPACK_SERVE_TOKEN", "valueFrom": {"secretKeyRef": {"name": f"{isvc}-token", "key": "token"}}}],
+        "env": [token_env(isvc)],
     }
     predictor: dict[str, Any] = {"model": model}
     if encrypted:
-        model["env"].append({"name": "NBMODELPACK_SERVE_IDENTITY", "value": f"{KEY_DIR}/{KEY_FILE}"})
+        model["env"].append({"name": IDENTITY_ENV, "value": f"{KEY_DIR}/{KEY_FILE}"})
         model["volumeMounts"] = [{"name": "age-key", "mountPath": KEY_DIR, "readOnly": True}]
         predictor["volumes"] = [{"name": "age-key", "secret": {"secretName": f"{isvc}-age-key", "defaultMode": 0o400}}]
     service = {
@@ -173,6 +170,16 @@ def manifests(*, name: str, uri: str, image: str, port: int = 8080, encrypted: b
         "spec": {"predictor": predictor},
     }
     return [storage, runtime, service]
+
+
+def token_env(isvc: str) -> dict[str, Any]:
+    """The container env entry that gives the server its bearer token from the ``<isvc>-token`` Secret.
+
+    Example:
+        >>> token_env("m-mnist")["valueFrom"]["secretKeyRef"]
+        {'name': 'm-mnist-token', 'key': 'token'}
+    """
+    return {"name": TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": f"{isvc}-token", "key": "token"}}}
 
 
 def serving_runtime(name: str, *, image: str, port: int, args: list[str], env: list[dict[str, Any]], command: list[str] | None = None) -> dict[str, Any]:
@@ -233,18 +240,21 @@ def published_uri(ref: str) -> tuple[str, str, bool]:
     from ..remote.config import split_remote_ref
     from ..remote.connect import open_transport
 
-    parsed = refs.parse(ref)
-    if parsed.remote is None:
-        bundle = api.get_store().open(ref)
-        places = published.places(bundle.store).get(bundle.digest, [])
+    local = None
+    if refs.parse(ref).remote is None:
+        local = api.get_store().open(ref)
+        places = published.places(local.store).get(local.digest, [])
         if not places:
             raise UsageError(f"{ref} was never published", hint=f"publish it first: modelpack publish {ref} REMOTE, then pass REMOTE/NAME:TAG")
         ref = places[0]
     remote, reference, repo = split_remote_ref(ref)
     if remote.kind == "file":
         raise UsageError(f"{remote.name} is a directory remote; KServe pulls from an OCI registry", hint="publish to a registry remote")
-    host = remote.url.removeprefix("oci://").split("/", 1)[0]
-    raw, digest = open_transport(remote).get_manifest(repo, reference.digest or reference.tag or "latest")
     name = repo.rsplit("/", 1)[-1]
+    if local is not None:  # the very version named, by digest: the tag it was published under may have moved since
+        return name, storage_uri(remote.host, repo, local.digest), local.info.encrypted
+    raw, digest = open_transport(remote).get_manifest(repo, reference.digest or reference.tag or "latest")  # bytes checked against digest
+    if reference.digest and digest != reference.digest:
+        raise IntegrityError(f"{ref} answered with another manifest ({digest[:19]}…)", hint="the registry's copy is damaged or hostile")
     encrypted = BundleInfo.from_manifest(parse_manifest(raw, digest), name=name).encrypted
-    return name, storage_uri(host, repo, digest), encrypted
+    return name, storage_uri(remote.host, repo, digest), encrypted
