@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import ArchitectureError
+from ..errors import ArchitectureError, UsageError
 
 DEFAULT_MODULES: tuple[str, ...] = ("torch", "torchvision")
 MAX_KWARGS_DEPTH = 8
@@ -248,3 +248,19 @@ def describe(arch: Mapping[str, Any] | object, trusted: Sequence[str] = ()) -> s
             return f"{module}:{qualname} ({kind}; not an allowed module — loads as the export graph unless trusted)"
         return f"{module}:{qualname} ({kind}; refused — not an allowed module, needs trust_code)"
     return f"{module}:{qualname} ({kind})"
+
+
+# How int8 Linear layers run at load (a recipe records compress's choice); weight-only is the default.
+INT8_KERNELS = ("weight-only", "dynamic")
+
+
+def check_int8_kernel(value: Any) -> str | None:
+    """``None`` (the bundle's choice, else weight-only) or one of :data:`INT8_KERNELS`; else a one-line error.
+
+    Example:
+        >>> check_int8_kernel("dynamic")
+        'dynamic'
+    """
+    if value is None or value in INT8_KERNELS:
+        return value
+    raise UsageError(f"int8 kernel {str(value)[:40]!r} is not one of {', '.join(INT8_KERNELS)}", hint="the default, weight-only, matches compress's weights exactly")

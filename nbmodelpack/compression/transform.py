@@ -22,6 +22,7 @@ import torch
 import zstandard
 
 from ..bundle import mediatypes as mt
+from ..bundle.architecture import check_int8_kernel
 from ..bundle.draft import Draft
 from ..bundle.manifest import Descriptor, Manifest, sha256_digest
 from ..bundle.metrics import COMPRESSION, VALIDATION
@@ -34,7 +35,6 @@ from ..pytorch import qplan
 from ..pytorch import quantize as qz
 from ..pytorch.capture import export_archive
 from ..pytorch.evaluate import accuracy, batches, top1_accuracy
-from ..pytorch.int8dynamic import check_int8_kernel
 from ..pytorch.restore import construct, load_state, restore
 from ..pytorch.tensors import split_aliases
 from ..pytorch.tree import describe_tree

@@ -23,23 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import UsageError
+from ..bundle.architecture import INT8_KERNELS, check_int8_kernel
 from .quantize import op_name
 from .tensors import owner_and_attr
-
-INT8_KERNELS = ("weight-only", "dynamic")
-
-
-def check_int8_kernel(value: Any) -> str | None:
-    """``None`` (the bundle's choice, else weight-only) or one of :data:`INT8_KERNELS`; else a one-line error.
-
-    Example:
-        >>> check_int8_kernel("dynamic")
-        'dynamic'
-    """
-    if value is None or value in INT8_KERNELS:
-        return value
-    raise UsageError(f"int8 kernel {str(value)[:40]!r} is not one of {', '.join(INT8_KERNELS)}", hint="the default, weight-only, matches compress's weights exactly")
 
 
 def chosen_int8_kernel(recipe: Any, requested: str | None) -> str:
@@ -151,4 +137,4 @@ def _rewrite_graph(gm: torch.fx.GraphModule, packed: dict[str, tuple[torch.Tenso
     return count
 
 
-__all__ = ["INT8_KERNELS", "Int8Linear", "check_int8_kernel", "chosen_int8_kernel", "int8_kernel_available", "use_int8_kernels"]
+__all__ = ["Int8Linear", "chosen_int8_kernel", "int8_kernel_available", "use_int8_kernels"]

@@ -18,12 +18,12 @@ from typing import Any
 
 import torch
 
-from ..bundle.architecture import check_target, parse_target, plain_kwargs
+from ..bundle.architecture import check_int8_kernel, check_target, parse_target, plain_kwargs
 from ..config import trusted_modules
 from ..errors import ArchitectureError, BundleFormatError, ModelPackError
 from ..store import StoredBundle
 from .graph import LOADED_ARCHITECTURE, trainable
-from .int8dynamic import check_int8_kernel, chosen_int8_kernel, use_int8_kernels
+from .int8dynamic import chosen_int8_kernel, use_int8_kernels
 from .pt2archive import check_archive
 from .resolve import Factory, resolve_architecture
 from .tensors import join_aliases, owner_and_attr

@@ -13,6 +13,7 @@ import os
 import re
 from dataclasses import asdict, dataclass
 
+from ..bundle.architecture import check_int8_kernel
 from ..crypto.keys import PASSPHRASE_ENV, Passphrase
 from ..errors import ServingError, UsageError
 
@@ -123,8 +124,7 @@ def validate(options: ServeOptions) -> None:
         raise UsageError(f"model_name={options.model_name[:40]!r} is not a model name", hint="use lowercase letters, digits, '.', '_' and '-' (at most 63)")
     if not 0 <= options.port <= 65535:
         raise UsageError(f"port={options.port} is not a port number")
-    if options.int8_kernel not in (None, "weight-only", "dynamic"):
-        raise UsageError(f"int8 kernel {str(options.int8_kernel)[:40]!r} is not one of weight-only, dynamic", hint="the default, weight-only, matches compress's weights exactly")
+    check_int8_kernel(options.int8_kernel)
     if options.engine not in ENGINES:
         raise UsageError(f"engine={options.engine[:20]!r} is not one of: {', '.join(ENGINES)}")
     if options.engine == "ray":
