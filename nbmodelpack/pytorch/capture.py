@@ -201,11 +201,6 @@ def _tensor_spec(name: str, t: torch.Tensor) -> dict[str, Any]:
     return {"name": name, "datatype": V2_DATATYPES.get(t.dtype, dtype_name(t.dtype).upper()), "shape": shape}
 
 
-def infer_signature(model: torch.nn.Module, example: Any) -> dict[str, Any]:
-    """Inputs and outputs (v2 names, datatypes, shapes with -1 batch) from one example call."""
-    return signature_and_output(model, example)[0]
-
-
 # Above this many bytes of weights the signature is inferred on the meta device (shapes only, no compute).
 META_SIGNATURE_BYTES = 256 << 20
 
@@ -217,7 +212,7 @@ def _meta_call(model: torch.nn.Module, args: tuple[Any, ...]) -> Any:
 
 
 def signature_and_output(model: torch.nn.Module, example: Any) -> tuple[dict[str, Any], Any]:
-    """:func:`infer_signature` and the example's output (pack's load check reuses it: one forward, not two).
+    """Inputs and outputs (v2 names, datatypes, shapes with -1 batch) from one example call, and the example's output (pack's load check reuses it: one forward, not two).
 
     For a big model the call runs on the meta device where it can (the output is then ``None``).
     """

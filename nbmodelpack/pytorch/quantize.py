@@ -26,7 +26,6 @@ opt-in dynamic int8 kernel is :mod:`.int8dynamic`.
 from __future__ import annotations
 
 import json
-import struct
 from typing import Any
 
 import torch
@@ -170,18 +169,18 @@ def quantize_state(
     return out, meta
 
 
-def read_meta(data: bytes) -> dict[str, Any] | None:
-    """The quantization record in a safetensors file's header, if any."""
-    # The safetensors Python API reads metadata only from files; the header is
-    # an 8-byte little-endian length followed by JSON (the documented format).
-    if len(data) < 8:
+def parse_meta(raw: Any) -> dict[str, Any] | None:
+    """The quantization record a shard's header keeps under :data:`META_KEY` (its metadata value), parsed; None if absent.
+
+    Example:
+        >>> parse_meta('{"scheme": "int8"}')
+        {'scheme': 'int8'}
+    """
+    if not raw:
         return None
-    (n,) = struct.unpack("<Q", data[:8])
     try:
-        header = json.loads(data[8 : 8 + n])
-        raw = (header.get("__metadata__") or {}).get(META_KEY)
-        return json.loads(raw) if raw else None
-    except (ValueError, AttributeError) as exc:
+        return json.loads(raw if isinstance(raw, str) else json.dumps(raw))  # type: ignore[no-any-return]
+    except ValueError as exc:
         raise BundleFormatError("model.safetensors has an unreadable quantization record") from exc
 
 
@@ -237,5 +236,5 @@ __all__ = [
     "quantize_int4",
     "quantize_int8",
     "quantize_state",
-    "read_meta",
+    "parse_meta",
 ]

@@ -120,8 +120,8 @@ def store_and_check(store: Store, name: str, captured: Captured, model: torch.nn
         >>> layers = store_and_check(store, "mnist-mlp", captured, model, torch.zeros(1, 1, 28, 28))  # doctest: +SKIP
     """
     streams = [f for f in captured.files if isinstance(f[2], SafetensorsStream)]
-    weight_bytes = sum(c.nbytes for _, _, c in captured.files if isinstance(c, SafetensorsStream))
-    if weight_bytes <= FULL_CHECK_BYTES:
+    objects = [c for _, _, c in streams if isinstance(c, SafetensorsStream)]  # (narrows the type for mypy)
+    if sum(c.nbytes for c in objects) <= FULL_CHECK_BYTES:
         layers = store_files(store, captured.files)
         check_loads(store, name, layers, model, example, trust_code=trust_code, expected=captured.example_output)
         return layers
@@ -130,7 +130,6 @@ def store_and_check(store: Store, name: str, captured: Captured, model: torch.nn
     # per stream) rather than the disk sets the pace, so two shards use both cores.
     with ThreadPoolExecutor(min(len(streams), PARALLEL_WRITES), thread_name_prefix="nbmodelpack-weights") as pool:
         writing = [pool.submit(store_files, store, [stream]) for stream in streams]
-        objects = [c for _, _, c in streams if isinstance(c, SafetensorsStream)]
         try:
             written_state = {k: t for c in objects for k, t in c.tensors.items()}
             check_loads(store, name, small, model, example, trust_code=trust_code, expected=captured.example_output, state=written_state)

@@ -38,7 +38,7 @@ from ..bundle.shards import (
 from ..config import pack_options
 from ..errors import BundleFormatError, ModelPackError, UsageError
 from ..store import StoredBundle
-from .quantize import META_KEY, dequantize_state, read_meta
+from .quantize import META_KEY, dequantize_state, parse_meta
 
 # torch dtype -> the safetensors dtype name (the format's own table).
 _DTYPES = {
@@ -261,14 +261,8 @@ def load_state(
     meta: dict[str, Any] | None = None
     for filepath, (part, raw_meta) in zip(files, parts, strict=True):
         if raw_meta is not None:
-            meta = _merge_meta(meta, read_meta(_meta_head(raw_meta)), filepath)
+            meta = _merge_meta(meta, parse_meta(raw_meta), filepath)
         if state.keys() & part.keys():
             raise BundleFormatError(f"{filepath} repeats a tensor of another shard")
         state.update(part)
     return dequantize_state(state, meta, packed=packed) if meta else state
-
-
-def _meta_head(raw: Any) -> bytes:
-    """A minimal safetensors head holding only the quantization record (what ``read_meta`` parses)."""
-    doc = json.dumps({"__metadata__": {META_KEY: raw if isinstance(raw, str) else json.dumps(raw)}}).encode()
-    return struct.pack("<Q", len(doc)) + doc
