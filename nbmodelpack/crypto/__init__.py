@@ -121,16 +121,10 @@ def _encrypt_layer(target: Store, desc: Descriptor, *, recipients: list[Any], pa
     The plain blob is verified on another thread meanwhile; a mismatch refuses the
     layer before the new blob is kept.
     """
-    check = target.check_blob(desc.digest, what=desc.filepath)  # no hash while its record matches
 
     def write(out: IO[bytes]) -> None:
-        try:
-            with target.open_blob(desc.digest, what=desc.filepath) as source:
-                encrypt_stream(source, out, recipients=recipients, passphrase=passphrase, limit=desc.size)
-        except ModelPackError:
-            check()  # a damaged plain blob is reported as such
-            raise
-        check()
+        with target.reading_blob(desc.digest, what=desc.filepath) as source:  # no hash while its record matches
+            encrypt_stream(source, out, recipients=recipients, passphrase=passphrase, limit=desc.size)
 
     base, encodings = mt.base_media_type(desc.media_type), (*desc.encodings, mt.AGE)
     if cli_encrypts(recipients, passphrase) is not None:

@@ -220,9 +220,26 @@ class Store:
         """Whether this user hashed the blob before and its file has not changed since (no hashing here)."""
         return self.blobs.is_recorded(digest)
 
-    def open_blob(self, digest: str, *, what: str = "") -> contextlib.AbstractContextManager[IO[bytes]]:
-        """A blob file opened for reading (no links, FIFOs or devices), unverified: callers verify it alongside (:meth:`check_blob`)."""
-        return self.blobs._open(digest, what)
+    @contextlib.contextmanager
+    def reading_blob(self, digest: str, *, what: str = "", verify: bool = False) -> Iterator[IO[bytes]]:
+        """A blob opened for reading (no links, FIFOs or devices) while :meth:`check_blob` verifies it.
+
+        The check ends the block: a damaged blob raises :class:`~nbmodelpack.errors.IntegrityError`,
+        also in place of an error its damage caused inside the block; nothing derived from
+        the bytes may be handed out before the block has ended.
+
+        Example:
+            >>> with store.reading_blob(digest, what="model.safetensors") as f:  # doctest: +SKIP
+            ...     header = f.read(8)
+        """
+        check = self.check_blob(digest, what=what, verify=verify)
+        try:
+            with self.blobs._open(digest, what) as f:
+                yield f
+        except Exception:
+            check()  # a damaged blob is reported as such, not as the error it caused
+            raise
+        check()
 
     def put_streamed(
         self, filepath: str, media_type: str, write: Callable[[IO[bytes]], None], *, encodings: tuple[str, ...] = ()

@@ -45,20 +45,16 @@ def _stream(bundle: StoredBundle, desc: Descriptor) -> Iterator[IO[bytes]]:
     """The layer's tar stream (decompressed as its media type says), from its verified blob."""
     import zstandard
 
-    check = bundle.store.check_blob(desc.digest, what=desc.filepath)
-    try:
-        with bundle.store.open_blob(desc.digest, what=desc.filepath) as raw:
-            kind = mt.archive_of(desc.media_type)
-            if kind == "gz":
-                with gzip.GzipFile(fileobj=raw) as unzipped:
-                    yield unzipped  # type: ignore[misc]  # GzipFile is a binary file object
-            elif kind == "zstd":
-                with zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True) as reader:
-                    yield reader  # type: ignore[misc]  # a readable binary stream
-            else:
-                yield raw
-    finally:
-        check()  # a damaged blob is an integrity error, whatever was unpacked is discarded by the caller
+    with bundle.store.reading_blob(desc.digest, what=desc.filepath) as raw:  # a damaged blob is an integrity error; the caller discards what was unpacked
+        kind = mt.archive_of(desc.media_type)
+        if kind == "gz":
+            with gzip.GzipFile(fileobj=raw) as unzipped:
+                yield unzipped  # type: ignore[misc]  # GzipFile is a binary file object
+        elif kind == "zstd":
+            with zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True) as reader:
+                yield reader  # type: ignore[misc]  # a readable binary stream
+        else:
+            yield raw
 
 
 def entry_path(name: str, filepath: str) -> str:

@@ -297,15 +297,10 @@ class StoredBundle:
             ...     bundle.unwrap_into("model.safetensors", out, identity="~/.age/me.txt")
         """
         desc = self.descriptor(filepath)
-        check = self.store.check_blob(desc.digest, what=filepath, verify=verify)  # no hash while its record matches
-        try:
-            self._decode_stream(desc, out, identity, inflate=inflate)
-        except ModelPackError:
-            check()  # a damaged blob is reported as such, not as the decoding error it caused
-            raise
-        check()
+        with self.store.reading_blob(desc.digest, what=filepath, verify=verify) as source:  # no hash while its record matches
+            self._decode_stream(desc, source, out, identity, inflate=inflate)
 
-    def _decode_stream(self, desc: Descriptor, out: IO[bytes], identity: Any, *, inflate: bool = True) -> None:
+    def _decode_stream(self, desc: Descriptor, source: IO[bytes], out: IO[bytes], identity: Any, *, inflate: bool = True) -> None:
         wrapping = _wrapping(desc)
         encrypted = mt.AGE in wrapping
         sink = out
@@ -313,11 +308,10 @@ class StoredBundle:
         if mt.ZSTD in wrapping and inflate:
             inflater = zstd_inflater(desc, out, desc.size)
             sink = cast(IO[bytes], inflater)
-        with self.store.open_blob(desc.digest, what=desc.filepath) as source:
-            if encrypted:
-                stream_codec(mt.AGE_SUFFIX)(self, desc, source, sink, identity)
-            else:
-                shutil.copyfileobj(source, sink, UNWRAP_BUFFER)
+        if encrypted:
+            stream_codec(mt.AGE_SUFFIX)(self, desc, source, sink, identity)
+        else:
+            shutil.copyfileobj(source, sink, UNWRAP_BUFFER)
         if inflater is not None:
             inflater.finish()
 
