@@ -25,7 +25,6 @@ from .bundle.refs import validate_name
 from .errors import BundleFormatError, ModelPackError, StoreError, UsageError
 from .signing import export_files
 from .store import Store, get_store
-from .store.archives import is_archive, unpack
 from .store.blobs import read_regular
 from .store.index import arrival_tags
 
@@ -114,12 +113,7 @@ def _refuse_occupied(target: Path) -> None:
 
 def _files(ref: str, tmp: Path, store: Store | str | None) -> None:
     """The files of ``ref`` into ``tmp``: as stored, with archive layers unpacked in place of their tar."""
-    export_files(ref, tmp, store=store)
-    bundle = get_store(store).open(ref)
-    for desc in bundle.manifest.layers:
-        if is_archive(desc):
-            (tmp / desc.filepath).unlink()
-            unpack(bundle, desc, tmp)
+    export_files(ref, tmp, store=store, unpack_archives=True)
 
 
 def _write_beside(target: Path, write: Callable[[Path], Any], *, what: str) -> Path:

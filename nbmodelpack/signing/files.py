@@ -21,6 +21,9 @@ from pathlib import Path, PurePosixPath
 from ..bundle.manifest import Descriptor, check_filepaths
 from ..errors import BundleFormatError, SignatureError, StoreError, UsageError
 from ..store import Store, get_store
+from ..store.archives import is_archive, unpack
+
+COPY_BUFFER = 8 << 20
 
 
 def safe_filepaths(layers: Iterable[Descriptor]) -> list[tuple[Descriptor, PurePosixPath]]:
@@ -89,11 +92,13 @@ def _link_into(store: Store, checked: list[tuple[Descriptor, PurePosixPath]], fi
         shutil.rmtree(files, ignore_errors=True)  # the links go before the records are renewed
 
 
-def export_files(ref: str, out: str | os.PathLike[str], *, store: Store | str | None = None) -> Path:
+def export_files(ref: str, out: str | os.PathLike[str], *, store: Store | str | None = None, unpack_archives: bool = False) -> Path:
     """Write a version's files by filepath (as stored: ciphertext stays ciphertext) into directory ``out``.
 
-    The result is what ``model_signing verify key OUT --signature OUT/model.sig
-    --public_key KEY.pub`` checks.
+    Each file is copied from its blob as it is verified, never whole in memory. The
+    result is what ``model_signing verify key OUT --signature OUT/model.sig
+    --public_key KEY.pub`` checks. ``unpack_archives`` unpacks model-spec tar layers in
+    place of their tar (through the allow-list of :mod:`nbmodelpack.store.archives`).
 
     Example:
         >>> export_files("mnist-mlp:3", "mnist-files")  # doctest: +SKIP
@@ -107,10 +112,13 @@ def export_files(ref: str, out: str | os.PathLike[str], *, store: Store | str | 
     target.mkdir(parents=True, exist_ok=True)
     try:
         for desc, rel in checked:
+            if unpack_archives and is_archive(desc):
+                unpack(bundle, desc, target)
+                continue
             dest = target / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
-            with open(dest, "xb") as f:
-                f.write(bundle.read(desc.filepath))
+            with bundle.store.reading_blob(desc.digest, what=desc.filepath) as src, open(dest, "xb") as f:
+                shutil.copyfileobj(src, f, COPY_BUFFER)
     except BaseException as exc:
         # A refused export leaves no partial directory.
         if created:
