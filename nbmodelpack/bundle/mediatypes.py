@@ -71,8 +71,8 @@ def layer_media_type(base: str, encodings: tuple[str, ...] = (), filepath: str =
         >>> layer_media_type(WEIGHT, ("zstd", "age"), "model.safetensors")
         ('application/vnd.cncf.model.weight.v1.raw', {'org.cncf.model.filepath': 'model.safetensors', 'org.opencontainers.image.title': 'model.safetensors.zst.age', 'dev.nbmodelpack.encoding': 'zstd,age'})
     """
-    wrapping = _legacy_encodings(base) + tuple(encodings)  # a legacy suffix given here is moved to the annotation
-    base = base_media_type(base)
+    base, legacy = _split_legacy(base)
+    wrapping = legacy + tuple(encodings)  # a legacy suffix given here is moved to the annotation
     annotations = {FILEPATH: filepath, TITLE: filepath + "".join(_EXTENSIONS.get(e, "") for e in wrapping)} if filepath else {}
     if wrapping:
         annotations[ENCODING] = ",".join(wrapping)
@@ -96,16 +96,20 @@ def encodings(media_type: str, annotations: dict[str, str] | None = None) -> tup
     return _legacy_encodings(media_type)
 
 
-def _legacy_encodings(media_type: str) -> tuple[str, ...]:
+def _split_legacy(media_type: str) -> tuple[str, tuple[str, ...]]:
+    """``(base, encodings)`` of a media type that may carry our legacy ``+zstd``/``+age`` suffixes."""
     if media_type in SPEC_LAYER_TYPES:  # ``….tar+zstd`` is the spec's own archive type, not our wrapping
-        return ()
+        return media_type, ()
     found: list[str] = []
-    rest = media_type
     for name, suffix in ((AGE, AGE_SUFFIX), (ZSTD, ZSTD_SUFFIX)):
-        if rest.endswith(suffix):
+        if media_type.endswith(suffix):
             found.insert(0, name)
-            rest = rest[: -len(suffix)]
-    return tuple(found)
+            media_type = media_type[: -len(suffix)]
+    return media_type, tuple(found)
+
+
+def _legacy_encodings(media_type: str) -> tuple[str, ...]:
+    return _split_legacy(media_type)[1]
 
 
 def base_media_type(media_type: str) -> str:
@@ -117,8 +121,7 @@ def base_media_type(media_type: str) -> str:
         >>> base_media_type("application/vnd.cncf.model.weight.v1.tar+zstd")
         'application/vnd.cncf.model.weight.v1.tar+zstd'
     """
-    if media_type in SPEC_LAYER_TYPES:
-        return media_type
+    return _split_legacy(media_type)[0]
     for suffix in (AGE_SUFFIX, ZSTD_SUFFIX):
         if media_type.endswith(suffix):
             media_type = media_type[: -len(suffix)]
