@@ -91,8 +91,13 @@ def _cli_encrypt(cli: str, source: IO[bytes], out: IO[bytes], recipients: Sequen
     if direct is not None:
         out.seek(0, os.SEEK_END)  # the child wrote past the writer's position
     if returncode != 0:
-        lines = [line for line in err.splitlines() if "error:" in line] or [f"age exited with {returncode}"]
-        raise CryptoError(f"cannot encrypt: {lines[0].split('error:', 1)[-1].strip()}")
+        raise CryptoError(f"cannot encrypt: {_cli_error(err, returncode)}")
+
+
+def _cli_error(err: str, returncode: int) -> str:
+    """What the ``age`` command said went wrong: its first ``error:`` line, else its exit status."""
+    lines = [line for line in err.splitlines() if "error:" in line] or [f"age exited with {returncode}"]
+    return lines[0].split("error:", 1)[-1].strip()
 
 
 def _run_cli(args: list[str], source: IO[bytes], write: Callable[[bytes], Any], direct: int | None, pass_fds: tuple[int, ...] = ()) -> tuple[int, str]:
@@ -219,8 +224,7 @@ def _cli_decrypt(cli: str, source: IO[bytes], sink: IO[bytes], capped: CappedWri
     if returncode != 0:
         if "no identity matched" in err:
             raise _decrypt_error("No matching keys")
-        lines = [line for line in err.splitlines() if "error:" in line] or [f"age exited with {returncode}"]
-        raise _decrypt_error(lines[0].split("error:", 1)[-1].strip())
+        raise _decrypt_error(_cli_error(err, returncode))
     return True
 
 
