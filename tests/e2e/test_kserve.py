@@ -94,6 +94,28 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
 
 
+def test_kserve_names_the_local_versions_own_digest_and_a_remote_digest_must_answer_with_itself(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from nbmodelpack.errors import IntegrityError
+    from nbmodelpack.remote.registry_transport import RegistryTransport
+
+    remote.add_remote("team", f"oci://{registry.host}/kserve-tags", insecure=True)
+    remote.login("team", registry.user, registry.password)
+    torch.manual_seed(0)
+    first = nbmodelpack.pack(torch.nn.Linear(4, 2), "tagged", example=torch.randn(1, 4))
+    nbmodelpack.publish(first.ref, "team")
+    theirs = str(tmp_path / "colleague-store")  # a colleague publishes their own tagged:1 over ours
+    second = nbmodelpack.pack(torch.nn.Linear(4, 3), "tagged", example=torch.randn(1, 4), store=theirs)
+    nbmodelpack.publish(second.ref, "team", store=theirs)
+    assert second.ref == first.ref and second.digest != first.digest
+    assert kserve.published_uri(first.ref)[1].endswith("@" + first.digest)
+    real = RegistryTransport.get_manifest
+    monkeypatch.setattr(RegistryTransport, "get_manifest", lambda self, repo, reference: real(self, repo, second.digest))
+    with pytest.raises(IntegrityError, match="answered with another manifest"):
+        kserve.published_uri(f"team/tagged@{first.digest}")
+
+
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
 def test_storage_initializer_fills_mnt_models_from_the_registry_and_the_runtime_serves_it_as_the_isvc(
     registry: Registry, tmp_path: Path, encrypted: bool
